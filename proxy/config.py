@@ -653,8 +653,9 @@ class _Table:
             return default
         return value
 
-    def port(self, name: str, default: int) -> int:
-        return self.integer(name, default, lo=1, hi=65535)
+    def port(self, name: str, default: int, *, listen: bool = False) -> int:
+        # A listening port may be 0: the system picks a free one (tests, several instances).
+        return self.integer(name, default, lo=0 if listen else 1, hi=65535)
 
     # -- compound
 
@@ -913,7 +914,7 @@ def _parse_server(t: _Table) -> ServerConfig:
     d = ServerConfig()
     server = ServerConfig(
         host=t.string("host", d.host, pattern=_HOST, what="a host name or address"),
-        port=t.port("port", d.port),
+        port=t.port("port", d.port, listen=True),
         instance_id=t.string(
             "instance_id",
             d.instance_id,
@@ -1445,7 +1446,7 @@ def _parse_metrics(t: _Table | None) -> MetricsConfig | None:
     metrics = MetricsConfig(
         enabled=t.boolean("enabled", True),
         host=t.string("host", d.host, pattern=_HOST, what="a host name or address"),
-        port=t.port("port", d.port),
+        port=t.port("port", d.port, listen=True),
     )
     t.finish()
     return metrics if metrics.enabled else None

@@ -29,7 +29,11 @@ def main() -> int:
     env = dict(os.environ, MYPYPATH=str(base))
     cmd = [sys.executable, "-m", "mypy", "--strict", "-p", "smppcodecs", "-p", "bounceback"]
     rc = subprocess.call(cmd, cwd=base, env=env)
-    targets = [str(ROOT / p) for p in ("tests", "bench", "tools") if (ROOT / p).exists()]
+    targets = [
+        str(ROOT / p)
+        for p in ("tests", "bench", "tools")
+        if (ROOT / p).is_dir() and any((ROOT / p).glob("*.py"))
+    ]
     rc2 = subprocess.call([sys.executable, "-m", "mypy", "--strict", *targets], cwd=ROOT, env=env)
     return rc or rc2
 
