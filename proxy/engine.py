@@ -1,0 +1,505 @@
+"""The message engine: pure decisions over a message and an event.
+
+`decide(message, event, policy)` returns the new message and the actions the
+asyncio shell must carry out. Nothing here reads a clock, draws a random
+number or touches a socket: time (`now`), randomness (`rand`) and the
+destination's time zone arrive inside the events, so every decision can be
+replayed and tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import TypeAlias
+
+import attrs
+from smppcodecs.constants import (
+    REG_DELIVERY_FAILURE,
+    REG_DELIVERY_INTERMEDIATE,
+    REG_DELIVERY_RECEIPT_MASK,
+    REG_DELIVERY_SUCCESS_FAILURE,
+)
+
+from .model import Message, State, Verdict
+
+# Hard reasons that put the number on the suppression list: the number itself is bad.
+SUPPRESS_REASONS = frozenset(
+    {
+        "unknown_subscriber",
+        "invalid_address",
+        "not_sms_equipped",
+        "illegal_subscriber",
+        "illegal_equipment",
+        "not_provisioned",
+    }
+)
+
+
+@attrs.frozen
+class Schedule:
+    """Exponential backoff: initial * factor**(n-1), capped at `max` seconds."""
+
+    initial: float
+    factor: float
+    max: float
+
+    def delay(self, n: int) -> float:
+        return float(min(self.initial * self.factor ** max(n - 1, 0), self.max))
+
+
+DEFAULT_SCHEDULES: Mapping[str, Schedule] = {
+    "throttled": Schedule(2, 2, 60),
+    "congestion": Schedule(10, 2, 300),
+    "system_failure": Schedule(30, 2, 600),
+    "network": Schedule(60, 2, 1800),
+    "routing": Schedule(60, 2, 1800),
+    "timeout": Schedule(30, 2, 600),
+    "not_bound": Schedule(5, 2, 60),
+    "subscriber_busy": Schedule(60, 2, 900),
+    "absent_subscriber": Schedule(600, 2, 14400),
+    "memory_full": Schedule(3600, 2, 21600),
+    "unknown_state": Schedule(300, 2, 3600),
+    "expired": Schedule(1800, 2, 14400),
+}
+FALLBACK_SCHEDULE = Schedule(300, 2, 3600)
+
+# Reasons that never count as an attempt against the number: the carrier or the
+# link was at fault, not the destination. They still respect the deadline.
+LINK_REASONS = frozenset({"throttled", "not_bound", "congestion", "timeout"})
+
+
+@attrs.frozen
+class Policy:
+    max_attempts: int = 6
+    jitter: float = 0.2
+    schedules: Mapping[str, Schedule] = attrs.field(factory=lambda: dict(DEFAULT_SCHEDULES))
+    quiet_start: dt.time | None = None  # destination local time
+    quiet_end: dt.time | None = None
+    receipt_grace: float = 3600.0  # how long after the deadline a missing receipt is given up
+    flag_stops_retries: bool = False
+    max_link_retries: int = 50  # safety bound on retries that do not count as attempts
+
+    def schedule(self, reason: str) -> Schedule:
+        return self.schedules.get(reason, FALLBACK_SCHEDULE)
+
+
+# ---------------------------------------------------------------- events
+
+
+@attrs.frozen
+class Dispatch:
+    """Send the message now (first attempt, or a held message that is due)."""
+
+    now: float
+
+
+@attrs.frozen
+class SubmitResult:
+    """The carrier answered the submit (or did not: timeout, no carrier bound)."""
+
+    now: float
+    carrier: str
+    status: int  # command_status; 0 = accepted
+    carrier_message_id: str
+    verdict: Verdict | None  # None when status == 0
+    sender_waiting: bool = False
+    rand: float = 0.5
+    tz: dt.tzinfo | None = None
+
+
+@attrs.frozen
+class ReceiptIn:
+    """A carrier receipt matched to this message and one of its attempts."""
+
+    now: float
+    attempt: int
+    verdict: Verdict
+    stat: str
+    err: str
+    rand: float = 0.5
+    tz: dt.tzinfo | None = None
+    flagged: bool = False  # the number is over the soft-bounce threshold
+
+
+@attrs.frozen
+class Due:
+    """The message's timer fired (retry due, deadline reached, receipt overdue)."""
+
+    now: float
+
+
+@attrs.frozen
+class Alert:
+    """alert_notification: the destination is reachable again."""
+
+    now: float
+
+
+@attrs.frozen
+class Cancel:
+    now: float
+
+
+Event: TypeAlias = Dispatch | SubmitResult | ReceiptIn | Due | Alert | Cancel
+
+# ---------------------------------------------------------------- actions
+
+
+@attrs.frozen
+class Submit:
+    """Send attempt number `attempt` upstream (the shell routes it)."""
+
+    attempt: int
+
+
+@attrs.frozen
+class AnswerSender:
+    """Answer the sender's pending submit_sm with this status."""
+
+    status: int
+
+
+@attrs.frozen
+class SenderReceipt:
+    """Queue a delivery receipt (or intermediate notification) for the sender."""
+
+    stat: str
+    err: str
+    done_at: float
+    intermediate: bool = False
+
+
+@attrs.frozen
+class Publish:
+    """Write a feed event (to the outbox, in the same transaction as the state)."""
+
+    event: str
+    fields: Mapping[str, object] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class CancelUpstream:
+    carrier: str
+    carrier_message_id: str
+
+
+@attrs.frozen
+class SuppressNumber:
+    number: str
+    reason: str
+
+
+Action: TypeAlias = (
+    Submit | AnswerSender | SenderReceipt | Publish | CancelUpstream | SuppressNumber
+)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def wants_receipt(registered_delivery: int, *, success: bool) -> bool:
+    mode = registered_delivery & REG_DELIVERY_RECEIPT_MASK
+    if mode == REG_DELIVERY_SUCCESS_FAILURE:
+        return True
+    return mode == REG_DELIVERY_FAILURE and not success
+
+
+def wants_intermediate(registered_delivery: int) -> bool:
+    return bool(registered_delivery & REG_DELIVERY_INTERMEDIATE)
+
+
+def _verdict_fields(v: Verdict) -> dict[str, object]:
+    return {
+        "classification": v.kind,
+        "reason": v.reason,
+        "description": v.description,
+        "code": v.code,
+        "rule": v.rule,
+        "rule_source": v.source,
+    }
+
+
+def quiet_adjust(
+    when: float, tz: dt.tzinfo | None, start: dt.time | None, end: dt.time | None
+) -> float:
+    """Move `when` out of the quiet window [start, end) in the destination's zone.
+
+    The window may wrap midnight (21:00–08:00). Returns `when` unchanged when
+    quiet hours are off or the zone is unknown.
+    """
+    if tz is None or start is None or end is None or start == end:
+        return when
+    local = dt.datetime.fromtimestamp(when, tz)
+    t = local.time().replace(tzinfo=None)
+    wraps = start > end
+    inside = (start <= t or t < end) if wraps else (start <= t < end)
+    if not inside:
+        return when
+    end_day = local.date()
+    if wraps and t >= start:
+        end_day = end_day + dt.timedelta(days=1)
+    morning = dt.datetime.combine(end_day, end, tzinfo=tz)
+    return max(when, morning.timestamp())
+
+
+def _final(
+    msg: Message,
+    state: State,
+    stat: str,
+    err: str,
+    now: float,
+    event: str,
+    fields: Mapping[str, object],
+    *,
+    success: bool = False,
+) -> tuple[Message, list[Action]]:
+    new = attrs.evolve(
+        msg,
+        state=state,
+        final_stat=stat,
+        final_err=err,
+        done_at=now,
+        next_attempt_at=None,
+        updated_at=now,
+    )
+    actions: list[Action] = [Publish(event, dict(fields))]
+    if wants_receipt(msg.registered_delivery, success=success):
+        actions.append(SenderReceipt(stat, err, now))
+    return new, actions
+
+
+def _last_failure(msg: Message) -> tuple[str, str]:
+    v = msg.verdict
+    stat = "UNDELIV"
+    if v is not None and v.reason == "expired":
+        stat = "EXPIRED"
+    return stat, msg.final_err or "000"
+
+
+def _run_out(msg: Message, now: float, why: str) -> tuple[Message, list[Action]]:
+    """Attempts, validity or age ran out: the last failure (EXPIRED for validity)."""
+    stat, err = _last_failure(msg)
+    if why == "validity":
+        stat = "EXPIRED"
+    fields: dict[str, object] = {"attempts": msg.attempts, "why": why}
+    if msg.verdict is not None:
+        fields.update(_verdict_fields(msg.verdict))
+    return _final(
+        msg, State.EXPIRED if stat == "EXPIRED" else State.FAILED, stat, err, now, "expired", fields
+    )
+
+
+def _hold(
+    msg: Message,
+    verdict: Verdict,
+    err: str,
+    now: float,
+    rand: float,
+    tz: dt.tzinfo | None,
+    policy: Policy,
+    *,
+    flagged: bool = False,
+) -> tuple[Message, list[Action]]:
+    reason = verdict.reason
+    n = msg.retries_for(reason) + 1
+    msg = attrs.evolve(
+        msg, verdict=verdict, final_err=err, retries_by_reason=msg.with_retry(reason)
+    )
+    link = reason in LINK_REASONS
+    counted = msg.attempts - _link_retries(msg)  # attempts the destination was tried
+    if flagged and policy.flag_stops_retries:
+        return _run_out(msg, now, "flagged")
+    if not link and counted >= policy.max_attempts:
+        return _run_out(msg, now, "attempts")
+    if link and _link_retries(msg) > policy.max_link_retries:
+        return _run_out(msg, now, "attempts")
+    if verdict.max_retries is not None and n > verdict.max_retries:
+        return _run_out(msg, now, "attempts")
+    delay = policy.schedule(reason).delay(n)
+    delay *= 1.0 + policy.jitter * (2.0 * rand - 1.0)
+    due = quiet_adjust(now + max(delay, 0.0), tz, policy.quiet_start, policy.quiet_end)
+    due = min(due, msg.deadline)
+    new = attrs.evolve(msg, state=State.HELD, next_attempt_at=due, updated_at=now)
+    fields: dict[str, object] = _verdict_fields(verdict)
+    fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
+    actions: list[Action] = [Publish("soft_bounce", fields)]
+    if wants_intermediate(msg.registered_delivery):
+        actions.append(SenderReceipt("ENROUTE", err, now, intermediate=True))
+    return new, actions
+
+
+def _link_retries(msg: Message) -> int:
+    return sum(c for r, c in msg.retries_by_reason if r in LINK_REASONS)
+
+
+def _start_attempt(msg: Message, now: float) -> tuple[Message, list[Action]]:
+    if now >= msg.deadline:
+        return _run_out(msg, now, "validity" if msg.deadline_is_validity else "age")
+    attempt = msg.attempts + 1
+    new = attrs.evolve(
+        msg, state=State.SUBMITTING, attempts=attempt, next_attempt_at=None, updated_at=now
+    )
+    return new, [Submit(attempt)]
+
+
+# ---------------------------------------------------------------- decide
+
+
+def decide(msg: Message, event: Event, policy: Policy) -> tuple[Message, list[Action]]:
+    """The whole behaviour of one message, one event at a time."""
+    if isinstance(event, Cancel):
+        return _on_cancel(msg, event)
+    if isinstance(event, ReceiptIn):
+        return _on_receipt(msg, event, policy)
+    if msg.state.final:
+        if isinstance(event, SubmitResult) and event.status == 0 and msg.state == State.CANCELLED:
+            # The carrier took a message the sender cancelled meanwhile: cancel it there.
+            return msg, [CancelUpstream(event.carrier, event.carrier_message_id)]
+        return msg, []
+    if isinstance(event, Dispatch):
+        if msg.state in (State.ACCEPTED, State.HELD):
+            return _start_attempt(msg, event.now)
+        return msg, []
+    if isinstance(event, Due):
+        return _on_due(msg, event, policy)
+    if isinstance(event, Alert):
+        if msg.state == State.HELD:
+            return _start_attempt(msg, event.now)
+        return msg, []
+    return _on_submit_result(msg, event, policy)
+
+
+def _on_due(msg: Message, event: Due, policy: Policy) -> tuple[Message, list[Action]]:
+    if msg.state == State.HELD:
+        if msg.next_attempt_at is not None and event.now < msg.next_attempt_at:
+            return msg, []
+        return _start_attempt(msg, event.now)
+    if msg.state == State.SUBMITTED and event.now >= msg.deadline + policy.receipt_grace:
+        # The carrier never reported a final state.
+        why = "validity" if msg.deadline_is_validity else "age"
+        return _run_out(attrs.evolve(msg, final_err=msg.final_err or "000"), event.now, why)
+    if msg.state == State.ACCEPTED:
+        return _start_attempt(msg, event.now)
+    return msg, []
+
+
+def _on_submit_result(
+    msg: Message, ev: SubmitResult, policy: Policy
+) -> tuple[Message, list[Action]]:
+    if msg.state != State.SUBMITTING:
+        return msg, []
+    if ev.status == 0:
+        new = attrs.evolve(
+            msg,
+            state=State.SUBMITTED,
+            carrier=ev.carrier,
+            carrier_message_id=ev.carrier_message_id,
+            next_attempt_at=msg.deadline + policy.receipt_grace,
+            updated_at=ev.now,
+        )
+        actions: list[Action] = []
+        if ev.sender_waiting:
+            actions.append(AnswerSender(0))
+        name = "submitted" if msg.attempts == 1 else "resubmitted"
+        actions.append(
+            Publish(
+                name,
+                {
+                    "carrier": ev.carrier,
+                    "carrier_message_id": ev.carrier_message_id,
+                    "attempt": msg.attempts,
+                },
+            )
+        )
+        return new, actions
+    verdict = ev.verdict
+    assert verdict is not None, "a failed submit carries a verdict"
+    err = f"{ev.status & 0xFFF:03X}" if ev.status > 0 else "000"
+    msg = attrs.evolve(msg, carrier=ev.carrier or msg.carrier, verdict=verdict)
+    if verdict.kind == "soft":
+        pre: list[Action] = [AnswerSender(0)] if ev.sender_waiting else []
+        new, actions = _hold(msg, verdict, err, ev.now, ev.rand, ev.tz, policy)
+        return new, pre + actions
+    fields: dict[str, object] = _verdict_fields(verdict)
+    fields.update({"carrier": ev.carrier, "attempt": msg.attempts, "status": ev.status})
+    if ev.sender_waiting and msg.attempts == 1:
+        new = attrs.evolve(
+            msg,
+            state=State.REJECTED,
+            final_stat="REJECTD",
+            final_err=err,
+            done_at=ev.now,
+            next_attempt_at=None,
+            updated_at=ev.now,
+        )
+        return new, [AnswerSender(ev.status), Publish("carrier_rejected", fields)]
+    new, actions = _final(msg, State.FAILED, "REJECTD", err, ev.now, "carrier_rejected", fields)
+    return new, actions
+
+
+def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, list[Action]]:
+    v = ev.verdict
+    if msg.state.final:
+        return msg, []  # duplicate or late receipt after the end: nothing twice
+    current = ev.attempt >= msg.attempts
+    if v.kind == "delivered":
+        actions: list[Action] = []
+        if (
+            not current
+            and msg.state in (State.SUBMITTED, State.SUBMITTING)
+            and msg.carrier
+            and msg.carrier_message_id
+        ):
+            # A late DELIVRD for an earlier attempt: stop the one in flight.
+            actions.append(CancelUpstream(msg.carrier, msg.carrier_message_id))
+        fields: dict[str, object] = _verdict_fields(v)
+        fields.update(
+            {
+                "attempt": ev.attempt,
+                "attempts": msg.attempts,
+                "recovered": msg.attempts > 1 or msg.retries_by_reason != (),
+            }
+        )
+        new, fin = _final(
+            attrs.evolve(msg, verdict=v),
+            State.DELIVERED,
+            "DELIVRD",
+            "000",
+            ev.now,
+            "delivered",
+            fields,
+            success=True,
+        )
+        return new, actions + fin
+    if not current or msg.state != State.SUBMITTED:
+        # A failure or progress report for an attempt that is no longer the live one.
+        return msg, []
+    if v.kind == "pending":
+        if wants_intermediate(msg.registered_delivery):
+            return msg, [SenderReceipt(ev.stat or "ENROUTE", ev.err, ev.now, intermediate=True)]
+        return msg, []
+    if v.kind == "hard":
+        msg = attrs.evolve(msg, verdict=v)
+        fields = _verdict_fields(v)
+        fields.update({"attempt": ev.attempt, "err": ev.err})
+        stat = ev.stat if ev.stat in ("UNDELIV", "REJECTD", "DELETED") else "UNDELIV"
+        new, actions = _final(
+            msg, State.FAILED, stat, ev.err or "000", ev.now, "hard_bounce", fields
+        )
+        if v.reason in SUPPRESS_REASONS:
+            actions.append(SuppressNumber(msg.destination_addr, v.reason))
+        return new, actions
+    return _hold(msg, v, ev.err or "000", ev.now, ev.rand, ev.tz, policy, flagged=ev.flagged)
+
+
+def _on_cancel(msg: Message, ev: Cancel) -> tuple[Message, list[Action]]:
+    if msg.state.final:
+        return msg, []
+    actions: list[Action] = []
+    if msg.state in (State.SUBMITTED, State.SUBMITTING) and msg.carrier_message_id:
+        actions.append(CancelUpstream(msg.carrier, msg.carrier_message_id))
+    new, fin = _final(
+        msg, State.CANCELLED, "DELETED", "000", ev.now, "cancelled", {"attempts": msg.attempts}
+    )
+    return new, actions + fin
