@@ -1,0 +1,515 @@
+"""Durable state behind one small interface: messages, carrier-id map, sender
+receipts waiting for delivery, the feed outbox, the suppression list and the
+soft-bounce log.
+
+`SqliteStore` is the embedded default (WAL, one writer thread, group commit:
+every `commit()` call made within a short window shares one transaction, so
+durability does not cost a disk sync per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from .model import Message, State, Verdict
+
+
+@attrs.frozen
+class ReceiptRow:
+    """A receipt for a sender, with what is needed to build its deliver_sm."""
+
+    account: str
+    message_id: str
+    stat: str
+    err: str
+    done_at: float
+    intermediate: bool
+    source_addr: str  # the original destination (the receipt comes from it)
+    destination_addr: str  # the original sender address
+    submit_date: float
+    text: str
+
+
+@attrs.frozen
+class PendingReceipt:
+    """A receipt waiting to be delivered to a sender (oldest first)."""
+
+    seq: int
+    row: ReceiptRow
+
+
+@attrs.frozen
+class OutboxEvent:
+    seq: int
+    topic: str
+    payload: str
+
+
+@attrs.frozen
+class Suppression:
+    number: str
+    reason: str
+    created_at: float
+    expires_at: float
+    account: str
+
+
+@attrs.define
+class Change:
+    """Everything one decision writes, committed in one transaction."""
+
+    message: Message | None = None
+    events: list[tuple[str, str]] = attrs.field(factory=list)  # (topic, json payload)
+    receipts: list[ReceiptRow] = attrs.field(factory=list)
+    delete_receipts: list[int] = attrs.field(factory=list)
+    carrier_keys: list[tuple[str, str, str, int]] = attrs.field(factory=list)
+    suppress: list[tuple[str, str, float, float, str]] = attrs.field(factory=list)
+    soft_bounce: list[tuple[str, float, str]] = attrs.field(factory=list)  # number, at, reason
+    insert: bool = False
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def commit(self, change: Change) -> None: ...
+    async def commit_many(self, changes: Sequence[Change]) -> None: ...
+    async def get(self, message_id: str) -> Message | None: ...
+    async def find_carrier_key(
+        self, carrier: str, keys: Sequence[str]
+    ) -> tuple[str, int] | None: ...
+    async def due(self, now: float, limit: int) -> list[Message]: ...
+    async def held_for_number(self, number: str) -> list[Message]: ...
+    async def unfinished(self, limit: int, after: str = "") -> list[Message]: ...
+    async def pending_receipts(self, account: str, limit: int) -> list[PendingReceipt]: ...
+    async def delete_receipt(self, seq: int) -> None: ...
+    async def outbox(self, limit: int) -> list[OutboxEvent]: ...
+    async def outbox_delete(self, seqs: Sequence[int]) -> None: ...
+    async def outbox_count(self) -> int: ...
+    async def suppressed(self, number: str, now: float) -> Suppression | None: ...
+    async def suppression_list(self, now: float) -> list[Suppression]: ...
+    async def suppression_add(self, s: Suppression) -> None: ...
+    async def suppression_remove(self, number: str) -> bool: ...
+    async def soft_bounce_count(self, number: str, since: float) -> int: ...
+    async def unmatched_receipt(
+        self, carrier: str, message_id: str, text: str, at: float
+    ) -> None: ...
+    async def meta_get(self, key: str) -> str | None: ...
+    async def meta_set(self, key: str, value: str) -> None: ...
+    async def expire_finished(self, before: float) -> int: ...
+    async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY,
+        account TEXT NOT NULL,
+        source_addr TEXT NOT NULL,
+        destination_addr TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        carrier TEXT NOT NULL,
+        carrier_message_id TEXT NOT NULL,
+        next_attempt_at REAL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        done_at REAL,
+        reason TEXT NOT NULL DEFAULT '',
+        pdu BLOB NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages(next_attempt_at)"
+    " WHERE next_attempt_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS messages_dest ON messages(destination_addr)",
+    "CREATE INDEX IF NOT EXISTS messages_created ON messages(created_at)",
+    """CREATE TABLE IF NOT EXISTS carrier_ids (
+        carrier TEXT NOT NULL, key TEXT NOT NULL, message_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL, PRIMARY KEY (carrier, key)) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS sender_receipts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
+        message_id TEXT NOT NULL, stat TEXT NOT NULL, err TEXT NOT NULL,
+        done_at REAL NOT NULL, intermediate INTEGER NOT NULL, source_addr TEXT NOT NULL,
+        destination_addr TEXT NOT NULL, submit_date REAL NOT NULL, text TEXT NOT NULL,
+        created_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS sender_receipts_account ON sender_receipts(account, seq)",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS suppression (
+        number TEXT PRIMARY KEY, reason TEXT NOT NULL, created_at REAL NOT NULL,
+        expires_at REAL NOT NULL, account TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS soft_bounces (
+        number TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS soft_bounces_number ON soft_bounces(number, at)",
+    """CREATE TABLE IF NOT EXISTS unmatched_receipts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, carrier TEXT NOT NULL,
+        message_id TEXT NOT NULL, text TEXT NOT NULL, at REAL NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+
+_COLS = (
+    "id, account, source_addr, destination_addr, state, attempts, carrier, "
+    "carrier_message_id, next_attempt_at, created_at, updated_at, done_at, reason, pdu, data"
+)
+
+
+def message_row(m: Message) -> tuple[Any, ...]:
+    data = {
+        "registered_delivery": m.registered_delivery,
+        "deadline": m.deadline,
+        "deadline_is_validity": m.deadline_is_validity,
+        "submit_date": m.submit_date,
+        "retries": [list(x) for x in m.retries_by_reason],
+        "verdict": attrs.asdict(m.verdict) if m.verdict is not None else None,
+        "final_stat": m.final_stat,
+        "final_err": m.final_err,
+        "text_head": m.text_head,
+        "parts_ref": m.parts_ref,
+    }
+    return (
+        m.id,
+        m.account,
+        m.source_addr,
+        m.destination_addr,
+        m.state.value,
+        m.attempts,
+        m.carrier,
+        m.carrier_message_id,
+        m.next_attempt_at,
+        m.created_at,
+        m.updated_at,
+        m.done_at,
+        m.verdict.reason if m.verdict is not None else "",
+        m.pdu,
+        json.dumps(data, separators=(",", ":")),
+    )
+
+
+def message_from_row(r: Sequence[Any]) -> Message:
+    data = json.loads(r[14])
+    v = data.get("verdict")
+    return Message(
+        id=r[0],
+        account=r[1],
+        source_addr=r[2],
+        destination_addr=r[3],
+        pdu=bytes(r[13]),
+        registered_delivery=data["registered_delivery"],
+        created_at=r[9],
+        deadline=data["deadline"],
+        deadline_is_validity=data["deadline_is_validity"],
+        submit_date=data["submit_date"],
+        state=State(r[4]),
+        attempts=r[5],
+        carrier=r[6],
+        carrier_message_id=r[7],
+        next_attempt_at=r[8],
+        retries_by_reason=tuple((str(a), int(b)) for a, b in data["retries"]),
+        verdict=Verdict(**v) if v else None,
+        final_stat=data["final_stat"],
+        final_err=data["final_err"],
+        done_at=r[11],
+        text_head=data["text_head"],
+        parts_ref=data["parts_ref"],
+        updated_at=r[10],
+    )
+
+
+class SqliteStore:
+    """The embedded store: one SQLite file in WAL mode."""
+
+    def __init__(self, path: str | Path, *, batch_max: int = 512, batch_delay: float = 0.002):
+        self.path = str(path)
+        self.batch_max = batch_max
+        self.batch_delay = batch_delay
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-w")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-r")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._queue: list[tuple[list[Change], asyncio.Future[None]]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        self.commits = 0  # transactions committed (for metrics and tests)
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._open_writer)
+        await loop.run_in_executor(self._reader, self._open_reader)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _open_writer(self) -> None:
+        conn = self._connect()
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for stmt in SCHEMA:
+            conn.execute(stmt)
+        self._wconn = conn
+
+    def _open_reader(self) -> None:
+        self._rconn = self._connect()
+
+    async def close(self) -> None:
+        if self._flush_task is not None:
+            await self._flush_task
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            wconn = self._wconn
+            await loop.run_in_executor(self._writer, wconn.close)
+        if self._rconn is not None:
+            rconn = self._rconn
+            await loop.run_in_executor(self._reader, rconn.close)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    # ------------------------------------------------------------ writes
+    async def commit(self, change: Change) -> None:
+        await self.commit_many([change])
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.append((list(changes), fut))
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = loop.create_task(self._flusher())
+        await fut
+
+    async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            if self.batch_delay > 0 and len(self._queue) < self.batch_max:
+                await asyncio.sleep(self.batch_delay)
+            batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
+            changes = [c for cs, _ in batch for c in cs]
+            try:
+                await loop.run_in_executor(self._writer, self._write, changes)
+            except BaseException as exc:  # every waiter learns the transaction failed
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _write(self, changes: list[Change]) -> None:
+        conn = self._wconn
+        assert conn is not None
+        msgs: dict[str, tuple[Any, ...]] = {}
+        events: list[tuple[str, str]] = []
+        receipts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[int]] = []
+        keys: list[tuple[str, str, str, int]] = []
+        supp: list[tuple[Any, ...]] = []
+        soft: list[tuple[str, float, str]] = []
+        now = time.time()
+        for c in changes:
+            if c.message is not None:
+                msgs[c.message.id] = message_row(c.message)
+            events.extend(c.events)
+            for r in c.receipts:
+                receipts.append((*attrs.astuple(r), now))
+            deletes.extend((seq,) for seq in c.delete_receipts)
+            keys.extend(c.carrier_keys)
+            supp.extend(c.suppress)
+            soft.extend(c.soft_bounce)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if msgs:
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO messages ({_COLS}) VALUES "
+                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    list(msgs.values()),
+                )
+            if events:
+                conn.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", events)
+            if receipts:
+                conn.executemany(
+                    "INSERT INTO sender_receipts (account, message_id, stat, err, done_at,"
+                    " intermediate, source_addr, destination_addr, submit_date, text,"
+                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    receipts,
+                )
+            if deletes:
+                conn.executemany("DELETE FROM sender_receipts WHERE seq = ?", deletes)
+            if keys:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO carrier_ids (carrier, key, message_id, attempt)"
+                    " VALUES (?,?,?,?)",
+                    keys,
+                )
+            if supp:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO suppression (number, reason, created_at, expires_at,"
+                    " account) VALUES (?,?,?,?,?)",
+                    supp,
+                )
+            if soft:
+                conn.executemany(
+                    "INSERT INTO soft_bounces (number, at, reason) VALUES (?,?,?)", soft
+                )
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def _exec_write(self, sql: str, params: Sequence[Any]) -> int:
+        def run() -> int:
+            conn = self._wconn
+            assert conn is not None
+            cur = conn.execute(sql, params)
+            return cur.rowcount
+
+        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    # ------------------------------------------------------------ reads
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
+            conn = self._rconn
+            assert conn is not None
+            return list(conn.execute(sql, params).fetchall())
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, run)
+
+    async def get(self, message_id: str) -> Message | None:
+        rows = await self._read(f"SELECT {_COLS} FROM messages WHERE id = ?", (message_id,))
+        return message_from_row(rows[0]) if rows else None
+
+    async def find_carrier_key(self, carrier: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        for key in keys:
+            rows = await self._read(
+                "SELECT message_id, attempt FROM carrier_ids WHERE carrier = ? AND key = ?",
+                (carrier, key),
+            )
+            if rows:
+                return str(rows[0][0]), int(rows[0][1])
+        return None
+
+    async def due(self, now: float, limit: int) -> list[Message]:
+        rows = await self._read(
+            f"SELECT {_COLS} FROM messages WHERE next_attempt_at IS NOT NULL"
+            " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+            (now, limit),
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def held_for_number(self, number: str) -> list[Message]:
+        rows = await self._read(
+            f"SELECT {_COLS} FROM messages WHERE destination_addr = ? AND state = ?",
+            (number, State.HELD.value),
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def unfinished(self, limit: int, after: str = "") -> list[Message]:
+        rows = await self._read(
+            f"SELECT {_COLS} FROM messages WHERE state IN ('accepted','submitting')"
+            " AND id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def pending_receipts(self, account: str, limit: int) -> list[PendingReceipt]:
+        rows = await self._read(
+            "SELECT seq, account, message_id, stat, err, done_at, intermediate, source_addr,"
+            " destination_addr, submit_date, text FROM sender_receipts WHERE account = ?"
+            " ORDER BY seq LIMIT ?",
+            (account, limit),
+        )
+        return [
+            PendingReceipt(
+                r[0],
+                ReceiptRow(r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10]),
+            )
+            for r in rows
+        ]
+
+    async def delete_receipt(self, seq: int) -> None:
+        await self.commit(Change(delete_receipts=[seq]))
+
+    async def outbox(self, limit: int) -> list[OutboxEvent]:
+        rows = await self._read(
+            "SELECT seq, topic, payload FROM outbox ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [OutboxEvent(r[0], r[1], r[2]) for r in rows]
+
+    async def outbox_delete(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+
+        def run() -> None:
+            conn = self._wconn
+            assert conn is not None
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+
+    async def outbox_count(self) -> int:
+        rows = await self._read("SELECT COUNT(*) FROM outbox", ())
+        return int(rows[0][0])
+
+    async def suppressed(self, number: str, now: float) -> Suppression | None:
+        rows = await self._read(
+            "SELECT number, reason, created_at, expires_at, account FROM suppression"
+            " WHERE number = ? AND expires_at > ?",
+            (number, now),
+        )
+        return Suppression(*rows[0]) if rows else None
+
+    async def suppression_list(self, now: float) -> list[Suppression]:
+        rows = await self._read(
+            "SELECT number, reason, created_at, expires_at, account FROM suppression"
+            " WHERE expires_at > ? ORDER BY created_at",
+            (now,),
+        )
+        return [Suppression(*r) for r in rows]
+
+    async def suppression_add(self, s: Suppression) -> None:
+        await self.commit(Change(suppress=[attrs.astuple(s)]))
+
+    async def suppression_remove(self, number: str) -> bool:
+        return await self._exec_write("DELETE FROM suppression WHERE number = ?", (number,)) > 0
+
+    async def soft_bounce_count(self, number: str, since: float) -> int:
+        rows = await self._read(
+            "SELECT COUNT(*) FROM soft_bounces WHERE number = ? AND at >= ?", (number, since)
+        )
+        return int(rows[0][0])
+
+    async def unmatched_receipt(self, carrier: str, message_id: str, text: str, at: float) -> None:
+        await self._exec_write(
+            "INSERT INTO unmatched_receipts (carrier, message_id, text, at) VALUES (?,?,?,?)",
+            (carrier, message_id, text, at),
+        )
+
+    async def meta_get(self, key: str) -> str | None:
+        rows = await self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def meta_set(self, key: str, value: str) -> None:
+        await self._exec_write(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+        )
+
+    async def expire_finished(self, before: float) -> int:
+        return await self._exec_write(
+            "DELETE FROM messages WHERE done_at IS NOT NULL AND done_at < ?", (before,)
+        )
+
+    async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL for reports (`bounceback stats`)."""
+        return await self._read(sql, tuple(params))
