@@ -1,0 +1,255 @@
+"""Carrier-facing binds: Bounceback as an ordinary ESME towards each carrier SMSC.
+
+A `CarrierLink` keeps one transceiver session (or a transmitter + receiver
+pair) bound, reconnects with exponential backoff and jitter, spaces submits to
+the carrier's throughput cap and slows down when the carrier throttles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from smppcodecs.constants import CommandStatus
+from smppcodecs.pdu import (
+    AlertNotification,
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    CancelSm,
+    DataSm,
+    DeliverSm,
+    Pdu,
+    ReplaceSm,
+)
+
+from .config import Carrier
+from .ratelimit import TokenBucket
+from .session import SessionClosed, SmppSession
+
+log = logging.getLogger("bounceback.carrier")
+
+DeliverHandler = Callable[[str, Pdu], Awaitable[int]]
+AlertHandler = Callable[[str, AlertNotification], Coroutine[Any, Any, None]]
+
+
+class NotBound(Exception):
+    """No bound session can carry the request."""
+
+
+class CarrierSession(SmppSession):
+    def __init__(self, link: CarrierLink, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.link = link
+        self.bound = False
+
+    def is_bound(self) -> bool:
+        return self.bound
+
+    def handle_request(self, pdu: Pdu) -> None:
+        if isinstance(pdu, (DeliverSm, DataSm)):
+            self.spawn(self._deliver(pdu))
+        elif isinstance(pdu, AlertNotification):
+            self.spawn(self.link.on_alert(self.link.name, pdu))
+        else:
+            super().handle_request(pdu)
+
+    async def _deliver(self, pdu: DeliverSm | DataSm) -> None:
+        try:
+            status = await self.link.on_deliver(self.link.name, pdu)
+        except Exception:
+            log.exception("%s: handling deliver_sm failed", self.name)
+            status = CommandStatus.ESME_RX_T_APPN
+        self.send(pdu.response(command_status=status))
+
+    def on_closed(self) -> None:
+        self.bound = False
+        self.link.wake()
+
+
+class CarrierLink:
+    """One configured carrier and its bind(s)."""
+
+    def __init__(
+        self,
+        cfg: Carrier,
+        *,
+        on_deliver: DeliverHandler,
+        on_alert: AlertHandler,
+        on_pdu: Callable[[str, int, int], None] | None = None,
+        on_bound: Callable[[str], None] | None = None,
+        max_pdu_size: int = 65536 + 1024,
+        response_timeout: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.on_deliver = on_deliver
+        self.on_alert = on_alert
+        self._on_pdu = on_pdu
+        self._on_bound = on_bound
+        self.max_pdu_size = max_pdu_size
+        self.response_timeout = response_timeout
+        self.tx: CarrierSession | None = None
+        self.rx: CarrierSession | None = None
+        self._bucket = TokenBucket(cfg.throughput, now=time.monotonic())
+        self._pause_until = 0.0
+        self._throttle_backoff = 0.0
+        self._stop = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.binds = 0  # successful binds so far (tests and metrics)
+
+    # ------------------------------------------------------------ state
+    @property
+    def bound(self) -> bool:
+        return self.tx is not None and self.tx.bound and not self.tx.closed.is_set()
+
+    def wake(self) -> None:
+        self._changed.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._maintain(), name=f"carrier-{self.name}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        for s in (self.tx, self.rx):
+            if s is not None and not s.closed.is_set():
+                await s.unbind(timeout=2.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    # ------------------------------------------------------------ binding
+    async def _open(self, bind: Pdu, role: str) -> CarrierSession:
+        ctx: ssl.SSLContext | None = None
+        if self.cfg.tls:
+            ctx = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
+            if not self.cfg.tls_verify:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.cfg.host, self.cfg.port, ssl=ctx), 10.0
+        )
+        s = CarrierSession(
+            self,
+            reader,
+            writer,
+            name=f"carrier:{self.name}:{role}",
+            max_pdu_size=self.max_pdu_size,
+            window=self.cfg.window,
+            response_timeout=self.response_timeout,
+            enquire_link_interval=self.cfg.enquire_link_interval,
+            inactivity_timeout=max(self.cfg.enquire_link_interval * 3, 10.0),
+            on_pdu=self._on_pdu,
+        )
+        s.spawn(s.run())
+        resp = await s.request(bind)
+        if resp.command_status != 0:
+            await s.close()
+            raise ConnectionError(
+                f"{self.name}: bind refused with status 0x{resp.command_status:08X}"
+            )
+        s.bound = True
+        return s
+
+    def _bind_pdu(self, cls: type[BindTransceiver | BindTransmitter | BindReceiver]) -> Pdu:
+        return cls(
+            sequence_number=0,
+            system_id=self.cfg.system_id,
+            password=self.cfg.password,
+            system_type=self.cfg.system_type,
+            interface_version=0x34,
+        )
+
+    async def _maintain(self) -> None:
+        delay = self.cfg.reconnect_min
+        while not self._stop.is_set():
+            try:
+                if self.cfg.bind_mode == "transceiver":
+                    self.tx = await self._open(self._bind_pdu(BindTransceiver), "trx")
+                    self.rx = self.tx
+                else:
+                    self.tx = await self._open(self._bind_pdu(BindTransmitter), "tx")
+                    self.rx = await self._open(self._bind_pdu(BindReceiver), "rx")
+                self.binds += 1
+                log.info("%s: bound (%s)", self.name, self.cfg.bind_mode)
+                delay = self.cfg.reconnect_min
+                if self._on_bound is not None:
+                    self._on_bound(self.name)
+                self._changed.clear()
+                while not self._stop.is_set():
+                    if self.tx.closed.is_set() or (self.rx is not None and self.rx.closed.is_set()):
+                        break
+                    await self._changed.wait()
+                    self._changed.clear()
+                log.warning("%s: connection lost", self.name)
+            except (OSError, TimeoutError, SessionClosed, ConnectionError) as exc:
+                log.warning("%s: cannot bind: %s", self.name, exc)
+            for s in (self.tx, self.rx):
+                if s is not None:
+                    await s.close()
+            self.tx = self.rx = None
+            if self._stop.is_set():
+                return
+            sleep = delay * (0.5 + random.random())  # jitter
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), sleep)
+            delay = min(delay * 2, self.cfg.reconnect_max)
+
+    # ------------------------------------------------------------ traffic
+    async def _pace(self) -> None:
+        while True:
+            now = time.monotonic()
+            wait = max(self._pause_until - now, self._bucket.wait_time(now))
+            if wait <= 0:
+                self._bucket.try_take(now)
+                return
+            await asyncio.sleep(wait)
+
+    async def submit(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
+        """Send a submit_sm/data_sm and return the carrier's response PDU.
+
+        Raises NotBound, SessionClosed or TimeoutError.
+        """
+        await self._pace()
+        s = self.tx
+        if s is None or not s.bound or s.closed.is_set():
+            raise NotBound(self.name)
+        resp = await s.request(pdu, timeout or self.cfg.submit_timeout)
+        if resp.command_status in (CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL):
+            # Slow down instead of hammering: pause all submits to this carrier.
+            self._throttle_backoff = min(max(self._throttle_backoff * 2, 0.2), 10.0)
+            self._pause_until = time.monotonic() + self._throttle_backoff
+            log.info("%s: throttled; pausing %.1f s", self.name, self._throttle_backoff)
+        elif resp.command_status == 0 and self._throttle_backoff:
+            self._throttle_backoff = max(self._throttle_backoff / 2 - 0.05, 0.0)
+        return resp
+
+    async def cancel(self, carrier_message_id: str, source_addr: str, destination_addr: str) -> int:
+        s = self.tx
+        if s is None or not s.bound:
+            raise NotBound(self.name)
+        resp = await s.request(
+            CancelSm(
+                sequence_number=0,
+                message_id=carrier_message_id,
+                source_addr=source_addr,
+                destination_addr=destination_addr,
+            )
+        )
+        return resp.command_status
+
+    async def replace(self, pdu: ReplaceSm) -> int:
+        s = self.tx
+        if s is None or not s.bound:
+            raise NotBound(self.name)
+        resp = await s.request(pdu)
+        return resp.command_status

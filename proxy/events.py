@@ -1,0 +1,109 @@
+"""Feed events: one JSON document per message transition (schema bounceback.event/1).
+
+Built here from the engine's `Publish` actions and written to the outbox in the
+same transaction as the state change; the MQTT publisher drains the outbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Mapping
+
+from .model import Message
+
+SCHEMA = "bounceback.event/1"
+
+EVENT_NAMES = (
+    "accepted",
+    "submitted",
+    "carrier_rejected",
+    "soft_bounce",
+    "resubmitted",
+    "delivered",
+    "hard_bounce",
+    "expired",
+    "cancelled",
+    "suppressed",
+    "number_flagged",
+)
+
+
+def iso(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds and a Z."""
+    d = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def mask_number(number: str, keep: int) -> str:
+    """Mask all but the last `keep` digits: 447700900123 → ********0123."""
+    if keep <= 0:
+        return "*" * len(number)
+    if len(number) <= keep:
+        return number
+    return "*" * (len(number) - keep) + number[-keep:]
+
+
+@functools.lru_cache(maxsize=65536)
+def number_info(number: str) -> tuple[str, str]:
+    """(ISO country code, operator name) of an international number, '' when unknown."""
+    import phonenumbers
+    from phonenumbers import carrier as pn_carrier
+
+    digits = number.lstrip("+")
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return "", ""
+    region = phonenumbers.region_code_for_number(parsed) or ""
+    operator = pn_carrier.name_for_number(parsed, "en") or ""
+    return region, operator
+
+
+def topic_for(prefix: str, account: str, message_id: str, event: str) -> str:
+    return f"{prefix}/events/{account}/{message_id}/{event}"
+
+
+def build_event(
+    msg: Message,
+    event: str,
+    fields: Mapping[str, object],
+    *,
+    now: float,
+    instance: str,
+    prefix: str,
+    mask: bool,
+    mask_keep: int,
+) -> tuple[str, str]:
+    """(topic, JSON payload) for one transition of `msg`."""
+    country, operator = number_info(msg.destination_addr)
+    payload: dict[str, object] = {
+        "schema": SCHEMA,
+        # Deterministic: one event of a kind per attempt, so a consumer can
+        # de-duplicate QoS 1 redeliveries by event_id.
+        "event_id": f"{msg.id}:{msg.attempts}:{event}",
+        "event": event,
+        "at": iso(now),
+        "instance": instance,
+        "account": msg.account,
+        "message_id": msg.id,
+        "carrier": msg.carrier or None,
+        "carrier_message_id": msg.carrier_message_id or None,
+        "source_addr": msg.source_addr,
+        "destination": mask_number(msg.destination_addr, mask_keep)
+        if mask
+        else msg.destination_addr,
+        "country": country or None,
+        "operator": operator or None,
+        "attempt": msg.attempts,
+        "state": msg.state.value,
+    }
+    for key, value in fields.items():
+        if key == "next_attempt_at" and isinstance(value, float):
+            payload[key] = iso(value)
+        else:
+            payload[key] = value
+    return topic_for(prefix, msg.account, msg.id, event), json.dumps(
+        payload, separators=(",", ":"), sort_keys=False
+    )

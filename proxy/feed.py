@@ -1,0 +1,162 @@
+"""The MQTT status feed: drains the store's outbox to the broker.
+
+Events are written to the outbox in the same transaction as the state change
+that caused them; this publisher sends them in order with QoS 1 and deletes
+each only after the broker acknowledged it. A broker outage only grows the
+outbox (on disk, bounded by `outbox_max`); the backlog drains in order when
+the broker returns. The instance's status is a retained message with a last
+will that turns it `offline` if the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+
+from . import __version__
+from .config import FeedConfig
+from .events import iso
+from .store import Store
+
+log = logging.getLogger("bounceback.feed")
+
+# Returns (kind, name, document) triples: kind is "account" or "carrier".
+StatsSource = Callable[[], Awaitable[list[tuple[str, str, dict[str, object]]]]]
+
+
+class FeedPublisher:
+    def __init__(self, cfg: FeedConfig, store: Store, instance: str) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.instance = instance
+        self.started_at = time.time()
+        self.wake = asyncio.Event()
+        self.connected = False
+        self.published = 0
+        self.backlog = 0
+        self.full = False
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self.stats_source: StatsSource | None = None
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.cfg.prefix}/instances/{self.instance}/status"
+
+    def _status(self, state: str) -> str:
+        return json.dumps(
+            {
+                "schema": "bounceback.status/1",
+                "instance": self.instance,
+                "state": state,
+                "version": __version__,
+                "started_at": iso(self.started_at),
+                "at": iso(time.time()),
+            },
+            separators=(",", ":"),
+        )
+
+    def _client_for(self) -> aiomqtt.Client:
+        tls: ssl.SSLContext | None = None
+        if self.cfg.tls:
+            tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
+        return aiomqtt.Client(
+            self.cfg.host,
+            self.cfg.port,
+            username=self.cfg.username or None,
+            password=self.cfg.password or None,
+            identifier=self.cfg.client_id or f"bounceback-{self.instance}",
+            protocol=aiomqtt.ProtocolVersion.V5
+            if self.cfg.protocol == "5"
+            else aiomqtt.ProtocolVersion.V311,
+            will=aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True),
+            keepalive=self.cfg.keepalive,
+            tls_context=tls,
+            timeout=10,
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="feed")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 10)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                async with self._client_for() as client:
+                    self._client = client
+                    self.connected = True
+                    delay = 0.5
+                    log.info("feed: connected to %s:%d", self.cfg.host, self.cfg.port)
+                    await client.publish(
+                        self.status_topic, self._status("online"), qos=1, retain=True
+                    )
+                    stats = asyncio.create_task(self._stats_loop(client))
+                    try:
+                        await self._drain(client)
+                    finally:
+                        stats.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await stats
+                    if self._stop.is_set():
+                        await client.publish(
+                            self.status_topic, self._status("offline"), qos=1, retain=True
+                        )
+            except aiomqtt.MqttError as exc:
+                log.warning("feed: broker unavailable (%s); retrying in %.1f s", exc, delay)
+            except Exception:
+                log.exception("feed: unexpected error")
+            self.connected = False
+            self._client = None
+            if self._stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay * (0.5 + random.random()))
+            delay = min(delay * 2, 30.0)
+
+    async def _drain(self, client: aiomqtt.Client) -> None:
+        while True:
+            batch = await self.store.outbox(500)
+            if not batch:
+                if self._stop.is_set():
+                    return
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 0.5)
+                continue
+            # Publish in order; QoS 1 calls return once the broker acknowledged.
+            await asyncio.gather(
+                *(client.publish(e.topic, e.payload, qos=self.cfg.qos) for e in batch)
+            )
+            await self.store.outbox_delete([e.seq for e in batch])
+            self.published += len(batch)
+
+    async def _stats_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.stats_interval)
+            self.backlog = await self.store.outbox_count()
+            self.full = self.backlog >= self.cfg.outbox_max
+            if self.stats_source is None:
+                continue
+            for kind, name, doc in await self.stats_source():
+                await client.publish(
+                    f"{self.cfg.prefix}/stats/{kind}/{name}",
+                    json.dumps(doc, separators=(",", ":")),
+                    qos=1,
+                    retain=True,
+                )

@@ -1,0 +1,1044 @@
+"""The asyncio shell around the message engine.
+
+`Gateway` owns the listener for senders, the carrier links, the store and the
+timers. It turns PDUs into engine events, runs `engine.decide`, writes the
+result (state, feed events, sender receipts) in one transaction, and only then
+carries out the actions that talk to the outside (answer the sender, submit
+upstream, cancel upstream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+import zoneinfo
+from collections import OrderedDict
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import attrs
+from smppcodecs.classify import Outcome, Rules, classify_receipt, classify_submit_status
+from smppcodecs.constants import CommandStatus as S
+from smppcodecs.constants import MessageState
+from smppcodecs.exceptions import PduError
+from smppcodecs.msgid import id_keys
+from smppcodecs.pdu import (
+    AlertNotification,
+    CancelSm,
+    DataSm,
+    DataSmResp,
+    DeliverSm,
+    Pdu,
+    QuerySm,
+    ReplaceSm,
+    SmeAddress,
+    SubmitMulti,
+    SubmitSm,
+    UnsuccessSme,
+    decode,
+)
+from smppcodecs.receipt import build_receipt_pdu, parse_receipt
+from smppcodecs.smpptime import format_absolute, to_utc
+from smppcodecs.text import decode_text
+
+from . import engine
+from .carrier import CarrierLink, NotBound
+from .config import Account, Config
+from .engine import (
+    Action,
+    AnswerSender,
+    CancelUpstream,
+    Policy,
+    Publish,
+    SenderReceipt,
+    Submit,
+    SuppressNumber,
+)
+from .events import build_event, iso
+from .feed import FeedPublisher
+from .ids import IdGenerator
+from .model import Message, State, Verdict
+from .ratelimit import TokenBucket
+from .server import EsmeSession
+from .session import SessionClosed
+from .store import Change, PendingReceipt, ReceiptRow, SqliteStore, Store, Suppression
+
+log = logging.getLogger("bounceback.gateway")
+
+STATE_TO_SMPP = {
+    State.ACCEPTED: MessageState.ENROUTE,
+    State.SUBMITTING: MessageState.ENROUTE,
+    State.SUBMITTED: MessageState.ENROUTE,
+    State.HELD: MessageState.ENROUTE,
+    State.DELIVERED: MessageState.DELIVERED,
+    State.EXPIRED: MessageState.EXPIRED,
+    State.CANCELLED: MessageState.DELETED,
+    State.FAILED: MessageState.UNDELIVERABLE,
+    State.REJECTED: MessageState.REJECTED,
+}
+
+EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
+CACHE_MAX = 200_000
+
+
+def verdict_of(o: Outcome) -> Verdict:
+    return Verdict(
+        kind=o.kind.name.lower(),
+        reason=o.reason,
+        description=o.description,
+        code=o.code,
+        rule=o.rule,
+        source=o.source,
+        max_retries=o.max_retries,
+    )
+
+
+def soft(reason: str, description: str) -> Verdict:
+    return Verdict("soft", reason, description, "link", reason, "default")
+
+
+def policy_from_config(cfg: Config) -> Policy:
+    r = cfg.retry
+    schedules = dict(engine.DEFAULT_SCHEDULES)
+    for name, sch in r.schedules.items():
+        schedules[name] = engine.Schedule(sch.initial, sch.factor, sch.max)
+
+    quiet = r.quiet_hours()
+    return Policy(
+        max_attempts=r.max_attempts,
+        jitter=r.jitter,
+        schedules=schedules,
+        quiet_start=quiet[0] if quiet else None,
+        quiet_end=quiet[1] if quiet else None,
+        flag_stops_retries=r.flag_stops_retries,
+    )
+
+
+_TZ_CACHE: dict[str, dt.tzinfo | None] = {}
+
+
+def destination_tz(number: str) -> dt.tzinfo | None:
+    """The destination's time zone (first of phonenumbers' zones for the number)."""
+    key = number[:7]
+    if key in _TZ_CACHE:
+        return _TZ_CACHE[key]
+    tz: dt.tzinfo | None = None
+    try:
+        import phonenumbers
+        from phonenumbers import timezone as pn_tz
+
+        parsed = phonenumbers.parse("+" + number.lstrip("+"), None)
+        zones = pn_tz.time_zones_for_number(parsed)
+        if not zones or zones[0] == "Etc/Unknown":
+            # Ranges phonenumbers cannot place (new or fictional blocks): the country's zone.
+            region = phonenumbers.region_code_for_country_code(parsed.country_code)
+            example = phonenumbers.example_number(region) if region else None
+            zones = pn_tz.time_zones_for_number(example) if example is not None else ()
+        if zones and zones[0] != "Etc/Unknown":
+            tz = zoneinfo.ZoneInfo(zones[0])
+    except Exception:
+        tz = None
+    _TZ_CACHE[key] = tz
+    return tz
+
+
+class LRU(OrderedDict[Any, Any]):
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+class Gateway:
+    """Bounceback's running proxy."""
+
+    def __init__(self, config: Config, *, store: Store | None = None) -> None:
+        self.cfg = config
+        self.policy = policy_from_config(config)
+        self.store: Store = store or SqliteStore(
+            config.store.path,
+            batch_max=config.store.batch_max,
+            batch_delay=config.store.batch_delay,
+        )
+        self.system_id = "bounceback"
+        self.instance = config.server.instance_id or "bb-1"
+        self.ids = IdGenerator(0)
+        self.links: dict[str, CarrierLink] = {}
+        self.sessions: dict[str, set[EsmeSession]] = {}
+        self._connections: set[EsmeSession] = set()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._cache: LRU = LRU(CACHE_MAX)  # message id -> Message (write-through)
+        self._keys: LRU = LRU(CACHE_MAX)  # (carrier, key) -> (message id, attempt)
+        self._early: dict[tuple[str, str], tuple[float, DeliverSm | DataSm]] = {}
+        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._in_progress: set[str] = set()
+        self.feed: FeedPublisher | None = None
+        self._rules: dict[str, Rules] = {}
+        self._suppressed: dict[str, float] = {}  # number -> expires_at
+        self._pump_wake: dict[str, asyncio.Event] = {}
+        self._pumps: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._stopping = asyncio.Event()
+        self.port = 0
+        self.counters: dict[str, int] = {}
+        for c in config.carriers:
+            self._rules[c.name] = Rules.from_mapping(config.classify.for_carrier(c.name))
+        self._default_rules = Rules.from_mapping(config.classify.for_carrier(""))
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.store.open()
+        floor = await self.store.meta_get("id_floor")
+        self.ids = IdGenerator(0, int(floor, 16) if floor else 0)
+        for s in await self.store.suppression_list(time.time()):
+            self._suppressed[s.number] = s.expires_at
+        await self._recover()
+        if self.cfg.feed is not None:
+            self.feed = FeedPublisher(self.cfg.feed, self.store, self.instance)
+            self.feed.stats_source = self.stats_documents
+            self.feed.start()
+        for c in self.cfg.carriers:
+            link = CarrierLink(
+                c,
+                on_deliver=self.on_carrier_deliver,
+                on_alert=self.on_alert,
+                on_bound=self._on_carrier_bound,
+                max_pdu_size=self.cfg.server.max_pdu_size,
+                response_timeout=self.cfg.server.response_timeout,
+            )
+            self.links[c.name] = link
+            link.start()
+        self._server = await asyncio.start_server(
+            self._on_connect, self.cfg.server.host, self.cfg.server.port
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        self._spawn(self._scheduler())
+        self._spawn(self._housekeeping())
+        log.info("listening on %s:%d", self.cfg.server.host, self.port)
+
+    async def stop(self) -> None:
+        """Graceful: stop taking binds, unbind senders and carriers, flush the store."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close()
+        for sessions in list(self.sessions.values()):
+            for s in list(sessions):
+                await s.unbind(timeout=2.0)
+        for s in list(self._connections):
+            await s.close()
+        for link in self.links.values():
+            await link.stop()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            t.cancel()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.store.meta_set("id_floor", f"{self.ids.last:016X}")
+        if self.feed is not None:
+            await self.feed.stop()
+        await self.store.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    async def _recover(self) -> None:
+        """Messages caught mid-submit by a crash are resubmitted (at least once)."""
+        now = time.time()
+        after = ""
+        while True:
+            batch = await self.store.unfinished(500, after)
+            if not batch:
+                break
+            changes = [
+                Change(message=attrs.evolve(m, state=State.HELD, next_attempt_at=now))
+                for m in batch
+            ]
+            await self.store.commit_many(changes)
+            after = batch[-1].id
+            log.info("recovered %d unfinished messages", len(batch))
+
+    # ------------------------------------------------------------ senders
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        srv = self.cfg.server
+        s = EsmeSession(
+            self,
+            reader,
+            writer,
+            name="esme:unbound",
+            max_pdu_size=srv.max_pdu_size,
+            window=10,
+            response_timeout=srv.response_timeout,
+            enquire_link_interval=srv.enquire_link_interval,
+            inactivity_timeout=srv.inactivity_timeout,
+        )
+        s.name = f"esme:unbound:{s.peer}"
+        self._connections.add(s)
+        self._spawn(self._bind_deadline(s))
+        try:
+            await s.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(s)
+
+    async def _bind_deadline(self, s: EsmeSession) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(s.closed.wait(), self.cfg.server.bind_timeout)
+            return
+        if s.account is None:
+            log.info("%s: no bind within %.0f s; closing", s.name, self.cfg.server.bind_timeout)
+            await s.close()
+
+    def authenticate(
+        self, s: EsmeSession, system_id: str, password: str, bind_type: str
+    ) -> tuple[int, Account | None]:
+        import hmac
+
+        if self._stopping.is_set():
+            return S.ESME_RBINDFAIL, None
+        acct = self.cfg.account(system_id)
+        if acct is None:
+            return S.ESME_RINVSYSID, None
+        if not hmac.compare_digest(password.encode(), acct.password.encode()):
+            return S.ESME_RINVPASWD, None
+        if bind_type not in acct.bind_types:
+            return S.ESME_RBINDFAIL, None
+        if len(self.sessions.get(system_id, ())) >= acct.max_binds:
+            return S.ESME_RBINDFAIL, None
+        return 0, acct
+
+    def register(self, s: EsmeSession) -> None:
+        assert s.account is not None
+        name = s.account.system_id
+        self.sessions.setdefault(name, set()).add(s)
+        if s.can_receive:
+            self.wake_pump(name)
+
+    def unregister(self, s: EsmeSession) -> None:
+        if s.account is not None:
+            self.sessions.get(s.account.system_id, set()).discard(s)
+
+    def take_token(self, acct: Account) -> bool:
+        b = self._buckets.get(acct.system_id)
+        if b is None:
+            b = self._buckets[acct.system_id] = TokenBucket(acct.throughput, now=time.monotonic())
+        return b.try_take(time.monotonic())
+
+    # ------------------------------------------------------------ accept
+    def _new_message(self, acct: Account, pdu: SubmitSm | DataSm, now: float) -> Message:
+        mid = self.ids.next(int(now * 1000))
+        r = self.cfg.retry
+        validity = getattr(pdu, "validity_period", "")
+        deadline = now + r.default_validity
+        if validity:
+            try:
+                v = to_utc(validity, dt.datetime.fromtimestamp(now, dt.UTC))
+            except ValueError:
+                v = None
+            if v is not None:
+                deadline = v.timestamp()
+        max_deadline = now + r.max_age
+        text = ""
+        sm = getattr(pdu, "short_message", b"")
+        if sm:
+            with contextlib.suppress(Exception):
+                text = decode_text(sm[:40], pdu.data_coding)[:20]
+        return Message(
+            id=mid,
+            account=acct.system_id,
+            source_addr=pdu.source_addr,
+            destination_addr=pdu.destination_addr,
+            pdu=pdu.encode(),
+            registered_delivery=pdu.registered_delivery,
+            created_at=now,
+            deadline=min(deadline, max_deadline),
+            deadline_is_validity=deadline <= max_deadline,
+            submit_date=now,
+            text_head=text,
+            updated_at=now,
+        )
+
+    async def accept(self, acct: Account, pdu: SubmitSm | DataSm) -> tuple[int, str]:
+        """Take one message from a sender: returns (command_status, our message id)."""
+        now = time.time()
+        dest = pdu.destination_addr
+        exp = self._suppressed.get(dest)
+        if exp is not None and exp > now and acct.suppression == "reject":
+            self.count("suppression_hits")
+            return S.ESME_RINVDSTADR, ""
+        if exp is not None and exp <= now:
+            self._suppressed.pop(dest, None)
+        msg = self._new_message(acct, pdu, now)
+        change = Change(message=msg, insert=True)
+        self._event(change, msg, "accepted", {"ack": acct.ack}, now)
+        try:
+            await self.store.commit(change)
+        except Exception:
+            log.exception("store refused a new message")
+            return S.ESME_RSYSERR, ""
+        if self.feed is not None:
+            self.feed.wake.set()
+        self._cache.put(msg.id, msg)
+        self.count("accepted")
+        if acct.ack == "stored":
+            self._spawn(self.process(msg.id, engine.Dispatch(now)))
+            return 0, msg.id
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiting[msg.id] = fut
+        self._spawn(self.process(msg.id, engine.Dispatch(now)))
+        try:
+            status = await asyncio.wait_for(asyncio.shield(fut), self.cfg.server.submit_wait)
+        except TimeoutError:
+            status = 0  # stored and on its way: the sender gets our id
+        finally:
+            self._waiting.pop(msg.id, None)
+        return status, (msg.id if status == 0 else "")
+
+    async def on_submit(self, s: EsmeSession, pdu: SubmitSm | DataSm) -> None:
+        assert s.account is not None
+        status, mid = await self.accept(s.account, pdu)
+        if isinstance(pdu, DataSm):
+            s.send(
+                DataSmResp(
+                    sequence_number=pdu.sequence_number, command_status=status, message_id=mid
+                )
+            )
+        else:
+            s.send(pdu.response(command_status=status, message_id=mid))
+
+    async def on_submit_multi(self, s: EsmeSession, pdu: SubmitMulti) -> None:
+        assert s.account is not None
+        results: list[tuple[SmeAddress | Any, int, str]] = []
+
+        async def one(dest: Any) -> None:
+            if not isinstance(dest, SmeAddress):
+                results.append((dest, S.ESME_RINVDLNAME, ""))
+                return
+            single = SubmitSm(
+                sequence_number=0,
+                service_type=pdu.service_type,
+                source_addr_ton=pdu.source_addr_ton,
+                source_addr_npi=pdu.source_addr_npi,
+                source_addr=pdu.source_addr,
+                dest_addr_ton=dest.dest_addr_ton,
+                dest_addr_npi=dest.dest_addr_npi,
+                destination_addr=dest.destination_addr,
+                esm_class=pdu.esm_class,
+                protocol_id=pdu.protocol_id,
+                priority_flag=pdu.priority_flag,
+                schedule_delivery_time=pdu.schedule_delivery_time,
+                validity_period=pdu.validity_period,
+                registered_delivery=pdu.registered_delivery,
+                replace_if_present_flag=pdu.replace_if_present_flag,
+                data_coding=pdu.data_coding,
+                sm_default_msg_id=pdu.sm_default_msg_id,
+                short_message=pdu.short_message,
+                tlvs=dict(pdu.tlvs),
+            )
+            assert s.account is not None
+            st, mid = await self.accept(s.account, single)
+            results.append((dest, st, mid))
+
+        await asyncio.gather(*(one(d) for d in pdu.dest_addresses))
+        ok = [mid for _, st, mid in results if st == 0]
+        failed = [
+            UnsuccessSme(
+                dest_addr_ton=getattr(d, "dest_addr_ton", 0),
+                dest_addr_npi=getattr(d, "dest_addr_npi", 0),
+                destination_addr=getattr(d, "destination_addr", getattr(d, "dl_name", "")),
+                error_status_code=st,
+            )
+            for d, st, _ in results
+            if st != 0
+        ]
+        status = 0 if ok else (failed[0].error_status_code if failed else S.ESME_RINVNUMDESTS)
+        s.send(
+            pdu.response(
+                command_status=status,
+                message_id=ok[0] if ok else "",
+                unsuccess_smes=failed,
+            )
+        )
+
+    # ------------------------------------------------------------ the engine loop
+    def _lock(self, mid: str) -> asyncio.Lock:
+        lock = self._locks.get(mid)
+        if lock is None:
+            lock = self._locks[mid] = asyncio.Lock()
+        return lock
+
+    async def _load(self, mid: str) -> Message | None:
+        msg: Message | None = self._cache.get(mid)
+        if msg is None:
+            msg = await self.store.get(mid)
+        return msg
+
+    def _event(
+        self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
+    ) -> None:
+        feed = self.cfg.feed
+        if feed is None:
+            return
+        if self.feed is not None and self.feed.full:
+            self.count("feed_events_dropped")
+            if self.counters["feed_events_dropped"] % 1000 == 1:
+                log.error("feed outbox full (%d events): dropping new events", self.feed.backlog)
+            return
+        change.events.append(
+            build_event(
+                msg,
+                name,
+                fields,
+                now=now,
+                instance=self.instance,
+                prefix=feed.prefix,
+                mask=feed.mask_destinations,
+                mask_keep=feed.mask_keep,
+            )
+        )
+
+    async def process(
+        self, mid: str, event: engine.Event, *, extra: Change | None = None
+    ) -> Message | None:
+        """Run one event through the engine, persist, then act."""
+        lock = self._lock(mid)
+        async with lock:
+            msg = await self._load(mid)
+            if msg is None:
+                log.warning("event for unknown message %s", mid)
+                return None
+            if isinstance(event, engine.SubmitResult):
+                fut = self._waiting.get(mid)
+                event = attrs.evolve(event, sender_waiting=fut is not None and not fut.done())
+            new, actions = engine.decide(msg, event, self.policy)
+            change = extra or Change()
+            if new is not msg:
+                change.message = new
+            now = getattr(event, "now", time.time())
+            after: list[Action] = []
+            for a in actions:
+                if isinstance(a, Publish):
+                    self._event(change, new, a.event, dict(a.fields), now)
+                elif isinstance(a, SenderReceipt):
+                    change.receipts.append(
+                        ReceiptRow(
+                            account=new.account,
+                            message_id=new.id,
+                            stat=a.stat,
+                            err=a.err,
+                            done_at=a.done_at,
+                            intermediate=a.intermediate,
+                            source_addr=new.destination_addr,
+                            destination_addr=new.source_addr,
+                            submit_date=new.submit_date,
+                            text=new.text_head,
+                        )
+                    )
+                    after.append(a)
+                elif isinstance(a, SuppressNumber):
+                    ttl = self.cfg.retry.suppression_ttl
+                    change.suppress.append((a.number, a.reason, now, now + ttl, new.account))
+                    self._suppressed[a.number] = now + ttl
+                else:
+                    after.append(a)
+            if new.state == State.HELD and new.verdict is not None and new is not msg:
+                change.soft_bounce.append((new.destination_addr, now, new.verdict.reason))
+            if (
+                change.message is not None
+                or change.events
+                or change.receipts
+                or change.carrier_keys
+                or change.suppress
+            ):
+                await self.store.commit(change)
+                if change.events and self.feed is not None:
+                    self.feed.wake.set()
+            if new.state.final:
+                self._cache.pop(mid, None)
+            else:
+                self._cache.put(mid, new)
+        if not lock.locked() and self._locks.get(mid) is lock:
+            del self._locks[mid]
+        for a in after:
+            self._act(new, a)
+        return new
+
+    def _act(self, msg: Message, a: Action) -> None:
+        if isinstance(a, Submit):
+            self._spawn(self._send_upstream(msg.id, a.attempt))
+        elif isinstance(a, AnswerSender):
+            fut = self._waiting.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(a.status)
+        elif isinstance(a, SenderReceipt):
+            self.wake_pump(msg.account)
+        elif isinstance(a, CancelUpstream):
+            link = self.links.get(a.carrier)
+            if link is not None:
+                self._spawn(self._cancel_upstream(link, msg, a.carrier_message_id))
+
+    async def _cancel_upstream(self, link: CarrierLink, msg: Message, cmid: str) -> None:
+        try:
+            status = await link.cancel(cmid, msg.source_addr, msg.destination_addr)
+            log.info("cancel of %s at %s: status 0x%02X", msg.id, link.name, status)
+        except Exception as exc:
+            log.info("cancel of %s at %s failed: %s", msg.id, link.name, exc)
+
+    # ------------------------------------------------------------ upstream
+    def route(self, msg: Message) -> list[CarrierLink]:
+        dest = msg.destination_addr.lstrip("+")
+        best: tuple[int, list[str]] | None = None
+        for r in self.cfg.routes:
+            if r.accounts and msg.account not in r.accounts:
+                continue
+            if dest.startswith(r.prefix) and (best is None or len(r.prefix) > best[0]):
+                best = (len(r.prefix), list(r.carriers))
+        names = best[1] if best else [c.name for c in self.cfg.carriers]
+        if (
+            self.cfg.retry.alternate_carrier
+            and msg.carrier in names
+            and msg.verdict is not None
+            and msg.verdict.reason in ("routing", "network", "system_failure", "congestion")
+        ):
+            i = names.index(msg.carrier)
+            names = names[i + 1 :] + names[: i + 1]
+        return [self.links[n] for n in names if n in self.links]
+
+    def upstream_pdu(self, msg: Message, attempt: int) -> Pdu:
+        pdu = decode(msg.pdu)
+        rd = (msg.registered_delivery & ~0x03) | 0x01  # always ask the carrier for a receipt
+        changes: dict[str, Any] = {"sequence_number": 0, "registered_delivery": rd}
+        if attempt > 1 and isinstance(pdu, SubmitSm):
+            # Keep the original deadline, not a fresh relative validity.
+            changes["validity_period"] = format_absolute(
+                dt.datetime.fromtimestamp(msg.deadline, dt.UTC)
+            )
+            changes["schedule_delivery_time"] = ""
+        return pdu.copy(**changes)
+
+    async def _send_upstream(self, mid: str, attempt: int) -> None:
+        msg = await self._load(mid)
+        if msg is None:
+            return
+        links = [link for link in self.route(msg) if link.bound]
+        now = time.time()
+        if not links:
+            await self.process(
+                mid,
+                engine.SubmitResult(
+                    now=now,
+                    carrier="",
+                    status=-1,
+                    carrier_message_id="",
+                    verdict=soft("not_bound", "no carrier bound"),
+                    rand=random.random(),
+                ),
+            )
+            return
+        link = links[0]
+        pdu = self.upstream_pdu(msg, attempt)
+        verdict: Verdict | None = None
+        cmid = ""
+        status = -1
+        try:
+            resp = await link.submit(pdu)
+            status = resp.command_status
+            cmid = getattr(resp, "message_id", "") or ""
+            if status != 0:
+                verdict = verdict_of(classify_submit_status(status, self._rules.get(link.name)))
+        except (TimeoutError, SessionClosed):
+            verdict = soft("timeout", "no submit_sm_resp from the carrier")
+        except NotBound:
+            verdict = soft("not_bound", "no carrier bound")
+        except PduError as exc:
+            verdict = soft("timeout", f"carrier answered an unreadable PDU: {exc}")
+        extra = Change()
+        if status == 0:
+            keys = id_keys(cmid, link.cfg.id_format)
+            for k in keys:
+                self._keys.put((link.name, k), (mid, attempt))
+                extra.carrier_keys.append((link.name, k, mid, attempt))
+        await self.process(
+            mid,
+            engine.SubmitResult(
+                now=time.time(),
+                carrier=link.name,
+                status=status if status >= 0 else 0x08,
+                carrier_message_id=cmid,
+                verdict=verdict,
+                rand=random.random(),
+                tz=destination_tz(msg.destination_addr),
+            ),
+            extra=extra,
+        )
+        if status == 0:
+            self._replay_early(link.name, id_keys(cmid, link.cfg.id_format))
+
+    def _replay_early(self, carrier: str, keys: Iterable[str]) -> None:
+        for k in keys:
+            hit = self._early.pop((carrier, k), None)
+            if hit is not None:
+                self._spawn(self.on_carrier_deliver(carrier, hit[1]))
+
+    def _on_carrier_bound(self, name: str) -> None:
+        # Messages held only because no carrier was bound go now.
+        self._spawn(self._release_not_bound())
+
+    async def _release_not_bound(self) -> None:
+        now = time.time()
+        for m in await self.store.due(now + 3600, 2000):
+            if m.state == State.HELD and m.verdict is not None and m.verdict.reason == "not_bound":
+                await self._fire(m.id, engine.Due(now=max(now, m.next_attempt_at or now)))
+
+    # ------------------------------------------------------------ from carriers
+    async def on_carrier_deliver(self, carrier: str, pdu: Pdu) -> int:
+        assert isinstance(pdu, (DeliverSm, DataSm))
+        receipt = parse_receipt(pdu)
+        if receipt is None:
+            return await self._route_mo(carrier, pdu)
+        link = self.links.get(carrier)
+        fmt = link.cfg.receipt_id_format if link is not None else "auto"
+        rid = receipt.message_id or ""
+        keys = id_keys(rid, fmt) if rid else []
+        hit: tuple[str, int] | None = None
+        for k in keys:
+            hit = self._keys.get((carrier, k))
+            if hit is not None:
+                break
+        if hit is None and keys:
+            try:
+                hit = await self.store.find_carrier_key(carrier, keys)
+            except Exception:
+                return S.ESME_RX_T_APPN
+        if hit is None:
+            now = time.time()
+            if keys and not any((carrier, k) in self._early for k in keys):
+                self._early[(carrier, keys[0])] = (now, pdu)
+                for k in keys[1:]:
+                    self._early[(carrier, k)] = (now, pdu)
+                self.count("receipts_early")
+                return 0
+            self.count("receipts_unmatched")
+            log.warning("%s: receipt for unknown id %r", carrier, rid)
+            await self.store.unmatched_receipt(carrier, rid, repr(pdu), now)
+            return 0
+        mid, attempt = hit
+        outcome = classify_receipt(receipt, self._rules.get(carrier, self._default_rules))
+        verdict = verdict_of(outcome)
+        msg = await self._load(mid)
+        flagged = False
+        extra = Change()
+        now = time.time()
+        if msg is not None and verdict.kind == "soft":
+            flagged = await self._soft_count(msg, now, extra)
+        try:
+            await self.process(
+                mid,
+                engine.ReceiptIn(
+                    now=now,
+                    attempt=attempt,
+                    verdict=verdict,
+                    stat=receipt.stat or "",
+                    err=receipt.err or "000",
+                    rand=random.random(),
+                    tz=destination_tz(msg.destination_addr) if msg is not None else None,
+                    flagged=flagged,
+                ),
+                extra=extra,
+            )
+        except Exception:
+            log.exception("receipt for %s not recorded; asking the carrier to retry", mid)
+            return S.ESME_RX_T_APPN
+        self.count("receipts_matched")
+        return 0
+
+    async def _soft_count(self, msg: Message, now: float, extra: Change) -> bool:
+        r = self.cfg.retry
+        n = await self.store.soft_bounce_count(msg.destination_addr, now - r.flag_window) + 1
+        if n == r.flag_threshold:
+            self._event(
+                extra,
+                msg,
+                "number_flagged",
+                {"soft_bounces": n, "window_seconds": r.flag_window},
+                now,
+            )
+        return n >= r.flag_threshold
+
+    async def _route_mo(self, carrier: str, pdu: DeliverSm | DataSm) -> int:
+        link = self.links.get(carrier)
+        account = ""
+        if link is not None:
+            account = link.cfg.mo_routes.get(pdu.destination_addr, link.cfg.mo_account)
+        if not account:
+            self.count("mo_unrouted")
+            log.info("%s: MO to %s has no account; dropped", carrier, pdu.destination_addr)
+            return 0
+        for s in list(self.sessions.get(account, ())):
+            if s.can_receive:
+                try:
+                    resp = await s.request(pdu.copy(sequence_number=0))
+                    self.count("mo_delivered")
+                    return resp.command_status
+                except Exception:
+                    continue
+        return S.ESME_RX_T_APPN  # account not bound now: the carrier retries later
+
+    async def on_alert(self, carrier: str, pdu: AlertNotification) -> None:
+        status = pdu.tlvs.get(0x0422, 0)
+        if status not in (0, None):
+            return
+        now = time.time()
+        held = await self.store.held_for_number(pdu.source_addr)
+        log.info("%s: alert for %s: %d held messages", carrier, pdu.source_addr, len(held))
+        for m in held:
+            await self._fire(m.id, engine.Alert(now))
+
+    # ------------------------------------------------------------ timers
+    async def _fire(self, mid: str, event: engine.Event) -> None:
+        if mid in self._in_progress:
+            return
+        self._in_progress.add(mid)
+        try:
+            await self.process(mid, event)
+        finally:
+            self._in_progress.discard(mid)
+
+    async def _scheduler(self) -> None:
+        while not self._stopping.is_set():
+            now = time.time()
+            try:
+                due = await self.store.due(now, 1000)
+            except Exception:
+                log.exception("due query failed")
+                due = []
+            for m in due:
+                if m.id not in self._in_progress:
+                    self._spawn(self._fire(m.id, engine.Due(now)))
+            await asyncio.sleep(0.05 if len(due) >= 1000 else 0.25)
+
+    async def _housekeeping(self) -> None:
+        while not self._stopping.is_set():
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            wall = time.time()
+            for key, (at, pdu) in list(self._early.items()):
+                if wall - at > EARLY_RECEIPT_TTL:
+                    self._early.pop(key, None)
+                    if not any(v[1] is pdu for v in self._early.values()):
+                        self.count("receipts_unmatched")
+                        await self.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
+            del now
+            await self.store.meta_set("id_floor", f"{self.ids.last:016X}")
+
+    # ------------------------------------------------------------ receipts to senders
+    def wake_pump(self, account: str) -> None:
+        ev = self._pump_wake.get(account)
+        if ev is None:
+            ev = self._pump_wake[account] = asyncio.Event()
+        ev.set()
+        t = self._pumps.get(account)
+        if t is None or t.done():
+            self._pumps[account] = asyncio.ensure_future(self._pump(account))
+
+    async def _pump(self, account: str) -> None:
+        """Deliver stored receipts to the account's receivers, oldest first."""
+        wake = self._pump_wake[account]
+        while not self._stopping.is_set():
+            await wake.wait()
+            wake.clear()
+            while True:
+                receivers = [s for s in self.sessions.get(account, ()) if s.can_receive]
+                if not receivers:
+                    break
+                window = sum(s.window for s in receivers)
+                batch = await self.store.pending_receipts(account, max(window * 4, 16))
+                if not batch:
+                    break
+                sem = asyncio.Semaphore(window)
+                results = await asyncio.gather(
+                    *(
+                        self._deliver_one(sem, receivers[i % len(receivers)], p)
+                        for i, p in enumerate(batch)
+                    )
+                )
+                done = [p.seq for p, ok in zip(batch, results, strict=True) if ok]
+                failed = not all(results)
+                if done:
+                    await self.store.commit(Change(delete_receipts=done))
+                    self.count("receipts_to_senders", len(done))
+                if failed:
+                    await asyncio.sleep(1.0)
+
+    async def _deliver_one(self, sem: asyncio.Semaphore, s: EsmeSession, p: PendingReceipt) -> bool:
+        async with sem:
+            row = p.row
+            pdu = build_receipt_pdu(
+                sequence_number=0,
+                source_addr=row.source_addr,
+                destination_addr=row.destination_addr,
+                message_id=row.message_id,
+                stat=row.stat,
+                err=row.err,
+                submit_date=receipt_date(row.submit_date),
+                done_date=receipt_date(row.done_at),
+                text=row.text,
+                intermediate=row.intermediate,
+            )
+            try:
+                resp = await s.request(pdu)
+            except Exception:
+                return False
+            return resp.command_status == 0
+
+    # ------------------------------------------------------------ query / cancel / replace
+    async def _own(self, s: EsmeSession, mid: str) -> Message | None:
+        msg = await self._load(mid)
+        if msg is None or s.account is None or msg.account != s.account.system_id:
+            return None
+        return msg
+
+    async def on_query(self, s: EsmeSession, pdu: QuerySm) -> None:
+        msg = await self._own(s, pdu.message_id)
+        if msg is None:
+            s.send(pdu.response(command_status=S.ESME_RQUERYFAIL))
+            return
+        final_date = ""
+        if msg.done_at is not None:
+            final_date = format_absolute(dt.datetime.fromtimestamp(msg.done_at, dt.UTC))
+        err = 0
+        with contextlib.suppress(ValueError):
+            err = int(msg.final_err or "0", 16) & 0xFF
+        s.send(
+            pdu.response(
+                message_id=msg.id,
+                final_date=final_date,
+                message_state=int(STATE_TO_SMPP[msg.state]),
+                error_code=err,
+            )
+        )
+
+    async def on_cancel(self, s: EsmeSession, pdu: CancelSm) -> None:
+        msg = await self._own(s, pdu.message_id)
+        if msg is None:
+            s.send(pdu.response(command_status=S.ESME_RINVMSGID))
+            return
+        if msg.state.final:
+            s.send(pdu.response(command_status=S.ESME_RCANCELFAIL))
+            return
+        await self.process(msg.id, engine.Cancel(time.time()))
+        s.send(pdu.response())
+
+    async def on_replace(self, s: EsmeSession, pdu: ReplaceSm) -> None:
+        msg = await self._own(s, pdu.message_id)
+        if msg is None:
+            s.send(pdu.response(command_status=S.ESME_RINVMSGID))
+            return
+        async with self._lock(msg.id):
+            msg = await self._load(msg.id)
+            if msg is None or msg.state.final:
+                s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                return
+            orig = decode(msg.pdu)
+            if not isinstance(orig, SubmitSm):
+                s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                return
+            if msg.state in (State.SUBMITTED, State.SUBMITTING):
+                link = self.links.get(msg.carrier)
+                if msg.state == State.SUBMITTING or link is None:
+                    s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                    return
+                try:
+                    st = await link.replace(
+                        pdu.copy(sequence_number=0, message_id=msg.carrier_message_id)
+                    )
+                except Exception:
+                    st = S.ESME_RREPLACEFAIL
+                if st != 0:
+                    s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                    return
+            changes: dict[str, Any] = {
+                "short_message": pdu.short_message,
+                "sm_default_msg_id": pdu.sm_default_msg_id,
+            }
+            if pdu.validity_period:
+                changes["validity_period"] = pdu.validity_period
+            if pdu.schedule_delivery_time:
+                changes["schedule_delivery_time"] = pdu.schedule_delivery_time
+            if pdu.registered_delivery:
+                changes["registered_delivery"] = pdu.registered_delivery
+            new_pdu = orig.copy(**changes)
+            new = attrs.evolve(
+                msg,
+                pdu=new_pdu.encode(),
+                registered_delivery=new_pdu.registered_delivery,
+                updated_at=time.time(),
+            )
+            await self.store.commit(Change(message=new))
+            self._cache.put(new.id, new)
+        s.send(pdu.response())
+
+    async def stats_documents(self) -> list[tuple[str, str, dict[str, object]]]:
+        """Rolling 24-hour counts per account and per carrier for the retained feed stats."""
+        since = time.time() - 86400
+        out: list[tuple[str, str, dict[str, object]]] = []
+        for kind, col in (("account", "account"), ("carrier", "carrier")):
+            rows = await self.store.query(
+                f"SELECT {col}, COUNT(*),"
+                " SUM(state = 'delivered'),"
+                " SUM(attempts > 1 OR state IN ('held', 'expired')),"
+                " SUM(state IN ('failed', 'rejected')),"
+                " SUM(state = 'held'),"
+                " SUM(state = 'delivered' AND attempts > 1)"
+                f" FROM messages WHERE created_at >= ? AND {col} != '' GROUP BY {col}",
+                (since,),
+            )
+            for name, sent, delivered, soft_, hard, held, recovered in rows:
+                out.append(
+                    (
+                        kind,
+                        str(name),
+                        {
+                            "schema": "bounceback.stats/1",
+                            "window_seconds": 86400,
+                            "at": iso(time.time()),
+                            "sent": int(sent or 0),
+                            "delivered": int(delivered or 0),
+                            "soft": int(soft_ or 0),
+                            "hard": int(hard or 0),
+                            "held_now": int(held or 0),
+                            "recovered_by_retry": int(recovered or 0),
+                        },
+                    )
+                )
+        return out
+
+    # ------------------------------------------------------------ admin
+    async def suppress(self, number: str, reason: str, account: str = "") -> None:
+        now = time.time()
+        s = Suppression(number, reason, now, now + self.cfg.retry.suppression_ttl, account)
+        await self.store.suppression_add(s)
+        self._suppressed[number] = s.expires_at
+
+
+def receipt_date(ts: float) -> dt.datetime:
+    """Receipt dates carry no zone: Bounceback writes them in UTC."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None)
