@@ -1,0 +1,184 @@
+"""Shared pieces of the end-to-end tests: configs, a running proxy, a simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from bounceback.config import Config, load_config
+from bounceback.gateway import Gateway
+from bounceback.simulator import CarrierSimulator, Scenario
+
+FAST_RETRY = """
+[retry]
+max_attempts = 5
+max_age = 7200.0
+jitter = 0.0
+[retry.schedules.absent_subscriber]
+initial = 0.3
+factor = 1.0
+max = 0.3
+[retry.schedules.memory_full]
+initial = 0.3
+factor = 1.0
+max = 0.3
+[retry.schedules.throttled]
+initial = 0.2
+factor = 2.0
+max = 2.0
+[retry.schedules.not_bound]
+initial = 0.3
+factor = 1.0
+max = 0.5
+[retry.schedules.system_failure]
+initial = 0.3
+factor = 1.0
+max = 0.3
+[retry.schedules.subscriber_busy]
+initial = 0.3
+factor = 1.0
+max = 0.3
+[retry.schedules.timeout]
+initial = 0.3
+factor = 1.0
+max = 0.3
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def write_config(
+    tmp: Path,
+    carrier_port: int,
+    *,
+    port: int = 0,
+    account: str = "",
+    carrier: str = "",
+    retry: str = FAST_RETRY,
+    extra: str = "",
+    name: str = "proxy.toml",
+) -> Path:
+    text = f"""
+[server]
+host = "127.0.0.1"
+port = {port}
+enquire_link_interval = 5.0
+response_timeout = 5.0
+submit_wait = 3.0
+
+[[accounts]]
+system_id = "acme"
+password = "acme-pw"
+{account}
+
+[[carriers]]
+name = "sim"
+host = "127.0.0.1"
+port = {carrier_port}
+system_id = "bounceback"
+password = "sim-pw"
+reconnect_min = 0.1
+reconnect_max = 0.5
+{carrier}
+
+[store]
+path = "proxy.db"
+batch_delay = 0.001
+{retry}
+{extra}
+"""
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> None:
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(step)
+
+
+@contextlib.asynccontextmanager
+async def simulator(data: dict[str, Any] | None = None) -> AsyncIterator[CarrierSimulator]:
+    sim = CarrierSimulator(Scenario.from_mapping(data or {"receipt_delay": 0.02}))
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+@contextlib.asynccontextmanager
+async def gateway(cfg: Config | Path) -> AsyncIterator[Gateway]:
+    if isinstance(cfg, Path):
+        cfg = load_config(cfg)
+    gw = Gateway(cfg)
+    await gw.start()
+    try:
+        if gw.links:
+            await wait_until(lambda: all(link.bound for link in gw.links.values()))
+        yield gw
+    finally:
+        await gw.stop()
+
+
+class ProxyProcess:
+    """`bounceback run` as a real process (for kill -9 tests)."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.log = self.config.with_suffix(".log")
+        with self.log.open("ab") as out:
+            out.write(b"\n--- started run ---\n")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bounceback.cli", "run", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),
+            )
+        end = time.monotonic() + timeout
+        while (
+            "bounceback listening"
+            not in self.log.read_text(errors="replace").split("started run")[-1]
+        ):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"proxy did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
