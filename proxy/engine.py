@@ -240,7 +240,8 @@ def quiet_adjust(
     if wraps and t >= start:
         end_day = end_day + dt.timedelta(days=1)
     morning = dt.datetime.combine(end_day, end, tzinfo=tz)
-    return max(when, morning.timestamp())
+    # On a fall-back night the end time can occur twice: the window ends at the later one.
+    return max(when, morning.timestamp(), morning.replace(fold=1).timestamp())
 
 
 def _final(
@@ -353,8 +354,14 @@ def decide(msg: Message, event: Event, policy: Policy) -> tuple[Message, list[Ac
     if isinstance(event, ReceiptIn):
         return _on_receipt(msg, event, policy)
     if msg.state.final:
-        if isinstance(event, SubmitResult) and event.status == 0 and msg.state == State.CANCELLED:
-            # The carrier took a message the sender cancelled meanwhile: cancel it there.
+        if (
+            isinstance(event, SubmitResult)
+            and event.status == 0
+            and msg.state in (State.CANCELLED, State.DELIVERED)
+            and event.carrier_message_id != msg.carrier_message_id
+        ):
+            # The carrier took an attempt after the message ended (cancelled, or an
+            # earlier attempt delivered meanwhile): cancel it there.
             return msg, [CancelUpstream(event.carrier, event.carrier_message_id)]
         return msg, []
     if isinstance(event, Dispatch):
@@ -445,12 +452,7 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
     current = ev.attempt >= msg.attempts
     if v.kind == "delivered":
         actions: list[Action] = []
-        if (
-            not current
-            and msg.state in (State.SUBMITTED, State.SUBMITTING)
-            and msg.carrier
-            and msg.carrier_message_id
-        ):
+        if not current and msg.state == State.SUBMITTED and msg.carrier and msg.carrier_message_id:
             # A late DELIVRD for an earlier attempt: stop the one in flight.
             actions.append(CancelUpstream(msg.carrier, msg.carrier_message_id))
         fields: dict[str, object] = _verdict_fields(v)
@@ -497,7 +499,7 @@ def _on_cancel(msg: Message, ev: Cancel) -> tuple[Message, list[Action]]:
     if msg.state.final:
         return msg, []
     actions: list[Action] = []
-    if msg.state in (State.SUBMITTED, State.SUBMITTING) and msg.carrier_message_id:
+    if msg.state == State.SUBMITTED and msg.carrier_message_id:
         actions.append(CancelUpstream(msg.carrier, msg.carrier_message_id))
     new, fin = _final(
         msg, State.CANCELLED, "DELETED", "000", ev.now, "cancelled", {"attempts": msg.attempts}

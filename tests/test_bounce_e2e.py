@@ -10,12 +10,11 @@ import time
 import zoneinfo
 from pathlib import Path
 
+from bounceback.gateway import Gateway
 from harness import gateway, simulator, wait_until, write_config
 from peers import NodeCarrier, NodeSender
-from smpplib_peer import SmpplibSender, receipt_fields
-
-from bounceback.gateway import Gateway
 from smppcodecs.constants import CommandStatus as S
+from smpplib_peer import SmpplibSender, receipt_fields
 
 
 async def bound(gw: Gateway) -> SmpplibSender:
@@ -130,7 +129,7 @@ max = 0.2
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,
     ):
         s = await bound(gw)
-        status, mid = await send(s, n)
+        _status, mid = await send(s, n)
         got = await asyncio.to_thread(s.wait_delivered, 1, 15.0)
         f = receipt_fields(got[0])
         assert f["stat"] == "UNDELIV" and f["err"] == "006" and f["id"] == mid
@@ -146,7 +145,7 @@ async def test_throttling_is_retried_within_seconds(tmp_path: Path) -> None:
     ):
         s = await bound(gw)
         t0 = time.monotonic()
-        status, mid = await send(s, n)
+        status, _mid = await send(s, n)
         assert status == 0  # a temporary carrier error: accepted and held
         got = await asyncio.to_thread(s.wait_delivered, 1, 10.0)
         assert receipt_fields(got[0])["stat"] == "DELIVRD"
@@ -212,7 +211,7 @@ max = 600.0
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,
     ):
         s = await bound(gw)
-        status, mid = await send(s, n)
+        _status, _mid = await send(s, n)
         await wait_until(lambda: gw.counters.get("receipts_matched", 0) >= 1)
         await asyncio.sleep(0.3)
         assert sim.count_for(n) == 1

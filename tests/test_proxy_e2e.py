@@ -6,13 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from harness import gateway, simulator, wait_until, write_config
-from smpplib_peer import SmpplibSender, receipt_fields
-
 from bounceback.gateway import Gateway
+from harness import gateway, simulator, wait_until, write_config
 from smppcodecs.constants import CommandStatus as S
+from smpplib_peer import SmpplibSender, receipt_fields
 
 SIM = {"receipt_delay": 0.02, "id_format": "hex", "receipt_id_format": "dec"}
 
