@@ -34,9 +34,11 @@ async def test_bind_types_and_auth_failures(tmp_path: Path) -> None:
         simulator(SIM) as sim,
         gateway(write_config(tmp_path, sim.port or 0, account="max_binds = 3")) as gw,
     ):
+        held = []  # keep the binds open (and referenced) while the fourth one tries
         for kind in ("transmitter", "receiver", "transceiver"):
             s = SmpplibSender("127.0.0.1", gw.port)
             assert await asyncio.to_thread(s.bind, kind, "acme", "acme-pw") == 0
+            held.append(s)
         # A fourth bind is over max_binds.
         s4 = SmpplibSender("127.0.0.1", gw.port)
         assert (
@@ -48,6 +50,8 @@ async def test_bind_types_and_auth_failures(tmp_path: Path) -> None:
         assert (
             await asyncio.to_thread(unknown.bind, "transceiver", "nobody", "x") == S.ESME_RINVSYSID
         )
+        for s in held:
+            s.close()
 
 
 async def test_submit_gets_our_id_and_one_rewritten_receipt(tmp_path: Path) -> None:
