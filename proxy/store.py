@@ -4,23 +4,35 @@ soft-bounce log.
 
 `SqliteStore` is the embedded default (WAL, one writer thread, group commit:
 every `commit()` call made within a short window shares one transaction, so
-durability does not cost a disk sync per message).
+durability does not cost a disk sync per message). `bounceback.pgstore.PgStore`
+keeps the same state in PostgreSQL for several instances sharing one database.
+
+Work that must not be done twice at once by two instances is *claimed* with a
+lease: due messages (`claim_due`), sender receipts (`claim_receipts`) and the
+feed outbox (`claim_outbox`, one publisher at a time). A lease names the
+instance and runs until a time; once it has run out (the instance died) another
+instance may claim the work. Committing a message clears its lease. Instance
+numbers (embedded in message ids) are leased the same way (`register_instance`).
+SQLite serves one instance per file, so it keeps its leases in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 
+from .ids import MAX_INSTANCE
 from .model import Message, State, Verdict
 
 
@@ -108,6 +120,53 @@ class Store(Protocol):
     async def expire_finished(self, before: float) -> int: ...
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    # ---- several instances on one store
+    async def register_instance(self, name: str, now: float, lease: float) -> int:
+        """An instance number 0..1023 no live instance holds, leased until now + lease."""
+        ...
+
+    async def renew_instance(self, number: int, now: float, lease: float) -> bool:
+        """Extend the lease on our instance number; False when it was lost (taken over)."""
+        ...
+
+    async def unregister_instance(self, number: int) -> None:
+        """Give our instance number back (clean shutdown)."""
+        ...
+
+    async def claim_due(self, instance: str, now: float, limit: int, lease: float) -> list[Message]:
+        """Due messages (next_attempt_at <= now, earliest first) not leased by another live
+        instance, now leased to `instance` until now + lease. Messages `instance` already
+        holds come again (their lease renewed), so an instance restarted under the same
+        name resumes its work at once."""
+        ...
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        """Drop the leases on these messages (committing a message also does)."""
+        ...
+
+    async def claim_receipts(
+        self, account: str, instance: str, now: float, limit: int, lease: float
+    ) -> list[PendingReceipt]:
+        """The account's receipts (oldest first) not leased by another live instance, now
+        leased to `instance` (its own included, as in `claim_due`). They stay stored until
+        deleted."""
+        ...
+
+    async def release_receipts(self, seqs: Sequence[int]) -> None:
+        """Drop the leases on these receipts (not delivered after all)."""
+        ...
+
+    async def claim_outbox(
+        self, instance: str, now: float, limit: int, lease: float
+    ) -> list[OutboxEvent]:
+        """The oldest outbox events when `instance` holds (or now takes) the publisher lease,
+        else nothing: one instance publishes at a time, in seq order."""
+        ...
+
+    async def wait_receipts(self, timeout: float) -> None:
+        """Return when a new sender receipt may be waiting, or after `timeout` seconds."""
+        ...
+
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -155,10 +214,13 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 
+MAX_INSTANCES = MAX_INSTANCE + 1  # instance numbers 0..1023 (10 bits of every message id)
+
 _COLS = (
     "id, account, source_addr, destination_addr, state, attempts, carrier, "
     "carrier_message_id, next_attempt_at, created_at, updated_at, done_at, reason, pdu, data"
 )
+MESSAGE_COLS = _COLS  # the columns of message_row() / message_from_row(), in order
 
 
 def message_row(m: Message) -> tuple[Any, ...]:
@@ -191,6 +253,104 @@ def message_row(m: Message) -> tuple[Any, ...]:
         m.pdu,
         json.dumps(data, separators=(",", ":")),
     )
+
+
+RECEIPT_COLS = (
+    "seq, account, message_id, stat, err, done_at, intermediate, source_addr,"
+    " destination_addr, submit_date, text"
+)
+
+
+def receipt_from_row(r: Sequence[Any]) -> PendingReceipt:
+    """A stored receipt from a row of `RECEIPT_COLS`."""
+    return PendingReceipt(
+        int(r[0]),
+        ReceiptRow(r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10]),
+    )
+
+
+@attrs.define
+class Batch:
+    """The rows a group of Changes writes, merged (the last state of a message wins)."""
+
+    messages: list[tuple[Any, ...]]  # message_row() values, ordered by id
+    events: list[tuple[str, str]]
+    receipts: list[tuple[Any, ...]]  # ReceiptRow fields + created_at
+    deletes: list[int]
+    carrier_keys: list[tuple[str, str, str, int]]
+    suppress: list[tuple[str, str, float, float, str]]
+    soft_bounces: list[tuple[str, float, str]]
+    accounts: set[str]  # accounts that get new receipts
+
+
+def collect(changes: Iterable[Change], now: float) -> Batch:
+    msgs: dict[str, tuple[Any, ...]] = {}
+    b = Batch([], [], [], [], [], [], [], set())
+    for c in changes:
+        if c.message is not None:
+            msgs[c.message.id] = message_row(c.message)
+        b.events.extend(c.events)
+        for r in c.receipts:
+            b.receipts.append((*attrs.astuple(r), now))
+            b.accounts.add(r.account)
+        b.deletes.extend(c.delete_receipts)
+        b.carrier_keys.extend(c.carrier_keys)
+        b.suppress.extend(c.suppress)
+        b.soft_bounces.extend(c.soft_bounce)
+    b.messages = [msgs[k] for k in sorted(msgs)]
+    return b
+
+
+class GroupCommit:
+    """Group commit: every `submit()` made while a transaction is being written, or
+    within `batch_delay` of the first, shares the next transaction (up to `batch_max`
+    submissions). Each `submit()` returns once its transaction committed, or raises
+    what the transaction raised."""
+
+    def __init__(
+        self,
+        write: Callable[[list[Change]], Awaitable[None]],
+        *,
+        batch_max: int,
+        batch_delay: float,
+    ) -> None:
+        self.write = write
+        self.batch_max = batch_max
+        self.batch_delay = batch_delay
+        self._queue: list[tuple[list[Change], asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, changes: Sequence[Change]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.append((list(changes), fut))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._flusher())
+        await fut
+
+    async def drain(self) -> None:
+        """Wait until everything submitted so far is written."""
+        if self._task is not None:
+            await self._task
+
+    async def _flusher(self) -> None:
+        while self._queue:
+            if self.batch_delay > 0 and len(self._queue) < self.batch_max:
+                await asyncio.sleep(self.batch_delay)
+            batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
+            changes = [c for cs, _ in batch for c in cs]
+            try:
+                await self.write(changes)
+            except BaseException as exc:  # every waiter learns the transaction failed
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 def message_from_row(r: Sequence[Any]) -> Message:
@@ -228,16 +388,36 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, *, batch_max: int = 512, batch_delay: float = 0.002):
         self.path = str(path)
-        self.batch_max = batch_max
-        self.batch_delay = batch_delay
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-w")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-r")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._queue: list[tuple[list[Change], asyncio.Future[None]]] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._write_async, batch_max=batch_max, batch_delay=batch_delay)
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed (for metrics and tests)
+        # One instance per file: leases live in memory (owner, until).
+        self._msg_leases: dict[str, tuple[str, float]] = {}
+        self._receipt_leases: dict[int, tuple[str, float]] = {}
+        self._outbox_leader: tuple[str, float] | None = None
+        self._slots: dict[int, tuple[str, float, str]] = {}  # number -> (name, until, token)
+        self._slot_tokens: dict[int, str] = {}  # the numbers this object registered
+        self._receipt_signal = asyncio.Event()
+
+    @property
+    def batch_max(self) -> int:
+        return self._group.batch_max
+
+    @batch_max.setter
+    def batch_max(self, value: int) -> None:
+        self._group.batch_max = value
+
+    @property
+    def batch_delay(self) -> float:
+        return self._group.batch_delay
+
+    @batch_delay.setter
+    def batch_delay(self, value: float) -> None:
+        self._group.batch_delay = value
 
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -262,8 +442,7 @@ class SqliteStore:
         self._rconn = self._connect()
 
     async def close(self) -> None:
-        if self._flush_task is not None:
-            await self._flush_task
+        await self._group.drain()
         loop = asyncio.get_running_loop()
         if self._wconn is not None:
             wconn = self._wconn
@@ -279,61 +458,32 @@ class SqliteStore:
         await self.commit_many([change])
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self._queue.append((list(changes), fut))
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = loop.create_task(self._flusher())
-        await fut
+        await self._group.submit(changes)
+        for c in changes:
+            if c.message is not None:
+                self._msg_leases.pop(c.message.id, None)
+            for seq in c.delete_receipts:
+                self._receipt_leases.pop(seq, None)
+            if c.receipts:
+                self._receipt_signal.set()
 
-    async def _flusher(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            if self.batch_delay > 0 and len(self._queue) < self.batch_max:
-                await asyncio.sleep(self.batch_delay)
-            batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
-            changes = [c for cs, _ in batch for c in cs]
-            try:
-                await loop.run_in_executor(self._writer, self._write, changes)
-            except BaseException as exc:  # every waiter learns the transaction failed
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+    async def _write_async(self, changes: list[Change]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, changes)
 
     def _write(self, changes: list[Change]) -> None:
         conn = self._wconn
         assert conn is not None
-        msgs: dict[str, tuple[Any, ...]] = {}
-        events: list[tuple[str, str]] = []
-        receipts: list[tuple[Any, ...]] = []
-        deletes: list[tuple[int]] = []
-        keys: list[tuple[str, str, str, int]] = []
-        supp: list[tuple[Any, ...]] = []
-        soft: list[tuple[str, float, str]] = []
-        now = time.time()
-        for c in changes:
-            if c.message is not None:
-                msgs[c.message.id] = message_row(c.message)
-            events.extend(c.events)
-            for r in c.receipts:
-                receipts.append((*attrs.astuple(r), now))
-            deletes.extend((seq,) for seq in c.delete_receipts)
-            keys.extend(c.carrier_keys)
-            supp.extend(c.suppress)
-            soft.extend(c.soft_bounce)
+        b = collect(changes, time.time())
+        msgs, events, receipts = b.messages, b.events, b.receipts
+        deletes = [(seq,) for seq in b.deletes]
+        keys, supp, soft = b.carrier_keys, b.suppress, b.soft_bounces
         conn.execute("BEGIN IMMEDIATE")
         try:
             if msgs:
                 conn.executemany(
                     f"INSERT OR REPLACE INTO messages ({_COLS}) VALUES "
                     "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    list(msgs.values()),
+                    msgs,
                 )
             if events:
                 conn.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", events)
@@ -425,18 +575,10 @@ class SqliteStore:
 
     async def pending_receipts(self, account: str, limit: int) -> list[PendingReceipt]:
         rows = await self._read(
-            "SELECT seq, account, message_id, stat, err, done_at, intermediate, source_addr,"
-            " destination_addr, submit_date, text FROM sender_receipts WHERE account = ?"
-            " ORDER BY seq LIMIT ?",
+            f"SELECT {RECEIPT_COLS} FROM sender_receipts WHERE account = ? ORDER BY seq LIMIT ?",
             (account, limit),
         )
-        return [
-            PendingReceipt(
-                r[0],
-                ReceiptRow(r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9], r[10]),
-            )
-            for r in rows
-        ]
+        return [receipt_from_row(r) for r in rows]
 
     async def delete_receipt(self, seq: int) -> None:
         await self.commit(Change(delete_receipts=[seq]))
@@ -513,3 +655,80 @@ class SqliteStore:
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports (`bounceback stats`)."""
         return await self._read(sql, tuple(params))
+
+    # ------------------------------------------------------------ leases (in memory)
+    async def register_instance(self, name: str, now: float, lease: float) -> int:
+        free = [n for n in range(MAX_INSTANCES) if n not in self._slots or self._slots[n][1] <= now]
+        if not free:
+            raise RuntimeError(f"all {MAX_INSTANCES} instance numbers are held")
+        mine = [n for n in free if n in self._slots and self._slots[n][0] == name]
+        number = (mine or free)[0]
+        token = secrets.token_hex(8)
+        self._slots[number] = (name, now + lease, token)
+        self._slot_tokens[number] = token
+        return number
+
+    async def renew_instance(self, number: int, now: float, lease: float) -> bool:
+        held = self._slots.get(number)
+        token = self._slot_tokens.get(number)
+        if held is None or token is None or held[2] != token:
+            return False
+        self._slots[number] = (held[0], now + lease, token)
+        return True
+
+    async def unregister_instance(self, number: int) -> None:
+        token = self._slot_tokens.pop(number, None)
+        held = self._slots.get(number)
+        if held is not None and held[2] == token:
+            del self._slots[number]
+
+    @staticmethod
+    def _taken(leases: dict[Any, tuple[str, float]], key: Any, instance: str, now: float) -> bool:
+        held = leases.get(key)
+        return held is not None and held[0] != instance and held[1] > now
+
+    async def claim_due(self, instance: str, now: float, limit: int, lease: float) -> list[Message]:
+        others = sum(1 for o, t in self._msg_leases.values() if o != instance and t > now)
+        got = [
+            m
+            for m in await self.due(now, limit + others)
+            if not self._taken(self._msg_leases, m.id, instance, now)
+        ][:limit]
+        for m in got:
+            self._msg_leases[m.id] = (instance, now + lease)
+        return got
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        for mid in message_ids:
+            self._msg_leases.pop(mid, None)
+
+    async def claim_receipts(
+        self, account: str, instance: str, now: float, limit: int, lease: float
+    ) -> list[PendingReceipt]:
+        others = sum(1 for o, t in self._receipt_leases.values() if o != instance and t > now)
+        got = [
+            p
+            for p in await self.pending_receipts(account, limit + others)
+            if not self._taken(self._receipt_leases, p.seq, instance, now)
+        ][:limit]
+        for p in got:
+            self._receipt_leases[p.seq] = (instance, now + lease)
+        return got
+
+    async def release_receipts(self, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._receipt_leases.pop(seq, None)
+
+    async def claim_outbox(
+        self, instance: str, now: float, limit: int, lease: float
+    ) -> list[OutboxEvent]:
+        held = self._outbox_leader
+        if held is not None and held[0] != instance and held[1] > now:
+            return []
+        self._outbox_leader = (instance, now + lease)
+        return await self.outbox(limit)
+
+    async def wait_receipts(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._receipt_signal.wait(), timeout)
+        self._receipt_signal.clear()

@@ -1,0 +1,637 @@
+"""The PostgreSQL store: the same state as `SqliteStore`, shared by several instances.
+
+`PgStore` implements the `Store` protocol over an asyncpg pool. Writes go
+through the same group commit as SQLite (every `commit()` made while a
+transaction is being written shares the next one), so a batch of Changes costs
+one round of network trips and one WAL flush.
+
+Several instances on one database:
+
+* each instance holds an instance number 0..1023 (it is embedded in message ids)
+  with a lease it renews (`register_instance`, `renew_instance`);
+* due messages and sender receipts are claimed with
+  ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING …``,
+  which stamps `lease_owner` and `lease_until`; rows another live instance holds
+  are not returned, rows whose lease ran out (a dead instance) are;
+* the feed outbox has one publisher at a time (a row in `leaders` with a lease),
+  which publishes in seq order, so the events of a message stay in order;
+* a transaction that inserts sender receipts also sends a NOTIFY on
+  `RECEIPT_CHANNEL`, so the instance where the sender is bound hears of them at
+  once (`wait_receipts`).
+
+The schema is Bounceback's own: versioned SQL files in `migrations/`, applied in
+order, each inside a transaction, recorded in `schema_migrations`, under an
+advisory lock so that instances starting together do not race (`migrate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from .config import ConfigError, StoreConfig, _mask_url, load_config
+from .model import Message, State
+from .store import (
+    MAX_INSTANCES,
+    MESSAGE_COLS,
+    RECEIPT_COLS,
+    Change,
+    GroupCommit,
+    OutboxEvent,
+    PendingReceipt,
+    SqliteStore,
+    Store,
+    Suppression,
+    collect,
+    message_from_row,
+    receipt_from_row,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+
+# Advisory lock keys (scoped to the database by PostgreSQL).
+MIGRATE_LOCK = 0x6262_6D69_6772  # "bbmigr"
+INSTANCE_LOCK = 0x6262_696E_7374  # "bbinst"
+
+RECEIPT_CHANNEL = "bounceback_receipts"
+OUTBOX_JOB = "outbox"
+
+_RETRY_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+_UPDATE_MESSAGE = ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in (x.strip() for x in MESSAGE_COLS.split(",")) if c != "id"
+)
+
+UPSERT_MESSAGE_SQL = (
+    f"INSERT INTO messages ({MESSAGE_COLS}) VALUES "
+    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+    f"ON CONFLICT (id) DO UPDATE SET {_UPDATE_MESSAGE}, lease_owner = NULL, lease_until = NULL"
+)
+
+DUE_SQL = (
+    f"SELECT {MESSAGE_COLS} FROM messages WHERE next_attempt_at IS NOT NULL"
+    " AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+)
+
+# $1 instance, $2 now, $3 limit, $4 lease seconds
+CLAIM_DUE_SQL = (
+    "UPDATE messages SET lease_owner = $1, lease_until = $2::float8 + $4::float8"
+    " WHERE id IN (SELECT id FROM messages"
+    " WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= $2::float8"
+    " AND (lease_until IS NULL OR lease_until <= $2::float8 OR lease_owner = $1)"
+    " ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {MESSAGE_COLS}"
+)
+
+# $1 account, $2 instance, $3 now, $4 limit, $5 lease seconds
+CLAIM_RECEIPTS_SQL = (
+    "UPDATE sender_receipts SET lease_owner = $2, lease_until = $3::float8 + $5::float8"
+    " WHERE seq IN (SELECT seq FROM sender_receipts WHERE account = $1"
+    " AND (lease_until IS NULL OR lease_until <= $3::float8 OR lease_owner = $2)"
+    " ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    f" RETURNING {RECEIPT_COLS}"
+)
+
+# $1 job, $2 instance, $3 now, $4 lease seconds
+TAKE_LEADER_SQL = (
+    "INSERT INTO leaders (job, owner, lease_until) VALUES ($1, $2, $3::float8 + $4::float8)"
+    " ON CONFLICT (job) DO UPDATE SET owner = EXCLUDED.owner,"
+    " lease_until = EXCLUDED.lease_until"
+    " WHERE leaders.owner = EXCLUDED.owner OR leaders.lease_until <= $3::float8"
+    " RETURNING owner"
+)
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def migrations() -> list[tuple[str, str, str]]:
+    """(version, name, sql) of every migration file, in order."""
+    found: list[tuple[str, str, str]] = []
+    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+        m = _MIGRATION_NAME.match(path.name)
+        if m is None:
+            raise RuntimeError(f"migration file {path.name!r} is not named NNNN_name.sql")
+        found.append((m.group(1), m.group(2), path.read_text(encoding="utf-8")))
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migration files share a version: {versions}")
+    return found
+
+
+async def _migrate_conn(conn: Any) -> tuple[list[str], str]:
+    """Apply the missing migrations on one connection: (applied versions, current version)."""
+    await conn.execute("SELECT pg_advisory_lock($1::bigint)", MIGRATE_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version TEXT PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        done = {str(r[0]) for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        known = migrations()
+        unknown = sorted(done - {v for v, _, _ in known})
+        if unknown:
+            log.warning("the database has schema versions this release does not know: %s", unknown)
+        applied: list[str] = []
+        for version, name, sql in known:
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(version)
+            log.info("applied schema migration %s_%s", version, name)
+        current = max([*done, *applied], default="")
+        return applied, current
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1::bigint)", MIGRATE_LOCK)
+
+
+async def migrate(url: str) -> list[str]:
+    """Bring the database at `url` to the newest schema; returns the versions applied."""
+    conn = await asyncpg.connect(url)
+    try:
+        applied, _ = await _migrate_conn(conn)
+        return applied
+    finally:
+        await conn.close()
+
+
+def migrate_main(config_path: str) -> int:
+    """`bounceback migrate --config FILE`: prepare the configured store's schema.
+
+    Exit codes: 0 done, 1 the database could not be migrated, 2 invalid configuration."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    st = cfg.store
+    if st.backend != "postgresql":
+
+        async def sqlite_schema() -> None:
+            s = SqliteStore(st.path)
+            await s.open()
+            await s.close()
+
+        try:
+            asyncio.run(sqlite_schema())
+        except Exception as exc:
+            print(f"SQLite {st.path}: {exc}", file=sys.stderr)
+            return 1
+        print(f"SQLite {st.path}: schema ready (SQLite needs no migrations)")
+        return 0
+
+    async def run() -> tuple[list[str], str]:
+        conn = await asyncpg.connect(st.url)
+        try:
+            return await _migrate_conn(conn)
+        finally:
+            await conn.close()
+
+    where = f"PostgreSQL {_mask_url(st.url)}"
+    try:
+        applied, current = asyncio.run(run())
+    except Exception as exc:
+        print(f"{where}: migration failed: {exc}", file=sys.stderr)
+        return 1
+    names = {v: n for v, n, _ in migrations()}
+    for v in applied:
+        print(f"{where}: applied {v}_{names.get(v, '')}")
+    if not applied:
+        print(f"{where}: schema up to date (version {current})")
+    else:
+        print(f"{where}: schema now at version {current}")
+    return 0
+
+
+def store_from_config(cfg: StoreConfig) -> Store:
+    """The store a `StoreConfig` names: PostgreSQL when it has a URL, else SQLite."""
+    if cfg.backend == "postgresql":
+        return PgStore(
+            cfg.url,
+            batch_max=cfg.batch_max,
+            batch_delay=cfg.batch_delay,
+            lease_seconds=cfg.lease_seconds,
+        )
+    return SqliteStore(cfg.path, batch_max=cfg.batch_max, batch_delay=cfg.batch_delay)
+
+
+def _qmarks_to_dollars(sql: str) -> str:
+    """Rewrite ``?`` placeholders (the SQLite style of report queries) to ``$n``, leaving
+    quoted strings and identifiers alone."""
+    out: list[str] = []
+    n = 0
+    quote = ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status such as ``DELETE 3``."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+# ---------------------------------------------------------------- the store
+
+
+class PgStore:
+    """Bounceback's state in PostgreSQL, shared by several instances."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_max: int = 512,
+        batch_delay: float = 0.002,
+        lease_seconds: float = 30.0,
+        pool_min: int = 2,
+        pool_max: int = 10,
+        auto_migrate: bool = True,
+    ) -> None:
+        self.url = url
+        self.lease_seconds = lease_seconds  # what callers use for their claims
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self.auto_migrate = auto_migrate
+        self._group = GroupCommit(self._write, batch_max=batch_max, batch_delay=batch_delay)
+        self._pool: Any = None
+        self._listener: Any = None
+        self._receipt_signal = asyncio.Event()
+        self._slot_tokens: dict[int, str] = {}
+        self.commits = 0  # transactions committed (for metrics and tests)
+
+    @property
+    def batch_max(self) -> int:
+        return self._group.batch_max
+
+    @property
+    def batch_delay(self) -> float:
+        return self._group.batch_delay
+
+    # ------------------------------------------------------------ lifecycle
+    async def open(self) -> None:
+        if self.auto_migrate:
+            await migrate(self.url)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=self.pool_min, max_size=self.pool_max
+        )
+        await self._listen()
+
+    async def _listen(self) -> None:
+        """A connection of its own that LISTENs for new sender receipts."""
+        try:
+            conn = await asyncpg.connect(self.url)
+            await conn.add_listener(RECEIPT_CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot listen for receipts (%s); polling instead", exc)
+            self._listener = None
+            return
+        self._listener = conn
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._receipt_signal.set()
+
+    async def close(self) -> None:
+        await self._group.drain()
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            with contextlib.suppress(Exception):
+                await listener.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool (open)."""
+        if self._pool is None:
+            raise RuntimeError("the store is not open")
+        return self._pool
+
+    # ------------------------------------------------------------ writes
+    async def commit(self, change: Change) -> None:
+        await self._group.submit([change])
+
+    async def commit_many(self, changes: Sequence[Change]) -> None:
+        await self._group.submit(changes)
+
+    async def _write(self, changes: list[Change]) -> None:
+        b = collect(changes, time.time())
+        keys = sorted({(c, k): (c, k, m, a) for c, k, m, a in b.carrier_keys}.values())
+        supp = sorted({s[0]: s for s in b.suppress}.values())
+        for attempt in range(3):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    if b.messages:
+                        await conn.executemany(UPSERT_MESSAGE_SQL, b.messages)
+                    if b.events:
+                        await conn.executemany(
+                            "INSERT INTO outbox (topic, payload) VALUES ($1, $2)", b.events
+                        )
+                    if b.receipts:
+                        await conn.executemany(
+                            "INSERT INTO sender_receipts (account, message_id, stat, err,"
+                            " done_at, intermediate, source_addr, destination_addr,"
+                            " submit_date, text, created_at)"
+                            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                            b.receipts,
+                        )
+                        for account in sorted(b.accounts):
+                            await conn.execute("SELECT pg_notify($1, $2)", RECEIPT_CHANNEL, account)
+                    if b.deletes:
+                        await conn.execute(
+                            "DELETE FROM sender_receipts WHERE seq = ANY($1::bigint[])", b.deletes
+                        )
+                    if keys:
+                        await conn.executemany(
+                            "INSERT INTO carrier_ids (carrier, key, message_id, attempt)"
+                            " VALUES ($1,$2,$3,$4) ON CONFLICT (carrier, key) DO UPDATE SET"
+                            " message_id = EXCLUDED.message_id, attempt = EXCLUDED.attempt",
+                            keys,
+                        )
+                    if supp:
+                        await conn.executemany(
+                            "INSERT INTO suppression (number, reason, created_at, expires_at,"
+                            " account) VALUES ($1,$2,$3,$4,$5) ON CONFLICT (number) DO UPDATE"
+                            " SET reason = EXCLUDED.reason, created_at = EXCLUDED.created_at,"
+                            " expires_at = EXCLUDED.expires_at, account = EXCLUDED.account",
+                            supp,
+                        )
+                    if b.soft_bounces:
+                        await conn.executemany(
+                            "INSERT INTO soft_bounces (number, at, reason) VALUES ($1,$2,$3)",
+                            b.soft_bounces,
+                        )
+            except _RETRY_ERRORS:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.01 * (attempt + 1))
+                continue
+            self.commits += 1
+            return
+
+    async def _exec(self, sql: str, *params: Any) -> int:
+        status: str = await self.pool.execute(sql, *params)
+        return _rowcount(status)
+
+    async def _fetch(self, sql: str, *params: Any) -> list[Any]:
+        rows: list[Any] = await self.pool.fetch(sql, *params)
+        return rows
+
+    # ------------------------------------------------------------ reads
+    async def get(self, message_id: str) -> Message | None:
+        rows = await self._fetch(f"SELECT {MESSAGE_COLS} FROM messages WHERE id = $1", message_id)
+        return message_from_row(rows[0]) if rows else None
+
+    async def find_carrier_key(self, carrier: str, keys: Sequence[str]) -> tuple[str, int] | None:
+        if not keys:
+            return None
+        rows = await self._fetch(
+            "SELECT key, message_id, attempt FROM carrier_ids"
+            " WHERE carrier = $1 AND key = ANY($2::text[])",
+            carrier,
+            list(keys),
+        )
+        found = {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+        for key in keys:
+            if key in found:
+                return found[key]
+        return None
+
+    async def due(self, now: float, limit: int) -> list[Message]:
+        return [message_from_row(r) for r in await self._fetch(DUE_SQL, now, limit)]
+
+    async def held_for_number(self, number: str) -> list[Message]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE destination_addr = $1 AND state = $2",
+            number,
+            State.HELD.value,
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def unfinished(self, limit: int, after: str = "") -> list[Message]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE state IN ('accepted','submitting')"
+            " AND id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        return [message_from_row(r) for r in rows]
+
+    async def pending_receipts(self, account: str, limit: int) -> list[PendingReceipt]:
+        rows = await self._fetch(
+            f"SELECT {RECEIPT_COLS} FROM sender_receipts WHERE account = $1 ORDER BY seq LIMIT $2",
+            account,
+            limit,
+        )
+        return [receipt_from_row(r) for r in rows]
+
+    async def delete_receipt(self, seq: int) -> None:
+        await self.commit(Change(delete_receipts=[seq]))
+
+    async def outbox(self, limit: int) -> list[OutboxEvent]:
+        rows = await self._fetch(
+            "SELECT seq, topic, payload FROM outbox ORDER BY seq LIMIT $1", limit
+        )
+        return [OutboxEvent(int(r[0]), r[1], r[2]) for r in rows]
+
+    async def outbox_delete(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            await self._exec("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", list(seqs))
+
+    async def outbox_count(self) -> int:
+        rows = await self._fetch("SELECT COUNT(*) FROM outbox")
+        return int(rows[0][0])
+
+    async def suppressed(self, number: str, now: float) -> Suppression | None:
+        rows = await self._fetch(
+            "SELECT number, reason, created_at, expires_at, account FROM suppression"
+            " WHERE number = $1 AND expires_at > $2",
+            number,
+            now,
+        )
+        return Suppression(*rows[0]) if rows else None
+
+    async def suppression_list(self, now: float) -> list[Suppression]:
+        rows = await self._fetch(
+            "SELECT number, reason, created_at, expires_at, account FROM suppression"
+            " WHERE expires_at > $1 ORDER BY created_at",
+            now,
+        )
+        return [Suppression(*r) for r in rows]
+
+    async def suppression_add(self, s: Suppression) -> None:
+        await self.commit(
+            Change(suppress=[(s.number, s.reason, s.created_at, s.expires_at, s.account)])
+        )
+
+    async def suppression_remove(self, number: str) -> bool:
+        return await self._exec("DELETE FROM suppression WHERE number = $1", number) > 0
+
+    async def soft_bounce_count(self, number: str, since: float) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM soft_bounces WHERE number = $1 AND at >= $2", number, since
+        )
+        return int(rows[0][0])
+
+    async def unmatched_receipt(self, carrier: str, message_id: str, text: str, at: float) -> None:
+        await self._exec(
+            "INSERT INTO unmatched_receipts (carrier, message_id, text, at) VALUES ($1,$2,$3,$4)",
+            carrier,
+            message_id,
+            text,
+            at,
+        )
+
+    async def meta_get(self, key: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM meta WHERE key = $1", key)
+        return str(rows[0][0]) if rows else None
+
+    async def meta_set(self, key: str, value: str) -> None:
+        await self._exec(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            key,
+            value,
+        )
+
+    async def expire_finished(self, before: float) -> int:
+        return await self._exec(
+            "DELETE FROM messages WHERE done_at IS NOT NULL AND done_at < $1", before
+        )
+
+    async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL for reports; ``?`` placeholders are accepted as in SQLite."""
+        rows = await self._fetch(_qmarks_to_dollars(sql), *params)
+        return [tuple(r) for r in rows]
+
+    # ------------------------------------------------------------ several instances
+    async def register_instance(self, name: str, now: float, lease: float) -> int:
+        token = secrets.token_hex(8)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1::bigint)", INSTANCE_LOCK)
+            held = {
+                int(r[0]): (str(r[1]), float(r[2]))
+                for r in await conn.fetch("SELECT slot, name, lease_until FROM instances")
+            }
+            free = [n for n in range(MAX_INSTANCES) if n not in held or held[n][1] <= now]
+            if not free:
+                raise RuntimeError(f"all {MAX_INSTANCES} instance numbers are held")
+            mine = [n for n in free if n in held and held[n][0] == name]
+            number = (mine or free)[0]
+            await conn.execute(
+                "INSERT INTO instances (slot, name, token, started_at, lease_until)"
+                " VALUES ($1, $2, $3, $4::float8, $4::float8 + $5::float8)"
+                " ON CONFLICT (slot) DO UPDATE SET name = EXCLUDED.name,"
+                " token = EXCLUDED.token, started_at = EXCLUDED.started_at,"
+                " lease_until = EXCLUDED.lease_until",
+                number,
+                name,
+                token,
+                now,
+                lease,
+            )
+        self._slot_tokens[number] = token
+        return number
+
+    async def renew_instance(self, number: int, now: float, lease: float) -> bool:
+        token = self._slot_tokens.get(number)
+        if token is None:
+            return False
+        n = await self._exec(
+            "UPDATE instances SET lease_until = $3::float8 + $4::float8"
+            " WHERE slot = $1 AND token = $2",
+            number,
+            token,
+            now,
+            lease,
+        )
+        return n == 1
+
+    async def unregister_instance(self, number: int) -> None:
+        token = self._slot_tokens.pop(number, None)
+        if token is not None:
+            await self._exec("DELETE FROM instances WHERE slot = $1 AND token = $2", number, token)
+
+    async def claim_due(self, instance: str, now: float, limit: int, lease: float) -> list[Message]:
+        rows = await self._fetch(CLAIM_DUE_SQL, instance, now, limit, lease)
+        got = [message_from_row(r) for r in rows]
+        got.sort(key=lambda m: (m.next_attempt_at or 0.0, m.id))
+        return got
+
+    async def release(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self._exec(
+                "UPDATE messages SET lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ANY($1::text[])",
+                list(message_ids),
+            )
+
+    async def claim_receipts(
+        self, account: str, instance: str, now: float, limit: int, lease: float
+    ) -> list[PendingReceipt]:
+        rows = await self._fetch(CLAIM_RECEIPTS_SQL, account, instance, now, limit, lease)
+        return sorted((receipt_from_row(r) for r in rows), key=lambda p: p.seq)
+
+    async def release_receipts(self, seqs: Sequence[int]) -> None:
+        if seqs:
+            await self._exec(
+                "UPDATE sender_receipts SET lease_owner = NULL, lease_until = NULL"
+                " WHERE seq = ANY($1::bigint[])",
+                list(seqs),
+            )
+
+    async def claim_outbox(
+        self, instance: str, now: float, limit: int, lease: float
+    ) -> list[OutboxEvent]:
+        leader = await self._fetch(TAKE_LEADER_SQL, OUTBOX_JOB, instance, now, lease)
+        if not leader:
+            return []
+        return await self.outbox(limit)
+
+    async def wait_receipts(self, timeout: float) -> None:
+        """Return when a NOTIFY said new sender receipts were committed (by any instance),
+        or after `timeout`. A notification that arrives while nobody waits is kept for
+        the next call; meant for one waiting task per store."""
+        if self._listener is None or self._listener.is_closed():
+            # The listening connection is gone: listen again and report "maybe", since
+            # notifications sent meanwhile were lost.
+            await self._listen()
+            if self._listener is not None:
+                return
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._receipt_signal.wait(), timeout)
+        self._receipt_signal.clear()
