@@ -104,6 +104,8 @@ class CarrierLink:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.binds = 0  # successful binds so far (tests and metrics)
+        self.bind_failures = 0  # failed bind attempts so far (metrics)
+        self.submit_observer: Callable[[str, float], None] | None = None  # (carrier, seconds)
 
     # ------------------------------------------------------------ state
     @property
@@ -192,7 +194,11 @@ class CarrierLink:
                     self._changed.clear()
                 log.warning("%s: connection lost", self.name)
             except (OSError, TimeoutError, SessionClosed, ConnectionError) as exc:
+                self.bind_failures += 1
                 log.warning("%s: cannot bind: %s", self.name, exc)
+            except Exception:  # a bug must not end the link for good: log it and retry
+                self.bind_failures += 1
+                log.exception("%s: bind failed unexpectedly", self.name)
             for s in (self.tx, self.rx):
                 if s is not None:
                     await s.close()
@@ -223,7 +229,10 @@ class CarrierLink:
         s = self.tx
         if s is None or not s.bound or s.closed.is_set():
             raise NotBound(self.name)
+        started = time.monotonic()
         resp = await s.request(pdu, timeout or self.cfg.submit_timeout)
+        if self.submit_observer is not None:
+            self.submit_observer(self.name, time.monotonic() - started)
         if resp.command_status in (CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL):
             # Slow down instead of hammering: pause all submits to this carrier.
             self._throttle_backoff = min(max(self._throttle_backoff * 2, 0.2), 10.0)

@@ -1,0 +1,382 @@
+"""Prometheus metrics and the health endpoints.
+
+`Metrics` keeps its own `CollectorRegistry` (never the process-wide default), so
+several gateways can run in one process. The gateway feeds it through small
+hooks: every PDU in and out (`on_pdu`), binds, message transitions, receipts,
+store commit and carrier submit latencies. Gauges that describe state (held
+messages, feed outbox backlog, current binds) are refreshed from the store and
+the gateway when `/metrics` is scraped.
+
+The HTTP side is a deliberately small asyncio server (`GET` or `HEAD` only, one
+request per connection):
+
+* ``/metrics``: the Prometheus text format;
+* ``/healthz``: 200 ``ok`` while the process runs;
+* ``/readyz``: 200 when the store answers and at least one carrier is bound,
+  otherwise 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from smppcodecs.constants import CommandStatus
+from smppcodecs.pdu import PDU_CLASSES
+
+from .events import EVENT_NAMES
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("bounceback.metrics")
+
+_Handler = Callable[[], Coroutine[Any, Any, tuple[int, bytes, str]]]
+
+RECEIPT_RESULTS = ("matched", "unmatched", "early")
+
+# Gateway counter names (Gateway.count) that become Prometheus series.
+_RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}
+
+# Store commits wait for a group-commit window and one disk sync: milliseconds.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Carrier round trips: tens of milliseconds up to the submit timeout.
+SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+MAX_REQUEST_HEAD = 8192
+REQUEST_TIMEOUT = 5.0
+READY_STORE_TIMEOUT = 2.0
+
+HELD_SQL = (
+    # Every held message has a timer, so the partial index on next_attempt_at
+    # keeps this away from a scan of the whole table.
+    "SELECT COUNT(*) FROM messages WHERE next_attempt_at IS NOT NULL AND state = 'held'"
+)
+
+
+def command_label(command_id: int) -> str:
+    """The PDU's name (``submit_sm``), or its id in hex when unknown."""
+    cls = PDU_CLASSES.get(command_id)
+    return cls.command_name if cls is not None else f"0x{command_id:08X}"
+
+
+def status_label(status: int) -> str:
+    """The ESME_* name; vendor codes in hex; anything else ``RESERVED`` (a peer must
+    not be able to create an unbounded number of series)."""
+    try:
+        return CommandStatus(status).name
+    except ValueError:
+        if 0x400 <= status <= 0x4FF:
+            return f"VENDOR_0x{status:04X}"
+        return "RESERVED"
+
+
+class Metrics:
+    """Bounceback's metrics, in a registry of their own."""
+
+    def __init__(self, *, refresh_min: float = 1.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.pdus = Counter(
+            "bounceback_pdus",
+            "SMPP PDUs sent (out) and received (in), senders and carriers together.",
+            ["direction", "command", "status"],
+            registry=r,
+        )
+        self.binds = Counter(
+            "bounceback_binds",
+            "Bind attempts: side is esme (senders binding to us) or carrier (our binds).",
+            ["side", "name", "result"],
+            registry=r,
+        )
+        self.bound = Gauge(
+            "bounceback_binds_current",
+            "Sessions bound now, per account (side esme) or carrier (side carrier).",
+            ["side", "name"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "bounceback_messages",
+            "Message transitions by outcome (the feed's event names).",
+            ["outcome"],
+            registry=r,
+        )
+        self.held = Gauge(
+            "bounceback_held_messages", "Messages held for a later resubmission.", registry=r
+        )
+        self.retry_attempts = Counter(
+            "bounceback_retry_attempts", "Submissions after the first attempt.", registry=r
+        )
+        self.suppression_hits = Counter(
+            "bounceback_suppression_hits",
+            "Submissions refused because the number is on the suppression list.",
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "bounceback_outbox_backlog", "Feed events waiting in the outbox.", registry=r
+        )
+        self.receipts = Counter(
+            "bounceback_receipts",
+            "Carrier receipts: matched to a message, unmatched, or early (before the "
+            "submit_sm_resp that names the id).",
+            ["result"],
+            registry=r,
+        )
+        self.store_commit = Histogram(
+            "bounceback_store_commit_seconds",
+            "Time a decision waits for its store transaction.",
+            buckets=COMMIT_BUCKETS,
+            registry=r,
+        )
+        self.carrier_submit = Histogram(
+            "bounceback_carrier_submit_seconds",
+            "Carrier round trip of submit_sm / data_sm (request, including any wait for a "
+            "window slot, to response).",
+            ["carrier"],
+            buckets=SUBMIT_BUCKETS,
+            registry=r,
+        )
+        # Pre-bound children: the hot paths do one dict lookup and one increment.
+        self._pdu_children: dict[tuple[str, int, int], Counter] = {}
+        self._messages_children: dict[str, Counter] = {
+            name: self.messages.labels(name) for name in EVENT_NAMES
+        }
+        self._receipt_children: dict[str, Counter] = {
+            name: self.receipts.labels(result) for name, result in _RECEIPT_COUNTERS.items()
+        }
+        self._submit_children: dict[str, Histogram] = {}
+        self._carrier_binds_seen: dict[str, tuple[int, int]] = {}
+        self._bound_seen: set[tuple[str, str]] = set()
+        self.refresh_min = refresh_min
+        self._refreshed_at = -1e18
+        self._gateway: Gateway | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+        self.host = ""
+        self.port = 0  # the bound port once started (useful when configured as 0)
+
+    # ------------------------------------------------------------ hooks
+    def on_pdu(self, direction: str, command_id: int, status: int) -> None:
+        """Count one PDU (the session hook: called for every PDU in and out)."""
+        child = self._pdu_children.get((direction, command_id, status))
+        if child is None:
+            child = self.pdus.labels(direction, command_label(command_id), status_label(status))
+            self._pdu_children[(direction, command_id, status)] = child
+        child.inc()
+
+    def bind(self, side: str, name: str, result: int | str) -> None:
+        """One bind attempt; `result` is a command_status (0 = ok) or a word."""
+        if isinstance(result, int):
+            result = "ok" if result == 0 else status_label(result)
+        self.binds.labels(side, name, result).inc()
+
+    def message(self, outcome: str) -> None:
+        """One message transition (accepted, delivered, hard_bounce, ...)."""
+        child = self._messages_children.get(outcome)
+        if child is None:
+            child = self._messages_children[outcome] = self.messages.labels(outcome)
+        child.inc()
+
+    def count(self, name: str, n: int = 1) -> None:
+        """The gateway's own counters (`Gateway.count`) that have a series here."""
+        child = self._receipt_children.get(name)
+        if child is not None:
+            child.inc(n)
+        elif name == "suppression_hits":
+            self.suppression_hits.inc(n)
+
+    def observe_commit(self, seconds: float) -> None:
+        self.store_commit.observe(seconds)
+
+    def observe_submit(self, carrier: str, seconds: float) -> None:
+        child = self._submit_children.get(carrier)
+        if child is None:
+            child = self._submit_children[carrier] = self.carrier_submit.labels(carrier)
+        child.observe(seconds)
+
+    # ------------------------------------------------------------ state gauges
+    async def refresh(self, *, force: bool = False) -> None:
+        """Bring the state gauges up to date (store queries at most every refresh_min)."""
+        gw = self._gateway
+        if gw is None:
+            return
+        self._refresh_binds(gw)
+        now = time.monotonic()
+        if not force and now - self._refreshed_at < self.refresh_min:
+            return
+        self._refreshed_at = now
+        try:
+            rows = await gw.store.query(HELD_SQL)
+            self.held.set(int(rows[0][0] or 0) if rows else 0)
+            self.outbox_backlog.set(await gw.store.outbox_count())
+        except Exception as exc:  # a scrape must not fail because the store is busy
+            log.debug("metrics refresh from the store failed: %s", exc)
+
+    def _refresh_binds(self, gw: Gateway) -> None:
+        seen: set[tuple[str, str]] = set()
+        for account, sessions in gw.sessions.items():
+            n = sum(1 for s in sessions if not s.closed.is_set())
+            self.bound.labels("esme", account).set(n)
+            seen.add(("esme", account))
+        for name, link in gw.links.items():
+            live = {
+                id(s)
+                for s in (link.tx, link.rx)
+                if s is not None and s.bound and not s.closed.is_set()
+            }
+            self.bound.labels("carrier", name).set(len(live))
+            seen.add(("carrier", name))
+            ok, failed = link.binds, link.bind_failures
+            ok0, failed0 = self._carrier_binds_seen.get(name, (0, 0))
+            if ok > ok0:
+                self.binds.labels("carrier", name, "ok").inc(ok - ok0)
+            if failed > failed0:
+                self.binds.labels("carrier", name, "failed").inc(failed - failed0)
+            self._carrier_binds_seen[name] = (ok, failed)
+        for side, name in self._bound_seen - seen:
+            self.bound.labels(side, name).set(0)
+        self._bound_seen = seen
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    async def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): the store answers and at least one carrier is bound."""
+        gw = self._gateway
+        if gw is None:
+            return False, "not started"
+        if gw._stopping.is_set():
+            return False, "stopping"
+        try:
+            await asyncio.wait_for(gw.store.query("SELECT 1"), READY_STORE_TIMEOUT)
+        except Exception as exc:
+            return False, f"store not available: {type(exc).__name__}: {exc}"
+        if not any(link.bound for link in gw.links.values()):
+            return False, "no carrier bound"
+        return True, "ready"
+
+    # ------------------------------------------------------------ HTTP
+    async def start(self, gateway: Gateway, host: str, port: int) -> None:
+        """Serve /metrics, /healthz and /readyz on host:port (port 0: a free one)."""
+        self._gateway = gateway
+        self._server = await asyncio.start_server(self._on_connect, host, port)
+        self.host = host
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for t in list(self._conns):
+                t.cancel()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+        self._gateway = None
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conns.add(task)
+        try:
+            await asyncio.wait_for(self._serve(reader, writer), REQUEST_TIMEOUT)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            if task is not None:
+                self._conns.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head and b"\n\n" not in head:
+            chunk = await reader.read(1024)
+            if not chunk:
+                break
+            head += chunk
+            if len(head) > MAX_REQUEST_HEAD:
+                await _respond(writer, 431, b"request header too large\n")
+                return
+        line = head.split(b"\n", 1)[0].decode("latin-1").strip()
+        parts = line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            await _respond(writer, 400, b"bad request\n")
+            return
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            await _respond(writer, 405, b"method not allowed\n", extra={"Allow": "GET, HEAD"})
+            return
+        path = target.split("?", 1)[0]
+        head_only = method == "HEAD"
+        handler = self._routes().get(path)
+        if handler is None:
+            await _respond(writer, 404, b"not found\n", head_only=head_only)
+            return
+        status, body, ctype = await handler()
+        await _respond(writer, status, body, ctype=ctype, head_only=head_only)
+
+    def _routes(self) -> dict[str, _Handler]:
+        return {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz}
+
+    async def _metrics(self) -> tuple[int, bytes, str]:
+        await self.refresh()
+        return 200, self.render(), CONTENT_TYPE_LATEST
+
+    async def _healthz(self) -> tuple[int, bytes, str]:
+        return 200, b"ok\n", TEXT
+
+    async def _readyz(self) -> tuple[int, bytes, str]:
+        ok, reason = await self.readiness()
+        return (200 if ok else 503), reason.encode() + b"\n", TEXT
+
+
+TEXT = "text/plain; charset=utf-8"
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
+
+async def _respond(
+    writer: asyncio.StreamWriter,
+    status: int,
+    body: bytes,
+    *,
+    ctype: str = TEXT,
+    head_only: bool = False,
+    extra: dict[str, str] | None = None,
+) -> None:
+    headers = {
+        "Content-Type": ctype,
+        "Content-Length": str(len(body)),
+        "Connection": "close",
+        "Cache-Control": "no-store",
+        **(extra or {}),
+    }
+    out = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+    out += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    writer.write(out.encode("latin-1") + (b"" if head_only else body))
+    await writer.drain()
