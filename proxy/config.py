@@ -137,6 +137,14 @@ class ServerConfig:
     max_connections: int = 1000
     max_connections_per_ip: int = 50
     shutdown_grace: float = 10.0
+    tls_port: int = 3550  # the TLS listener (IANA "ssmpp"), on when tls_cert is set
+    tls_cert: str = ""  # PEM certificate chain of the TLS listener
+    tls_key: str = ""  # its private key ("" = inside tls_cert)
+    tls_client_ca: str = ""  # set: senders must present a certificate issued by this CA
+    plain: bool = True  # listen on plain TCP `port` as well
+    failed_bind_limit: int = 5  # failed binds from one address within the window ...
+    failed_bind_window: float = 60.0
+    lockout_seconds: float = 300.0  # ... lock it out this long
 
 
 @attrs.frozen
@@ -772,12 +780,18 @@ class _Loader:
             return ""
         return os.path.abspath(target)
 
-    def secret(self, table: _Table, *, required: bool, resolve_env: bool = True) -> tuple[str, str]:
+    def secret(
+        self, table: _Table, *, required: bool, resolve_env: bool = True, smpp: bool = True
+    ) -> tuple[str, str]:
         """(password, password_env) from ``password`` or ``password_env`` (exactly one)."""
         has_inline, has_env = table.has("password"), table.has("password_env")
         password = table.string("password", "", secret=True)
         if "\x00" in password:
             table.problem("password", "must not contain NUL characters")
+            password = ""
+        elif smpp and len(password) > 8:
+            # SMPP 3.4 carries at most 8 characters (9 octets with the NUL).
+            table.problem("password", "longer than the 8 characters SMPP 3.4 allows")
             password = ""
         env_name = table.string(
             "password_env", "", pattern=_ENV_NAME, what="an environment variable name"
@@ -848,7 +862,7 @@ def parse_config(
     loader = _Loader(sink, Path(base_dir), os.environ if environ is None else environ)
     top = _Table(sink, source, "", data)
 
-    server = _parse_server(top.section("server"))
+    server = _parse_server(top.section("server"), loader)
 
     account_tables = top.tables("accounts")
     account_ids = _raw_names(account_tables, "system_id")
@@ -910,7 +924,7 @@ def _check_unique(tables: Sequence[_Table], key: str, what: str) -> None:
 # ---------------------------------------------------------------- sections
 
 
-def _parse_server(t: _Table) -> ServerConfig:
+def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
     d = ServerConfig()
     server = ServerConfig(
         host=t.string("host", d.host, pattern=_HOST, what="a host name or address"),
@@ -932,7 +946,23 @@ def _parse_server(t: _Table) -> ServerConfig:
         max_connections=t.integer("max_connections", d.max_connections, lo=1),
         max_connections_per_ip=t.integer("max_connections_per_ip", d.max_connections_per_ip, lo=1),
         shutdown_grace=t.number("shutdown_grace", d.shutdown_grace, lo=0),
+        tls_port=t.port("tls_port", d.tls_port, listen=True),
+        tls_cert=loader.file_option(t, "tls_cert"),
+        tls_key=loader.file_option(t, "tls_key"),
+        tls_client_ca=loader.file_option(t, "tls_client_ca"),
+        plain=t.boolean("plain", d.plain),
+        failed_bind_limit=t.integer("failed_bind_limit", d.failed_bind_limit, lo=1),
+        failed_bind_window=t.number("failed_bind_window", d.failed_bind_window, lo=0, above=True),
+        lockout_seconds=t.number("lockout_seconds", d.lockout_seconds, lo=0, above=True),
     )
+    tls_set = t.has("tls_cert") and t.data["tls_cert"] != ""
+    for name in ("tls_key", "tls_client_ca"):
+        if t.has(name) and t.data[name] != "" and not tls_set:
+            t.problem(name, "needs tls_cert (the TLS listener is off without it)")
+    if not server.plain and not tls_set:
+        t.problem("plain", "false leaves no listener: set tls_cert, or plain = true")
+    if server.plain and tls_set and server.port == server.tls_port != 0:
+        t.problem("tls_port", f"must differ from port ({server.port})")
     t.finish()
     return server
 
@@ -1410,7 +1440,7 @@ def _parse_feed(t: _Table | None, loader: _Loader) -> FeedConfig | None:
         return None
     d = FeedConfig()
     enabled = t.boolean("enabled", True)
-    password, password_env = loader.secret(t, required=False, resolve_env=enabled)
+    password, password_env = loader.secret(t, required=False, resolve_env=enabled, smpp=False)
     feed = FeedConfig(
         enabled=enabled,
         host=t.string("host", d.host, pattern=_HOST, what="a host name or address"),
@@ -1500,6 +1530,14 @@ def explain(config: Config) -> str:
         f"inactivity {_dur(s.inactivity_timeout)}, enquire_link after "
         f"{_dur(s.enquire_link_interval)} idle, carrier answer wait {_dur(s.submit_wait)}, "
         f"shutdown grace {_dur(s.shutdown_grace)}"
+    )
+    tls = f"port {s.tls_port}" if s.tls_cert else "off"
+    if s.tls_cert and s.tls_client_ca:
+        tls += ", client certificates required"
+    lines.append(
+        f"  TLS listener: {tls}; plain TCP {'on' if s.plain else 'off'}; failed binds: "
+        f"{s.failed_bind_limit} within {_dur(s.failed_bind_window)} lock an address out "
+        f"for {_dur(s.lockout_seconds)}"
     )
     lines.append(f"Accounts ({len(config.accounts)}):")
     for a in config.accounts:

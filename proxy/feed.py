@@ -131,7 +131,8 @@ class FeedPublisher:
 
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
-            batch = await self.store.outbox(500)
+            # With several instances on one store, one holds the publisher lease.
+            batch = await self.store.claim_outbox(self.instance, time.time(), 500, 30.0)
             if not batch:
                 if self._stop.is_set():
                     return

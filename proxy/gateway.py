@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import random
+import socket
 import time
 import zoneinfo
 from collections import OrderedDict
@@ -46,6 +48,7 @@ from smppcodecs.smpptime import format_absolute, to_utc
 from smppcodecs.text import decode_text
 
 from . import engine
+from .access import Access
 from .carrier import CarrierLink, NotBound
 from .config import Account, Config
 from .engine import (
@@ -58,12 +61,14 @@ from .engine import (
     Submit,
     SuppressNumber,
 )
-from .events import build_event, iso
+from .events import build_event, iso, mask_number
 from .feed import FeedPublisher
 from .ids import IdGenerator
+from .metrics import Metrics
 from .model import Message, State, Verdict
+from .pgstore import store_from_config
 from .ratelimit import TokenBucket
-from .server import EsmeSession
+from .server import EsmeSession, listener_port, open_listeners
 from .session import SessionClosed
 from .store import Change, PendingReceipt, ReceiptRow, SqliteStore, Store, Suppression
 
@@ -81,6 +86,7 @@ STATE_TO_SMPP = {
     State.REJECTED: MessageState.REJECTED,
 }
 
+STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instance
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
 CACHE_MAX = 200_000
 
@@ -135,7 +141,7 @@ def destination_tz(number: str) -> dt.tzinfo | None:
         zones = pn_tz.time_zones_for_number(parsed)
         if not zones or zones[0] == "Etc/Unknown":
             # Ranges phonenumbers cannot place (new or fictional blocks): the country's zone.
-            region = phonenumbers.region_code_for_country_code(parsed.country_code)
+            region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
             example = phonenumbers.example_number(region) if region else None
             zones = pn_tz.time_zones_for_number(example) if example is not None else ()
         if zones and zones[0] != "Etc/Unknown":
@@ -164,13 +170,16 @@ class Gateway:
     def __init__(self, config: Config, *, store: Store | None = None) -> None:
         self.cfg = config
         self.policy = policy_from_config(config)
-        self.store: Store = store or SqliteStore(
-            config.store.path,
-            batch_max=config.store.batch_max,
-            batch_delay=config.store.batch_delay,
-        )
+        self.store: Store = store or store_from_config(config.store)
+        # Only one process uses a SQLite file; PostgreSQL may be shared by several
+        # instances, so nothing read from it is cached and work is claimed with leases.
+        self.shared = not isinstance(self.store, SqliteStore)
+        self.lease = config.store.lease_seconds
         self.system_id = "bounceback"
-        self.instance = config.server.instance_id or "bb-1"
+        self.instance = config.server.instance_id or (
+            f"{socket.gethostname()}:{config.server.port or os.getpid()}"
+        )
+        self.instance_no = 0
         self.ids = IdGenerator(0)
         self.links: dict[str, CarrierLink] = {}
         self.sessions: dict[str, set[EsmeSession]] = {}
@@ -192,6 +201,10 @@ class Gateway:
         self._stopping = asyncio.Event()
         self.port = 0
         self.counters: dict[str, int] = {}
+        self.access = Access.from_config(config.server)  # connection limits, failed binds
+        self._tls_server: asyncio.Server | None = None
+        self.tls_port = 0
+        self.metrics: Metrics | None = Metrics() if config.metrics is not None else None
         for c in config.carriers:
             self._rules[c.name] = Rules.from_mapping(config.classify.for_carrier(c.name))
         self._default_rules = Rules.from_mapping(config.classify.for_carrier(""))
@@ -199,11 +212,14 @@ class Gateway:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.store.open()
-        floor = await self.store.meta_get("id_floor")
-        self.ids = IdGenerator(0, int(floor, 16) if floor else 0)
+        now = time.time()
+        self.instance_no = await self.store.register_instance(self.instance, now, self.lease)
+        floor = await self.store.meta_get(self._floor_key)
+        self.ids = IdGenerator(self.instance_no, int(floor, 16) if floor else 0)
         for s in await self.store.suppression_list(time.time()):
             self._suppressed[s.number] = s.expires_at
-        await self._recover()
+        if not self.shared:
+            await self._recover()
         if self.cfg.feed is not None:
             self.feed = FeedPublisher(self.cfg.feed, self.store, self.instance)
             self.feed.stats_source = self.stats_documents
@@ -214,18 +230,21 @@ class Gateway:
                 on_deliver=self.on_carrier_deliver,
                 on_alert=self.on_alert,
                 on_bound=self._on_carrier_bound,
+                on_pdu=self.metrics.on_pdu if self.metrics is not None else None,
                 max_pdu_size=self.cfg.server.max_pdu_size,
                 response_timeout=self.cfg.server.response_timeout,
             )
             self.links[c.name] = link
+            if self.metrics is not None:
+                link.submit_observer = self.metrics.observe_submit
             link.start()
-        self._server = await asyncio.start_server(
-            self._on_connect, self.cfg.server.host, self.cfg.server.port
-        )
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
+        self._server, self._tls_server = await open_listeners(self)  # plain and/or TLS
+        self.port = listener_port(self._server)
+        self.tls_port = listener_port(self._tls_server)
         self._spawn(self._scheduler())
         self._spawn(self._housekeeping())
+        if self.metrics is not None and self.cfg.metrics is not None:
+            await self.metrics.start(self, self.cfg.metrics.host, self.cfg.metrics.port)
         log.info("listening on %s:%d", self.cfg.server.host, self.port)
 
     async def stop(self) -> None:
@@ -233,6 +252,8 @@ class Gateway:
         self._stopping.set()
         if self._server is not None:
             self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         for sessions in list(self.sessions.values()):
             for s in list(sessions):
                 await s.unbind(timeout=2.0)
@@ -245,9 +266,13 @@ class Gateway:
         for t in list(self._tasks) + list(self._pumps.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self.store.meta_set("id_floor", f"{self.ids.last:016X}")
+        await self.store.meta_set(self._floor_key, f"{self.ids.last:016X}")
         if self.feed is not None:
             await self.feed.stop()
+        with contextlib.suppress(Exception):
+            await self.store.unregister_instance(self.instance_no)
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.store.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -258,18 +283,38 @@ class Gateway:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
+        if self.metrics is not None:
+            self.metrics.count(name, n)
 
-    async def _recover(self) -> None:
-        """Messages caught mid-submit by a crash are resubmitted (at least once)."""
+    @property
+    def _floor_key(self) -> str:
+        return f"id_floor:{self.instance_no}"
+
+    def shown(self, number: str) -> str:
+        """A phone number as the logs show it ([logging] mask_destinations)."""
+        return mask_number(number, 4) if self.cfg.logging.mask_destinations else number
+
+    async def _recover(self, older_than: float | None = None) -> None:
+        """Messages caught mid-submit by a crash are resubmitted (at least once).
+
+        At start (one process per SQLite file) that is every unfinished message; with a
+        shared store, housekeeping hands over only those untouched for a while (their
+        instance died), and the due-claim leases decide who resubmits them.
+        """
         now = time.time()
         after = ""
         while True:
             batch = await self.store.unfinished(500, after)
             if not batch:
                 break
+            stale = [
+                m
+                for m in batch
+                if older_than is None or (m.updated_at < older_than and m.id not in self._locks)
+            ]
             changes = [
                 Change(message=attrs.evolve(m, state=State.HELD, next_attempt_at=now))
-                for m in batch
+                for m in stale
             ]
             await self.store.commit_many(changes)
             after = batch[-1].id
@@ -288,6 +333,7 @@ class Gateway:
             response_timeout=srv.response_timeout,
             enquire_link_interval=srv.enquire_link_interval,
             inactivity_timeout=srv.inactivity_timeout,
+            on_pdu=self.metrics.on_pdu if self.metrics is not None else None,
         )
         s.name = f"esme:unbound:{s.peer}"
         self._connections.add(s)
@@ -310,12 +356,24 @@ class Gateway:
     def authenticate(
         self, s: EsmeSession, system_id: str, password: str, bind_type: str
     ) -> tuple[int, Account | None]:
+        status, acct = self._authenticate(s, system_id, password, bind_type)
+        if self.metrics is not None:  # unknown system_ids share one series
+            known = self.cfg.account(system_id) is not None
+            self.metrics.bind("esme", system_id if known else "", status)
+        return status, acct
+
+    def _authenticate(
+        self, s: EsmeSession, system_id: str, password: str, bind_type: str
+    ) -> tuple[int, Account | None]:
         import hmac
 
         if self._stopping.is_set():
             return S.ESME_RBINDFAIL, None
         acct = self.cfg.account(system_id)
         if acct is None:
+            return S.ESME_RINVSYSID, None
+        if not acct.allows_ip(s.peer_ip):  # outside allowed_ips the account does not exist
+            log.warning("%s: %r may not bind from this address (allowed_ips)", s.name, system_id)
             return S.ESME_RINVSYSID, None
         if not hmac.compare_digest(password.encode(), acct.password.encode()):
             return S.ESME_RINVPASWD, None
@@ -390,7 +448,10 @@ class Gateway:
         change = Change(message=msg, insert=True)
         self._event(change, msg, "accepted", {"ack": acct.ack}, now)
         try:
+            started = time.perf_counter()
             await self.store.commit(change)
+            if self.metrics is not None:
+                self.metrics.observe_commit(time.perf_counter() - started)
         except Exception:
             log.exception("store refused a new message")
             return S.ESME_RSYSERR, ""
@@ -486,14 +547,21 @@ class Gateway:
         return lock
 
     async def _load(self, mid: str) -> Message | None:
-        msg: Message | None = self._cache.get(mid)
+        msg: Message | None = None if self.shared else self._cache.get(mid)
         if msg is None:
             msg = await self.store.get(mid)
         return msg
 
+    def _account_masks(self, system_id: str) -> bool:
+        """The account asked for its numbers to be masked on the feed."""
+        acct = self.cfg.account(system_id)
+        return acct is not None and acct.mask_destinations
+
     def _event(
         self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
     ) -> None:
+        if self.metrics is not None:
+            self.metrics.message(name)
         feed = self.cfg.feed
         if feed is None:
             return
@@ -510,7 +578,7 @@ class Gateway:
                 now=now,
                 instance=self.instance,
                 prefix=feed.prefix,
-                mask=feed.mask_destinations,
+                mask=feed.mask_destinations or self._account_masks(msg.account),
                 mask_keep=feed.mask_keep,
             )
         )
@@ -568,7 +636,10 @@ class Gateway:
                 or change.carrier_keys
                 or change.suppress
             ):
+                started = time.perf_counter()
                 await self.store.commit(change)
+                if self.metrics is not None:
+                    self.metrics.observe_commit(time.perf_counter() - started)
                 if change.events and self.feed is not None:
                     self.feed.wake.set()
             if new.state.final:
@@ -654,6 +725,8 @@ class Gateway:
             )
             return
         link = links[0]
+        if attempt > 1 and self.metrics is not None:
+            self.metrics.retry_attempts.inc()
         pdu = self.upstream_pdu(msg, attempt)
         verdict: Verdict | None = None
         cmid = ""
@@ -704,9 +777,16 @@ class Gateway:
 
     async def _release_not_bound(self) -> None:
         now = time.time()
-        for m in await self.store.due(now + 3600, 2000):
-            if m.state == State.HELD and m.verdict is not None and m.verdict.reason == "not_bound":
-                await self._fire(m.id, engine.Due(now=max(now, m.next_attempt_at or now)))
+        claimed = await self.store.claim_due(self.instance, now + 3600, 2000, self.lease)
+        waiting = [
+            m
+            for m in claimed
+            if m.state == State.HELD and m.verdict is not None and m.verdict.reason == "not_bound"
+        ]
+        await self.store.release([m.id for m in claimed if m not in waiting])
+        for m in waiting:
+            # Held only because no carrier was bound: like an alert, go at once.
+            await self._fire(m.id, engine.Alert(now))
 
     # ------------------------------------------------------------ from carriers
     async def on_carrier_deliver(self, carrier: str, pdu: Pdu) -> int:
@@ -790,7 +870,9 @@ class Gateway:
             account = link.cfg.mo_routes.get(pdu.destination_addr, link.cfg.mo_account)
         if not account:
             self.count("mo_unrouted")
-            log.info("%s: MO to %s has no account; dropped", carrier, pdu.destination_addr)
+            log.info(
+                "%s: MO to %s has no account; dropped", carrier, self.shown(pdu.destination_addr)
+            )
             return 0
         for s in list(self.sessions.get(account, ())):
             if s.can_receive:
@@ -808,7 +890,9 @@ class Gateway:
             return
         now = time.time()
         held = await self.store.held_for_number(pdu.source_addr)
-        log.info("%s: alert for %s: %d held messages", carrier, pdu.source_addr, len(held))
+        log.info(
+            "%s: alert for %s: %d held messages", carrier, self.shown(pdu.source_addr), len(held)
+        )
         for m in held:
             await self._fire(m.id, engine.Alert(now))
 
@@ -826,7 +910,7 @@ class Gateway:
         while not self._stopping.is_set():
             now = time.time()
             try:
-                due = await self.store.due(now, 1000)
+                due = await self.store.claim_due(self.instance, now, 1000, self.lease)
             except Exception:
                 log.exception("due query failed")
                 due = []
@@ -836,18 +920,39 @@ class Gateway:
             await asyncio.sleep(0.05 if len(due) >= 1000 else 0.25)
 
     async def _housekeeping(self) -> None:
+        retention = self.cfg.store.retention_days * 86400.0
+        expire_every = min(3600.0, max(1.0, retention / 4))  # [store] retention_days
+        next_expiry = 0.0
+        next_sweep = 0.0
         while not self._stopping.is_set():
             await asyncio.sleep(1.0)
-            now = time.monotonic()
-            wall = time.time()
-            for key, (at, pdu) in list(self._early.items()):
-                if wall - at > EARLY_RECEIPT_TTL:
-                    self._early.pop(key, None)
-                    if not any(v[1] is pdu for v in self._early.values()):
-                        self.count("receipts_unmatched")
-                        await self.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
-            del now
-            await self.store.meta_set("id_floor", f"{self.ids.last:016X}")
+            try:
+                now = time.monotonic()
+                wall = time.time()
+                if now >= next_expiry:
+                    next_expiry = now + expire_every
+                    gone = await self.store.expire_finished(wall - retention)
+                    if gone:
+                        self.count("messages_expired_retention", gone)
+                        log.info("retention: removed %d finished messages", gone)
+                for key, (at, pdu) in list(self._early.items()):
+                    if wall - at > EARLY_RECEIPT_TTL:
+                        self._early.pop(key, None)
+                        if not any(v[1] is pdu for v in self._early.values()):
+                            self.count("receipts_unmatched")
+                            await self.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
+                await self.store.meta_set(self._floor_key, f"{self.ids.last:016X}")
+                if not await self.store.renew_instance(self.instance_no, wall, self.lease):
+                    log.error("instance number %d was taken over; re-registering", self.instance_no)
+                    self.instance_no = await self.store.register_instance(
+                        self.instance, wall, self.lease
+                    )
+                    self.ids = IdGenerator(self.instance_no, self.ids.last)
+                if self.shared and now >= next_sweep:
+                    next_sweep = now + 10.0
+                    await self._recover(older_than=wall - STUCK_AFTER)
+            except Exception as exc:  # a locked or full store: try again next round
+                log.warning("housekeeping: %s", exc)
 
     # ------------------------------------------------------------ receipts to senders
     def wake_pump(self, account: str) -> None:
@@ -870,7 +975,9 @@ class Gateway:
                 if not receivers:
                     break
                 window = sum(s.window for s in receivers)
-                batch = await self.store.pending_receipts(account, max(window * 4, 16))
+                batch = await self.store.claim_receipts(
+                    account, self.instance, time.time(), max(window * 4, 16), self.lease
+                )
                 if not batch:
                     break
                 sem = asyncio.Semaphore(window)
@@ -882,6 +989,10 @@ class Gateway:
                 )
                 done = [p.seq for p, ok in zip(batch, results, strict=True) if ok]
                 failed = not all(results)
+                if failed:
+                    await self.store.release_receipts(
+                        [p.seq for p, ok in zip(batch, results, strict=True) if not ok]
+                    )
                 if done:
                     await self.store.commit(Change(delete_receipts=done))
                     self.count("receipts_to_senders", len(done))
@@ -1003,11 +1114,11 @@ class Gateway:
         for kind, col in (("account", "account"), ("carrier", "carrier")):
             rows = await self.store.query(
                 f"SELECT {col}, COUNT(*),"
-                " SUM(state = 'delivered'),"
-                " SUM(attempts > 1 OR state IN ('held', 'expired')),"
-                " SUM(state IN ('failed', 'rejected')),"
-                " SUM(state = 'held'),"
-                " SUM(state = 'delivered' AND attempts > 1)"
+                " SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN attempts > 1 OR state IN ('held', 'expired') THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN state IN ('failed', 'rejected') THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN state = 'held' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN state = 'delivered' AND attempts > 1 THEN 1 ELSE 0 END)"
                 f" FROM messages WHERE created_at >= ? AND {col} != '' GROUP BY {col}",
                 (since,),
             )

@@ -742,13 +742,13 @@ def test_problem_rendering() -> None:
 # ---------------------------------------------------------------- secrets
 
 
-SECRETS = ("Acct-S3cret", "Carr-S3cret", "Feed-S3cret", "Env-S3cret", "87654321")
+SECRETS = ("AcS3cr!t", "CaS3cr!t", "Feed-S3cret", "Env-S3cret", "87654321")
 
 
 def test_passwords_never_shown(here: Path) -> None:
-    text = '[[accounts]]\nsystem_id = "acme"\npassword = "Acct-S3cret"\n'
+    text = '[[accounts]]\nsystem_id = "acme"\npassword = "AcS3cr!t"\n'
     text += '[[accounts]]\nsystem_id = "ops"\npassword_env = "OPS_PW"\n'
-    text += '[[carriers]]\nname = "a"\nhost = "h"\nsystem_id = "s"\npassword = "Carr-S3cret"\n'
+    text += '[[carriers]]\nname = "a"\nhost = "h"\nsystem_id = "s"\npassword = "CaS3cr!t"\n'
     text += '[feed]\nusername = "u"\npassword = "Feed-S3cret"\n'
     config = load(text, environ={"OPS_PW": "Env-S3cret"})
     assert config.account("ops") is not None
@@ -760,7 +760,7 @@ def test_passwords_never_shown(here: Path) -> None:
     assert "password from $OPS_PW" in explain(config)
 
     # Broken configs: wrong-typed and misplaced passwords are not echoed either.
-    bad = text.replace('password = "Acct-S3cret"', "password = 87654321")
+    bad = text.replace('password = "AcS3cr!t"', "password = 87654321")
     bad = bad.replace('password = "Feed-S3cret"', 'password = "Feed-S3cret"\npassword_env = "X"')
     bad += "[server]\nport = 0\n"
     with pytest.raises(ConfigError) as info:
@@ -803,3 +803,15 @@ def test_environment_defaults_to_the_process(here: Path, monkeypatch: pytest.Mon
         encoding="utf-8",
     )
     assert load_config(os.fspath("c.toml")).accounts[0].password == "proc-env"
+
+
+def test_smpp_passwords_longer_than_eight_characters_are_refused(here: Path) -> None:
+    text = '[[accounts]]\nsystem_id = "acme"\npassword = "ok"\n'
+    text += '[[carriers]]\nname = "a"\nhost = "h"\nsystem_id = "s"\npassword = "nine-char"\n'
+    text += '[feed]\npassword = "a-long-mqtt-password-is-fine"\n'
+    with pytest.raises(ConfigError) as err:
+        load(text)
+    problems = [str(p) for p in err.value.problems]
+    assert len(problems) == 1
+    assert "carriers[0].password: longer than the 8 characters SMPP 3.4 allows" in problems[0]
+    assert "nine-char" not in str(err.value)
