@@ -935,6 +935,8 @@ class Gateway:
                     if gone:
                         self.count("messages_expired_retention", gone)
                         log.info("retention: removed %d finished messages", gone)
+                if self.shared:
+                    await self._rematch_early()
                 for key, (at, pdu) in list(self._early.items()):
                     if wall - at > EARLY_RECEIPT_TTL:
                         self._early.pop(key, None)
@@ -953,6 +955,21 @@ class Gateway:
                     await self._recover(older_than=wall - STUCK_AFTER)
             except Exception as exc:  # a locked or full store: try again next round
                 log.warning("housekeeping: %s", exc)
+
+    async def _rematch_early(self) -> None:
+        """With several instances, a receipt may beat the other instance's commit of the
+        carrier id: look the held-back receipts up in the store again."""
+        seen: set[int] = set()
+        for (carrier, key), (_at, pdu) in list(self._early.items()):
+            if id(pdu) in seen:
+                continue
+            if await self.store.find_carrier_key(carrier, [key]) is None:
+                continue
+            seen.add(id(pdu))
+            for k, v in list(self._early.items()):
+                if v[1] is pdu:
+                    self._early.pop(k, None)
+            self._spawn(self.on_carrier_deliver(carrier, pdu))
 
     # ------------------------------------------------------------ receipts to senders
     def wake_pump(self, account: str) -> None:
