@@ -1,6 +1,18 @@
 """The `bounceback` command line.
 
-Exit codes: 0 success; 1 a runtime failure; 2 a usage error or an invalid
+Commands:
+  run          the proxy
+  check        validate and explain a configuration
+  simulate     a carrier SMSC with scripted soft/hard outcomes
+  demo         the simulator, the proxy and a sample run in one process (no broker,
+               no database server)
+  stats        bounce patterns from the store: by country, operator, hour and number
+  suppression  list, add or remove suppressed numbers
+  held         list held messages, or cancel one
+  decode       decode one PDU given in hex
+
+Exit codes: 0 success; 1 a runtime failure (the demo did not complete, a message or
+number was not found, a PDU did not decode); 2 a usage error or an invalid
 configuration (the problems are printed, each naming the file, key and reason).
 """
 
@@ -9,10 +21,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import logging
+import os
+import re
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .model import Message
+    from .stats import Report
+    from .store import Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -21,41 +46,117 @@ EXIT_CONFIG = 2
 EPILOG_EXIT = "exit codes: 0 ok, 1 runtime failure, 2 usage error or invalid configuration"
 
 
+class CommandError(Exception):
+    """A command cannot go on: print the message (if any) and exit with `code`."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 def _setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     from .logs import configure
 
     configure(level, json_lines)
 
 
-def _load(path: str) -> object:
+def _load(path: str) -> Config:
     from .config import ConfigError, load_config
 
     try:
         return load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise CommandError(EXIT_CONFIG) from None
 
 
-# ---------------------------------------------------------------- commands
+def store_path(cfg: Config, *, must_exist: bool = True) -> str:
+    """The SQLite file (or the PostgreSQL URL) a configuration names; a CommandError
+    when it cannot be used."""
+    if cfg.store.backend != "sqlite":
+        return cfg.store.url
+    path = cfg.store.path
+    if must_exist and path != ":memory:" and not os.path.exists(path):
+        raise CommandError(
+            EXIT_FAILURE, f"no store at {path} (has the proxy run with this configuration?)"
+        )
+    return path
+
+
+@contextlib.asynccontextmanager
+async def open_store(path: str) -> AsyncIterator[Store]:
+    """An open store (see `store_path`): SQLite, or PostgreSQL for a URL."""
+    from .pgstore import PgStore
+    from .store import SqliteStore
+
+    store: Store
+    if path.startswith(("postgresql://", "postgres://")):
+        store = PgStore(path, batch_delay=0.0)
+    else:
+        store = SqliteStore(path, batch_delay=0.0)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _iso(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    from .events import iso
+
+    return iso(ts)
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    try:
+        value = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2024-05-01 or 2024-05-01T08:00:00Z)"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.timestamp()
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+        return value
+
+    return parse
+
+
+# ---------------------------------------------------------------- run / check / simulate
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import Config, explain
+    from .config import ConfigError, explain, load_config
 
-    cfg = _load(args.config)
-    assert isinstance(cfg, Config)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        n = len(exc.problems)
+        print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return EXIT_CONFIG
     print(explain(cfg))
     print("configuration is valid")
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import Config
     from .gateway import Gateway
 
     cfg = _load(args.config)
-    assert isinstance(cfg, Config)
     _setup_logging(cfg.logging.level, cfg.logging.json)
 
     async def main() -> None:
@@ -71,23 +172,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("bounceback").info("shutting down")
         await asyncio.wait_for(gw.stop(), cfg.server.shutdown_grace + 10)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # the port is taken, the store cannot be opened, ...
+        raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None
     return EXIT_OK
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulator import run_simulator
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .pgstore import migrate_main
 
+    return migrate_main(args.config)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulator import ScenarioError, load_scenario, run_simulator
+
+    if args.scenario is not None:
+        try:
+            load_scenario(args.scenario)
+        except ScenarioError as exc:
+            print(f"invalid scenario: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     _setup_logging(args.log_level)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(run_simulator(args.host, args.port, args.scenario))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise CommandError(
+            EXIT_FAILURE, f"cannot listen on {args.host}:{args.port}: {exc}"
+        ) from None
     return EXIT_OK
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from smppcodecs.exceptions import PduError
     from smppcodecs.pdu import decode
-    from smppcodecs.receipt import parse_receipt
+    from smppcodecs.receipt import ReceiptParseError, parse_receipt
 
     try:
         data = bytes.fromhex("".join(args.hex).replace(" ", ""))
@@ -100,7 +222,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(f"cannot decode: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     print(repr(pdu))
-    receipt = parse_receipt(pdu) if hasattr(pdu, "esm_class") else None
+    try:
+        receipt = parse_receipt(pdu) if hasattr(pdu, "esm_class") else None
+    except ReceiptParseError as exc:
+        print(f"marked as a receipt but not readable: {exc}")
+        return EXIT_OK
     if receipt is not None:
         from smppcodecs.classify import classify_receipt
 
@@ -109,45 +235,325 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import MAX_MESSAGES, run_demo
+
+    if args.messages > MAX_MESSAGES:
+        raise CommandError(EXIT_CONFIG, f"--messages: at most {MAX_MESSAGES}")
+    keep: Path | None = args.keep
+    if keep is not None and (keep / "demo.db").exists():
+        raise CommandError(
+            EXIT_CONFIG, f"--keep: {keep / 'demo.db'} exists already; choose an empty folder"
+        )
+    live = not args.no_live and sys.stdout.isatty()
+    # The proxy's own warnings (a carrier link closing at the end, say) would break
+    # the live view; errors still show.
+    logger = logging.getLogger("bounceback")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return asyncio.run(
+            run_demo(args.messages, out=sys.stdout, live=live, keep=keep, timeout=args.timeout)
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        raise CommandError(EXIT_FAILURE, f"cannot run the demo: {exc}") from None
+    finally:
+        logger.setLevel(level)
+
+
+# ---------------------------------------------------------------- stats
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .report import render_html
+    from .stats import build_report, render_csv, render_text, report_json
+
+    cfg = _load(args.config)
+    now = time.time()
+    until: float = args.until if args.until is not None else now
+    if args.since is not None:
+        since: float = args.since
+    else:
+        since = until - (args.hours if args.hours is not None else 24.0) * 3600.0
+    if since >= until:
+        raise CommandError(EXIT_CONFIG, "the time range is empty (--since is not before --until)")
+
+    path = store_path(cfg)
+
+    async def main() -> Report:
+        async with open_store(path) as store:
+            return await build_report(
+                store, since, until, now=now, top=args.top, local_hours=args.local_hours
+            )
+
+    report = asyncio.run(main())
+    if args.format == "json":
+        print(json.dumps(report_json(report), indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(render_csv(report))
+    else:
+        sys.stdout.write(render_text(report))
+    if args.html is not None:
+        try:
+            Path(args.html).write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(EXIT_FAILURE, f"cannot write {args.html}: {exc}") from None
+        print(f"wrote {args.html}", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- suppression
+
+_NUMBER = re.compile(r"\+?[0-9]{3,21}")
+
+
+def cmd_suppression(args: argparse.Namespace) -> int:
+    from .stats import format_table
+    from .store import Suppression
+
+    cfg = _load(args.config)
+    action: str = args.action
+    number: str = getattr(args, "number", "")
+    if action in ("add", "remove") and not _NUMBER.fullmatch(number):
+        raise CommandError(
+            EXIT_CONFIG, f"not a phone number: {number!r} (3 to 21 digits, optional leading +)"
+        )
+
+    path = store_path(cfg, must_exist=action != "add")
+
+    async def main() -> int:
+        now = time.time()
+        async with open_store(path) as store:
+            if action == "add":
+                s = Suppression(
+                    number, args.reason, now, now + cfg.retry.suppression_ttl, args.account
+                )
+                await store.suppression_add(s)
+                print(f"suppressed {number} until {_iso(s.expires_at)} (reason: {s.reason})")
+                print("a running proxy reads the list when it starts: restart it to apply")
+                return EXIT_OK
+            if action == "remove":
+                if not await store.suppression_remove(number):
+                    raise CommandError(EXIT_FAILURE, f"{number} is not on the suppression list")
+                print(f"removed {number} from the suppression list")
+                print("a running proxy reads the list when it starts: restart it to apply")
+                return EXIT_OK
+            entries = await store.suppression_list(now)
+            if args.format == "json":
+                doc = [
+                    {
+                        "number": s.number,
+                        "reason": s.reason,
+                        "account": s.account or None,
+                        "added": _iso(s.created_at),
+                        "expires": _iso(s.expires_at),
+                    }
+                    for s in entries
+                ]
+                print(json.dumps(doc, indent=2))
+            elif not entries:
+                print("the suppression list is empty")
+            else:
+                rows = [
+                    [s.number, s.reason, s.account or "-", _iso(s.created_at), _iso(s.expires_at)]
+                    for s in entries
+                ]
+                for line in format_table(
+                    ("number", "reason", "account", "added", "expires"), rows, "lllll"
+                ):
+                    print(line)
+                print(f"{len(entries)} suppressed number{'s' if len(entries) != 1 else ''}")
+            return EXIT_OK
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------- held
+
+
+async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) -> Message:
+    """Cancel one held message the way the proxy would: the engine decides, and the new
+    state, the ``cancelled`` feed event (when a feed is configured) and the sender's
+    DELETED receipt (when it asked for one) are written in one transaction."""
+    from . import engine
+    from .engine import Publish, SenderReceipt
+    from .events import build_event
+    from .gateway import policy_from_config
+    from .model import State
+    from .store import Change, ReceiptRow
+
+    msg = await store.get(message_id)
+    if msg is None:
+        raise CommandError(EXIT_FAILURE, f"no message {message_id}")
+    if msg.state != State.HELD:
+        raise CommandError(
+            EXIT_FAILURE, f"message {message_id} is {msg.state.value}, not held: not cancelled"
+        )
+    new, actions = engine.decide(msg, engine.Cancel(now), policy_from_config(cfg))
+    change = Change(message=new)
+    feed = cfg.feed
+    for a in actions:
+        if isinstance(a, Publish) and feed is not None:
+            change.events.append(
+                build_event(
+                    new,
+                    a.event,
+                    dict(a.fields),
+                    now=now,
+                    instance=cfg.server.instance_id or "bb-1",
+                    prefix=feed.prefix,
+                    mask=feed.mask_destinations,
+                    mask_keep=feed.mask_keep,
+                )
+            )
+        elif isinstance(a, SenderReceipt):
+            change.receipts.append(
+                ReceiptRow(
+                    account=new.account,
+                    message_id=new.id,
+                    stat=a.stat,
+                    err=a.err,
+                    done_at=a.done_at,
+                    intermediate=a.intermediate,
+                    source_addr=new.destination_addr,
+                    destination_addr=new.source_addr,
+                    submit_date=new.submit_date,
+                    text=new.text_head,
+                )
+            )
+    await store.commit(change)
+    return new
+
+
+def cmd_held(args: argparse.Namespace) -> int:
+    from .engine import wants_receipt
+    from .stats import format_table
+
+    cfg = _load(args.config)
+    path = store_path(cfg)
+
+    async def main() -> int:
+        async with open_store(path) as store:
+            if args.action == "cancel":
+                new = await cancel_held(cfg, store, args.message_id, time.time())
+                print(f"cancelled {new.id} to {new.destination_addr} after {new.attempts} attempts")
+                wants = wants_receipt(new.registered_delivery, success=False)
+                print(
+                    "a DELETED receipt is queued for the sender"
+                    if wants
+                    else "no receipt: the sender did not ask for one"
+                )
+                if cfg.feed is not None:
+                    print("a 'cancelled' event is queued for the feed")
+                return EXIT_OK
+            total = (await store.query("SELECT COUNT(*) FROM messages WHERE state = 'held'"))[0][0]
+            rows = await store.query(
+                "SELECT id, account, destination_addr, attempts, reason, next_attempt_at, data"
+                " FROM messages WHERE state = 'held' ORDER BY next_attempt_at, id LIMIT ?",
+                (args.limit,),
+            )
+            items = [
+                {
+                    "id": r[0],
+                    "account": r[1],
+                    "destination": r[2],
+                    "attempts": int(r[3]),
+                    "reason": r[4] or "-",
+                    "next_attempt_at": _iso(r[5]),
+                    "deadline": _iso(json.loads(r[6]).get("deadline")),
+                }
+                for r in rows
+            ]
+            if args.format == "json":
+                print(json.dumps({"held": int(total), "messages": items}, indent=2))
+                return EXIT_OK
+            if not items:
+                print("no held messages")
+                return EXIT_OK
+            headers = ("id", "account", "destination", "attempts", "reason", "next attempt")
+            table = [[*(i[k] for k in list(i)[:6]), i["deadline"]] for i in items]
+            for line in format_table((*headers, "deadline"), table, "lllrllll"):
+                print(line)
+            print(f"{total} held message{'s' if total != 1 else ''} (showing {len(items)})")
+            return EXIT_OK
+
+    return asyncio.run(main())
+
+
 # ---------------------------------------------------------------- parser
+
+
+def _example(*lines: str) -> str:
+    return "\n".join(f"example: {line}" for line in lines) + "\n" + EPILOG_EXIT
+
+
+def _sub(
+    sub: Any, name: str, help: str, description: str, *examples: str
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=_example(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bounceback",
         description="SMPP gateway proxy that resubmits soft-bounced messages.",
-        epilog=EPILOG_EXIT,
-    )
-    sub = p.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser(
-        "run",
-        help="run the proxy",
-        description="Run the proxy: listen for senders, bind to carriers.",
-        epilog="example: bounceback run --config configs/example.toml\n" + EPILOG_EXIT,
+        epilog="example: bounceback demo\n" + EPILOG_EXIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = _sub(
+        sub,
+        "run",
+        "run the proxy",
+        "Run the proxy: listen for senders, bind to carriers.",
+        "bounceback run --config configs/example.toml",
     )
     r.add_argument("--config", required=True, help="TOML configuration file")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser(
+    c = _sub(
+        sub,
         "check",
-        help="validate and explain a configuration",
-        description="Validate the whole configuration and explain it; every problem names "
+        "validate and explain a configuration",
+        "Validate the whole configuration and explain it; every problem names "
         "the file, the key and the reason. Exit 0 only when it is valid.",
-        epilog="example: bounceback check --config configs/example.toml\n" + EPILOG_EXIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "bounceback check --config configs/example.toml",
     )
-    c.add_argument("--config", required=True)
+    c.add_argument("--config", required=True, help="TOML configuration file")
     c.set_defaults(func=cmd_check)
 
-    s = sub.add_parser(
+    m = _sub(
+        sub,
+        "migrate",
+        "create or upgrade the store's schema",
+        "Apply the versioned schema migrations to the store the configuration names "
+        "(PostgreSQL; for SQLite the schema is created). Safe to run from several "
+        "instances at once.",
+        "bounceback migrate --config configs/example.toml",
+    )
+    m.add_argument("--config", required=True)
+    m.set_defaults(func=cmd_migrate)
+
+    s = _sub(
+        sub,
         "simulate",
-        help="run a carrier SMSC simulator",
-        description="A carrier SMSC with scripted soft/hard outcomes per destination.",
-        epilog="example: bounceback simulate --port 2776 --scenario configs/scenarios/demo.toml\n"
-        + EPILOG_EXIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a carrier SMSC simulator",
+        "A carrier SMSC with scripted soft/hard outcomes per destination.",
+        "bounceback simulate --port 2776 --scenario configs/scenarios/demo.toml",
     )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=2776)
@@ -155,22 +561,172 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="INFO")
     s.set_defaults(func=cmd_simulate)
 
-    d = sub.add_parser(
-        "decode",
-        help="decode a PDU given in hex",
-        description="Decode one SMPP PDU given as hex; receipts are parsed and classified.",
-        epilog="example: bounceback decode 0000001000000015000000000000002a\n" + EPILOG_EXIT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    d = _sub(
+        sub,
+        "demo",
+        "simulator + proxy + a sample run (no broker, no database)",
+        "Start a carrier simulator and the proxy in this process (SQLite in a temporary "
+        "folder, retries within seconds), send messages through the proxy as a "
+        "transceiver and show live progress: most are delivered at once, some soft-bounce "
+        "and are recovered by retries, some bounce hard, a few never recover and expire. "
+        "Ends with a summary. Exit 0 when every message reached a final state and every "
+        "receipt arrived.",
+        "bounceback demo",
+        "bounceback demo --messages 1000 --no-live --keep demo-run",
     )
-    d.add_argument("hex", nargs="+")
-    d.set_defaults(func=cmd_decode)
+    d.add_argument(
+        "--messages", type=_positive(int), default=300, help="messages to send (default 300)"
+    )
+    d.add_argument(
+        "--no-live",
+        action="store_true",
+        help="plain progress lines instead of a live view (the default when not a terminal)",
+    )
+    d.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the store and config in DIR (for `bounceback stats`)",
+    )
+    d.add_argument(
+        "--timeout", type=_positive(float), default=120.0, help="give up after SECONDS (120)"
+    )
+    d.set_defaults(func=cmd_demo)
+
+    st = _sub(
+        sub,
+        "stats",
+        "bounce patterns by country, operator, hour and number",
+        "Bounce rates and recovery by destination country and operator and by hour of day "
+        "(UTC, or the destination's local time with --local-hours), the numbers that keep "
+        "soft-bouncing, and the hard-bounced numbers to remove, for the messages accepted "
+        "in a time range (default: the last 24 hours). Reads the store the configuration "
+        "names.",
+        "bounceback stats --config configs/example.toml --hours 6",
+        "bounceback stats --config configs/example.toml --since 2024-05-01 --format csv",
+        "bounceback stats --config configs/example.toml --html report.html",
+    )
+    st.add_argument("--config", required=True, help="TOML configuration file")
+    window = st.add_mutually_exclusive_group()
+    window.add_argument("--since", type=parse_time, help="start, ISO 8601 (UTC if no zone)")
+    window.add_argument("--hours", type=_positive(float), help="the last H hours (default 24)")
+    st.add_argument("--until", type=parse_time, help="end, ISO 8601 (default: now)")
+    st.add_argument("--top", type=_positive(int), default=10, help="soft-bouncing numbers listed")
+    st.add_argument(
+        "--local-hours", action="store_true", help="hour of day in the destination's time zone"
+    )
+    st.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    st.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report")
+    st.set_defaults(func=cmd_stats)
+
+    su = _sub(
+        sub,
+        "suppression",
+        "list, add or remove suppressed numbers",
+        "The suppression list: numbers that hard-bounced (or that you add) are refused "
+        "at submission for the configured time. A running proxy reads the list when it "
+        "starts.",
+        "bounceback suppression list --config configs/example.toml",
+        "bounceback suppression add 447700900123 --reason complaint --config FILE",
+    )
+    su_sub = su.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sl = _sub(
+        su_sub,
+        "list",
+        "list the suppressed numbers",
+        "List the numbers on the suppression list that have not expired.",
+        "bounceback suppression list --config configs/example.toml",
+    )
+    sl.add_argument("--format", choices=("table", "json"), default="table")
+    sa = _sub(
+        su_sub,
+        "add",
+        "suppress a number",
+        "Put a number on the suppression list for retry.suppression_ttl seconds.",
+        "bounceback suppression add 447700900123 --reason complaint --config FILE",
+    )
+    sa.add_argument("number")
+    sa.add_argument("--reason", default="manual", help="why (default: manual)")
+    sa.add_argument("--account", default="", help="the account it concerns (default: all)")
+    sr = _sub(
+        su_sub,
+        "remove",
+        "take a number off the list",
+        "Take a number off the suppression list. Exit 1 when it was not on it.",
+        "bounceback suppression remove 447700900123 --config configs/example.toml",
+    )
+    sr.add_argument("number")
+    for leaf in (sl, sa, sr):
+        leaf.add_argument("--config", required=True, help="TOML configuration file")
+    su.set_defaults(func=cmd_suppression)
+
+    h = _sub(
+        sub,
+        "held",
+        "list held messages, or cancel one",
+        "Messages held for a retry after a soft bounce: list them (next attempt first), "
+        "or cancel one. A cancelled message gets a 'cancelled' feed event and, when its "
+        "sender asked for receipts, a DELETED receipt.",
+        "bounceback held list --limit 20 --config configs/example.toml",
+        "bounceback held cancel 0190A1B2C3D4E5F6 --config configs/example.toml",
+    )
+    h_sub = h.add_subparsers(dest="action", required=True, metavar="ACTION")
+    hl = _sub(
+        h_sub,
+        "list",
+        "list held messages",
+        "List held messages, the next attempt first.",
+        "bounceback held list --limit 20 --config configs/example.toml",
+    )
+    hl.add_argument("--limit", type=_positive(int), default=50, help="at most N (default 50)")
+    hl.add_argument("--format", choices=("table", "json"), default="table")
+    hc = _sub(
+        h_sub,
+        "cancel",
+        "cancel a held message",
+        "Cancel one held message. Exit 1 when it does not exist or is not held.",
+        "bounceback held cancel 0190A1B2C3D4E5F6 --config configs/example.toml",
+    )
+    hc.add_argument("message_id")
+    for leaf in (hl, hc):
+        leaf.add_argument("--config", required=True, help="TOML configuration file")
+    h.set_defaults(func=cmd_held)
+
+    dc = _sub(
+        sub,
+        "decode",
+        "decode a PDU given in hex",
+        "Decode one SMPP PDU given as hex; receipts are parsed and classified.",
+        "bounceback decode 0000001000000015000000000000002a",
+    )
+    dc.add_argument("hex", nargs="+")
+    dc.set_defaults(func=cmd_decode)
     return p
 
 
+def _exit_code(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_FAILURE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (see the module documentation)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return _exit_code(exc.code)
+    try:
+        rc: int = args.func(args)
+    except CommandError as exc:
+        if str(exc):
+            print(f"bounceback {args.command}: {exc}", file=sys.stderr)
+        return exc.code
     return rc
 
 
