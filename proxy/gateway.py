@@ -950,9 +950,14 @@ class Gateway:
                         self.instance, wall, self.lease
                     )
                     self.ids = IdGenerator(self.instance_no, self.ids.last)
-                if self.shared and now >= next_sweep:
+                if now >= next_sweep:
                     next_sweep = now + 10.0
-                    await self._recover(older_than=wall - STUCK_AFTER)
+                    # Suppression changes made by the CLI or another instance.
+                    self._suppressed = {
+                        x.number: x.expires_at for x in await self.store.suppression_list(wall)
+                    }
+                    if self.shared:
+                        await self._recover(older_than=wall - STUCK_AFTER)
             except Exception as exc:  # a locked or full store: try again next round
                 log.warning("housekeeping: %s", exc)
 

@@ -14,6 +14,7 @@ from typing import Any
 import smpplib.client
 import smpplib.consts
 import smpplib.exceptions
+import smpplib.smpp
 
 
 class SmpplibSender:
@@ -110,9 +111,11 @@ class SmpplibSender:
             return list(self.delivered)
 
     def close(self) -> None:
+        """Unbind without waiting for unbind_resp (the listener thread owns the socket's
+        reads), then disconnect."""
         self._stop = True
         with contextlib.suppress(Exception):
-            self.client.unbind()
+            self.client.send_pdu(smpplib.smpp.make_pdu("unbind", client=self.client))
         with contextlib.suppress(Exception):
             self.client.disconnect()
 
