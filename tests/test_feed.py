@@ -1,0 +1,567 @@
+"""The MQTT status feed against a real Mosquitto broker started by the tests.
+
+smpplib is the sender, the simulator is the carrier, an aiomqtt subscriber
+collects what the broker delivers, and every document is checked against the
+published JSON Schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import bounceback
+import jsonschema
+import pytest
+from bounceback import engine
+from bounceback.events import EVENT_NAMES, build_event
+from bounceback.gateway import Gateway
+from bounceback.model import Message, State
+from harness import (
+    FAST_RETRY,
+    ProxyProcess,
+    free_port,
+    gateway,
+    simulator,
+    wait_until,
+    write_config,
+)
+from mqtt_broker import Collector, Gate, MosquittoBroker, Received
+from smppcodecs.errors import SOFT_REASONS
+from smpplib_peer import SmpplibSender, receipt_fields
+
+pytestmark = pytest.mark.mqtt
+
+PREFIX = "bbtest/v1"
+SIM: dict[str, Any] = {"receipt_delay": 0.02}
+SCHEMA_DIR = Path(bounceback.__file__).parent / "schema"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+    return doc
+
+
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = load_schema(name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+
+
+EVENT = validator("event")
+STATUS = validator("status")
+STATS = validator("stats")
+
+
+def feed(port: int, *, prefix: str = PREFIX, extra: str = "") -> str:
+    return f"""
+[feed]
+host = "127.0.0.1"
+port = {port}
+prefix = "{prefix}"
+stats_interval = 0.2
+{extra}
+"""
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    with MosquittoBroker(tmp_path) as b:
+        yield b
+
+
+async def bound_sender(port: int) -> SmpplibSender:
+    s = SmpplibSender("127.0.0.1", port)
+    assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
+    s.listen()
+    return s
+
+
+async def submit(s: SmpplibSender, number: str) -> tuple[int, str]:
+    seq = await asyncio.to_thread(s.submit, number, b"hello feed")
+    return await asyncio.to_thread(s.wait_resp, seq)
+
+
+def check_documents(messages: list[Received], prefix: str = PREFIX) -> dict[str, int]:
+    """Validate every received document against its schema; count them by kind."""
+    counts = {"events": 0, "status": 0, "stats": 0}
+    for m in messages:
+        doc = m.json()
+        parts = m.topic.split("/")
+        base = len(prefix.split("/"))
+        kind = parts[base]
+        if kind == "events":
+            EVENT.validate(doc)
+            assert parts[base + 1 :] == [doc["account"], doc["message_id"], doc["event"]]
+            assert doc["event_id"] == f"{doc['message_id']}:{doc['attempt']}:{doc['event']}"
+            counts["events"] += 1
+        elif kind == "instances":
+            STATUS.validate(doc)
+            assert parts[base + 1 :] == [doc["instance"], "status"]
+            counts["status"] += 1
+        elif kind == "stats":
+            STATS.validate(doc)
+            assert parts[base + 1] in ("account", "carrier")
+            counts["stats"] += 1
+        else:
+            raise AssertionError(f"unexpected topic {m.topic}")
+    return counts
+
+
+def event_ids(col: Collector) -> list[str]:
+    return [e["event_id"] for e in col.events()]
+
+
+def has_event(col: Collector, event_id: str) -> Callable[[], bool]:
+    return lambda: event_id in event_ids(col)
+
+
+def has_topic(col: Collector, start: str) -> Callable[[], bool]:
+    return lambda: any(m.topic.startswith(start) for m in col.messages)
+
+
+def life(mids: list[str]) -> set[str]:
+    """Event ids of messages delivered at the first attempt."""
+    return {f"{m}:{tail}" for m in mids for tail in ("0:accepted", "1:submitted", "1:delivered")}
+
+
+def assert_redeliveries_only(col: Collector) -> None:
+    """A repeated event id carries the very same document (a QoS 1 redelivery)."""
+    first: dict[str, bytes] = {}
+    for m in col.matching("events"):
+        key = m.json()["event_id"]
+        assert first.setdefault(key, m.payload) == m.payload
+
+
+# ---------------------------------------------------------------- schemas, no broker
+
+
+def sample(event: str, fields: dict[str, object], state: State = State.HELD) -> dict[str, Any]:
+    msg = Message(
+        id="01A2B3C4D5E6F708",
+        account="acme",
+        source_addr="Acme",
+        destination_addr="447700900123",
+        pdu=b"",
+        registered_delivery=1,
+        created_at=1_750_000_000.0,
+        deadline=1_750_100_000.0,
+        deadline_is_validity=False,
+        submit_date=1_750_000_000.0,
+        state=state,
+        attempts=1,
+        carrier="sim",
+        carrier_message_id="1F",
+    )
+    topic, payload = build_event(
+        msg,
+        event,
+        fields,
+        now=1_750_000_001.5,
+        instance="bb-1",
+        prefix=PREFIX,
+        mask=True,
+        mask_keep=4,
+    )
+    assert topic == f"{PREFIX}/events/acme/01A2B3C4D5E6F708/{event}"
+    doc: dict[str, Any] = json.loads(payload)
+    return doc
+
+
+SOFT_FIELDS: dict[str, object] = {
+    "classification": "soft",
+    "reason": "absent_subscriber",
+    "description": "absent subscriber",
+    "code": "network_error_code:3/6",
+    "rule": "map-error 6",
+    "rule_source": "default",
+    "attempt": 1,
+    "next_attempt_at": 1_750_000_060.0,
+    "err": "006",
+}
+
+
+def test_schemas_match_the_code() -> None:
+    schema = load_schema("event")
+    assert schema["properties"]["event"]["enum"] == list(EVENT_NAMES)
+    assert schema["properties"]["state"]["enum"] == [s.value for s in State]
+    assert schema["$defs"]["soft_reason"]["enum"] == sorted(SOFT_REASONS)
+
+
+def test_event_schema_rejects_what_it_should() -> None:
+    good = sample("soft_bounce", SOFT_FIELDS)
+    EVENT.validate(good)
+    assert good["destination"] == "********0123"
+    assert good["next_attempt_at"] == "2025-06-15T15:07:40.000Z"
+
+    def bad(doc: dict[str, Any]) -> None:
+        with pytest.raises(jsonschema.ValidationError):
+            EVENT.validate(doc)
+
+    bad({k: v for k, v in good.items() if k != "next_attempt_at"})
+    bad({k: v for k, v in good.items() if k != "event_id"})
+    bad(good | {"event": "bounced"})
+    bad(good | {"surprise": 1})
+    bad(good | {"reason": "unknown_subscriber"})
+    bad(good | {"at": "2025-06-15 15:07:40"})
+    bad(good | {"state": "submitted"})
+    bad(good | {"schema": "bounceback.event/2"})
+    # The same fields under another event name are not a valid delivered event.
+    bad(good | {"event": "delivered"})
+    accepted = sample("accepted", {"ack": "carrier"}, State.ACCEPTED)
+    bad(accepted | {"attempt": 1})
+    bad({k: v for k, v in accepted.items() if k != "ack"})
+
+
+def test_status_and_stats_schemas_reject_what_they_should() -> None:
+    status: dict[str, object] = {
+        "schema": "bounceback.status/1",
+        "instance": "bb-1",
+        "state": "online",
+        "version": "0.1.0",
+        "started_at": "2025-06-15T15:07:40.000Z",
+        "at": "2025-06-15T15:07:41.250Z",
+    }
+    STATUS.validate(status)
+    for broken in (status | {"state": "gone"}, {k: v for k, v in status.items() if k != "at"}):
+        with pytest.raises(jsonschema.ValidationError):
+            STATUS.validate(broken)
+    stats: dict[str, object] = {
+        "schema": "bounceback.stats/1",
+        "window_seconds": 86400,
+        "at": "2025-06-15T15:07:41.250Z",
+        "sent": 3,
+        "delivered": 2,
+        "soft": 1,
+        "hard": 0,
+        "held_now": 1,
+        "recovered_by_retry": 0,
+    }
+    STATS.validate(stats)
+    for broken in (stats | {"sent": -1}, {k: v for k, v in stats.items() if k != "held_now"}):
+        with pytest.raises(jsonschema.ValidationError):
+            STATS.validate(broken)
+
+
+# ---------------------------------------------------------------- against Mosquitto
+
+
+async def test_two_soft_bounces_then_delivered_in_order(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    number = "447700900001"
+    scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "absent", "deliver"]}]}
+    async with (
+        simulator(scenario) as sim,
+        Collector(broker.port, [f"{PREFIX}/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port))) as gw,
+    ):
+        s = await bound_sender(gw.port)
+        status, mid = await submit(s, number)
+        assert status == 0
+        await col.wait(lambda: f"{mid}:3:delivered" in event_ids(col), what="delivered")
+        got = [e for e in col.events() if e["message_id"] == mid]
+        assert [e["event"] for e in got] == [
+            "accepted",
+            "submitted",
+            "soft_bounce",
+            "resubmitted",
+            "soft_bounce",
+            "resubmitted",
+            "delivered",
+        ]
+        assert [e["attempt"] for e in got] == [0, 1, 1, 2, 2, 3, 3]
+        for bounce in (got[2], got[4]):
+            assert bounce["reason"] == "absent_subscriber"
+            assert bounce["classification"] == "soft"
+            assert bounce["next_attempt_at"] > bounce["at"]
+        assert got[-1]["recovered"] is True and got[-1]["attempts"] == 3
+        assert sim.count_for(number) == 3
+        receipts = await asyncio.to_thread(s.wait_delivered, 1, 10.0)
+        assert receipt_fields(receipts[0])["stat"] == "DELIVRD"
+        counts = check_documents(col.messages)
+        assert counts["events"] == 7
+        await asyncio.to_thread(s.close)
+
+
+async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroker) -> None:
+    deliver, absent, unknown, refused, held = (f"44770090010{i}" for i in range(5))
+    scenario = SIM | {
+        "rules": [
+            {"number": absent, "outcomes": ["absent"]},
+            {"number": unknown, "outcomes": ["unknown"]},
+            {"number": refused, "outcomes": ["submit_fail"]},
+            {"number": held, "outcomes": ["memory_full"]},
+        ]
+    }
+    retry = FAST_RETRY.replace("max_attempts = 5", "max_attempts = 2\nflag_threshold = 2")
+    async with simulator(scenario) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
+        cfg = write_config(tmp_path, sim.port or 0, retry=retry, extra=feed(broker.port))
+        async with gateway(cfg) as gw:
+            s = await bound_sender(gw.port)
+            mids = {n: (await submit(s, n))[1] for n in (deliver, absent, unknown, refused, held)}
+            assert all(mids[n] for n in (deliver, absent, unknown, held))
+            assert mids[refused] == ""  # the carrier's permanent refusal went back to the sender
+
+            def names() -> set[str]:
+                return {e["event"] for e in col.events()}
+
+            await col.wait(
+                lambda: (
+                    {"delivered", "expired", "hard_bounce", "carrier_rejected"} <= names()
+                    and f"{mids[held]}:1:soft_bounce" in event_ids(col)
+                ),
+                what="every outcome",
+            )
+            # One message is held for a while: cancel it.
+            await gw.process(mids[held], engine.Cancel(time.time()))
+            await col.wait(lambda: "cancelled" in names(), what="cancelled")
+            await col.wait(
+                lambda: any(
+                    m.topic == f"{PREFIX}/stats/account/acme" and m.json()["sent"] == 5
+                    for m in col.messages
+                ),
+                what="account stats",
+            )
+            await col.wait(
+                lambda: any(m.topic == f"{PREFIX}/stats/carrier/sim" for m in col.messages),
+                what="carrier stats",
+            )
+            await asyncio.to_thread(s.close)
+        # A clean stop publishes the retained offline status.
+        await col.wait(
+            lambda: any(m.json().get("state") == "offline" for m in col.matching("instances")),
+            what="offline status",
+        )
+    assert names() == set(EVENT_NAMES) - {"suppressed"}
+    counts = check_documents(col.messages)
+    assert counts["status"] >= 2 and counts["stats"] >= 2
+    expired = next(e for e in col.events() if e["event"] == "expired")
+    assert expired["why"] == "attempts" and expired["reason"] == "absent_subscriber"
+    flagged = next(e for e in col.events() if e["event"] == "number_flagged")
+    assert flagged["soft_bounces"] == 2 and flagged["message_id"] == mids[absent]
+    rejected = next(e for e in col.events() if e["event"] == "carrier_rejected")
+    assert rejected["status"] == 0x45 and rejected["state"] == "rejected"
+    assert_redeliveries_only(col)
+
+
+async def test_broker_outage_during_traffic_loses_nothing(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    async with (
+        simulator(SIM) as sim,
+        Gate(broker.port) as gate,
+        Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(gate.port))) as gw,
+    ):
+        assert gw.feed is not None
+        s = await bound_sender(gw.port)
+        mids: list[str] = []
+        done = asyncio.Event()
+
+        async def traffic() -> None:
+            i = 0
+            while not done.is_set():
+                status, mid = await submit(s, f"44770090{i:04d}")
+                assert status == 0
+                mids.append(mid)
+                i += 1
+                await asyncio.sleep(0.01)
+
+        sender = asyncio.create_task(traffic())
+        await col.wait(lambda: len(life(mids[:5]) & set(event_ids(col))) == 15, what="flow")
+        broker.stop()
+        # From here on connecting to the broker is refused until the collector has
+        # subscribed again to the restarted broker (which forgot every subscription).
+        gate.hold()
+        at_stop = len(mids)
+        await wait_until(lambda: len(mids) >= at_stop + 10, timeout=20)
+        # At least the accepted event of every message taken after the broker died
+        # (all but the one that may have been in flight) waits in the outbox.
+        taken = len(mids) - at_stop - 1
+        assert await gw.store.outbox_count() >= taken >= 9
+        subscribed = col.subscriptions
+        broker.start()
+        await col.wait_subscribed(subscribed)
+        await gate.release()
+        await wait_until(lambda: len(mids) >= at_stop + 20, timeout=20)
+        done.set()
+        await sender
+        expected = life(mids)
+        await col.wait(lambda: expected <= set(event_ids(col)), timeout=30, what="every event")
+        assert set(event_ids(col)) == expected
+        assert_redeliveries_only(col)
+        # Each message's events arrived in the order they happened.
+        for mid in mids:
+            seen = [e["event"] for e in col.events() if e["message_id"] == mid]
+            assert list(dict.fromkeys(seen)) == ["accepted", "submitted", "delivered"]
+        await outbox_drained(gw)
+        check_documents(col.messages)
+        await asyncio.to_thread(s.close)
+
+
+async def outbox_drained(gw: Gateway, timeout: float = 10.0) -> None:
+    """Wait until the feed has deleted every published event from the outbox."""
+    end = time.monotonic() + timeout
+    while (left := await gw.store.outbox_count()) > 0:
+        if time.monotonic() > end:
+            raise AssertionError(f"{left} events still in the outbox")
+        await asyncio.sleep(0.05)
+
+
+def outbox_rows(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    return int(n)
+
+
+async def test_kill9_leaves_offline_status_and_backlog_is_published(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    port = free_port()
+    async with simulator(SIM) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
+        cfg = write_config(tmp_path, sim.port or 0, port=port, extra=feed(broker.port))
+        proxy = ProxyProcess(cfg)
+
+        def statuses() -> list[Received]:
+            return [m for m in col.messages if m.topic.startswith(f"{PREFIX}/instances/")]
+
+        def states() -> list[str]:
+            return [m.json()["state"] for m in statuses()]
+
+        await asyncio.to_thread(proxy.start)
+        try:
+            await col.wait(lambda: states() == ["online"], what="online")
+            status_topic = statuses()[0].topic
+            assert status_topic.endswith("/status")
+            s = await bound_sender(port)
+            first = [(await submit(s, f"4477009007{i:02d}"))[1] for i in range(3)]
+            await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
+            await asyncio.to_thread(s.close)
+
+            await asyncio.to_thread(proxy.kill9)
+            # The broker publishes the last will: offline, retained.
+            await col.wait(lambda: states() == ["online", "offline"], what="last will")
+            async with Collector(broker.port, [status_topic]) as fresh:
+                await fresh.wait(lambda: bool(fresh.messages), what="retained status")
+                retained = fresh.messages[0]
+                assert retained.retain and retained.json()["state"] == "offline"
+
+            # Restart, lose the broker, keep sending, then kill -9 with the backlog unsent.
+            await asyncio.to_thread(proxy.start)
+            await col.wait(lambda: states()[-1:] == ["online"], what="online again")
+            broker.stop()
+            s = await bound_sender(port)
+            second = [(await submit(s, f"4477009008{i:02d}"))[1] for i in range(5)]
+            assert all(second)
+            receipts = await asyncio.to_thread(s.wait_delivered, 5, 15.0)
+            assert len(receipts) == 5
+            await asyncio.to_thread(s.close)
+            assert outbox_rows(tmp_path / "proxy.db") >= 15
+            await asyncio.to_thread(proxy.kill9)
+
+            subscribed = col.subscriptions
+            broker.start()
+            await col.wait_subscribed(subscribed)
+            await asyncio.to_thread(proxy.start)
+            expected = life(first) | life(second)
+            await col.wait(lambda: expected <= set(event_ids(col)), timeout=20, what="backlog")
+            assert set(event_ids(col)) == expected
+            assert_redeliveries_only(col)
+            await wait_until(lambda: outbox_rows(tmp_path / "proxy.db") == 0)
+            check_documents(col.messages)
+            # One instance throughout: the same status topic, the same name in every event.
+            assert {m.topic for m in statuses()} == {status_topic}
+            assert {e["instance"] for e in col.events()} == {statuses()[0].json()["instance"]}
+        finally:
+            if proxy.proc is not None and proxy.proc.poll() is None:
+                await asyncio.to_thread(proxy.terminate)
+
+
+async def test_without_feed_the_proxy_works_the_same(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    number = "447700900301"
+    scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
+
+    async def one_life(where: Path, extra: str) -> tuple[str, list[str], list[Any]]:
+        async with simulator(scenario) as sim:
+            cfg = write_config(where, sim.port or 0, extra=extra)
+            async with gateway(cfg) as gw:
+                s = await bound_sender(gw.port)
+                status, mid = await submit(s, number)
+                assert status == 0
+                receipts = await asyncio.to_thread(s.wait_delivered, 1, 10.0)
+                stats = [receipt_fields(p)["stat"] for p in receipts]
+                msg = await gw.store.get(mid)
+                assert msg is not None
+                await asyncio.to_thread(s.close)
+                assert sim.count_for(number) == 2
+                assert (gw.feed is None) == (extra == "")
+                # AUTOINCREMENT remembers whether the outbox ever held a row.
+                ever = await gw.store.query("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+                return f"{msg.state.value}/{msg.attempts}", stats, ever
+
+    for name in ("with", "without"):
+        (tmp_path / name).mkdir()
+    async with Collector(broker.port, [f"{PREFIX}/#"]) as col:
+        with_feed = await one_life(tmp_path / "with", feed(broker.port))
+        await col.wait(lambda: len(col.events()) >= 5, what="events")
+    without = await one_life(tmp_path / "without", "")
+    assert with_feed[:2] == without[:2] == ("delivered/2", ["DELIVRD"])
+    assert with_feed[2] == [(5,)]
+    assert without[2] == []
+
+
+async def test_mask_destinations(tmp_path: Path, broker: MosquittoBroker) -> None:
+    number = "447400123987"  # a valid UK mobile range, so country and operator are known
+    scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
+    # (name and topic prefix, [feed] keys, [[accounts]] keys)
+    runs = (
+        ("feedmask", "mask_destinations = true\nmask_keep = 3", ""),
+        ("acctmask", "mask_destinations = false\nmask_keep = 3", "mask_destinations = true"),
+        ("plain", "mask_destinations = false", ""),
+    )
+    for name, _, _ in runs:
+        (tmp_path / name).mkdir()
+    async with Collector(broker.port, ["#"]) as col:
+        for name, feed_keys, account_keys in runs:
+            async with simulator(scenario) as sim:
+                cfg = write_config(
+                    tmp_path / name,
+                    sim.port or 0,
+                    account=account_keys,
+                    extra=feed(broker.port, prefix=name, extra=feed_keys),
+                )
+                async with gateway(cfg) as gw:
+                    s = await bound_sender(gw.port)
+                    status, mid = await submit(s, number)
+                    assert status == 0
+                    await col.wait(has_event(col, f"{mid}:2:delivered"), what="delivered")
+                    await col.wait(has_topic(col, f"{name}/stats/"), what="stats")
+                    await asyncio.to_thread(s.close)
+
+    def run(name: str) -> tuple[list[Received], list[dict[str, Any]]]:
+        docs = [m for m in col.messages if m.topic.startswith(name + "/")]
+        check_documents(docs, name)
+        events = [m.json() for m in docs if m.topic.startswith(name + "/events/")]
+        assert len(events) == 5
+        return docs, events
+
+    for name in ("feedmask", "acctmask"):
+        docs, events = run(name)
+        for m in docs:
+            assert number.encode() not in m.payload and number not in m.topic
+            assert number[3:].encode() not in m.payload  # not even the national part
+        assert {e["destination"] for e in events} == {"*********987"}
+        assert {(e["country"], e["operator"]) for e in events} == {("GB", "Three")}
+    # The same feed without masking does carry the number: the check above can fail.
+    _, plain = run("plain")
+    assert {e["destination"] for e in plain} == {number}
