@@ -441,6 +441,18 @@ class Gateway:
         exp = self._suppressed.get(dest)
         if exp is not None and exp > now and acct.suppression == "reject":
             self.count("suppression_hits")
+            # Recorded (stats, audit, the feed) but never sent: the number hard-bounced.
+            refused = attrs.evolve(
+                self._new_message(acct, pdu, now),
+                state=State.REJECTED,
+                final_stat="REJECTD",
+                final_err=f"{S.ESME_RINVDSTADR:03X}",
+                done_at=now,
+            )
+            change = Change(message=refused, insert=True)
+            self._event(change, refused, "suppressed", {"reason": "suppressed"}, now)
+            with contextlib.suppress(Exception):
+                await self.store.commit(change)
             return S.ESME_RINVDSTADR, ""
         if exp is not None and exp <= now:
             self._suppressed.pop(dest, None)

@@ -320,12 +320,16 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
                 ),
                 what="every outcome",
             )
+            # The hard-bounced number is suppressed now: a new message to it is refused.
+            status, mid = await submit(s, unknown)
+            assert status == 0x0B and mid == ""
+            await col.wait(lambda: "suppressed" in names(), what="suppressed")
             # One message is held for a while: cancel it.
             await gw.process(mids[held], engine.Cancel(time.time()))
             await col.wait(lambda: "cancelled" in names(), what="cancelled")
             await col.wait(
                 lambda: any(
-                    m.topic == f"{PREFIX}/stats/account/acme" and m.json()["sent"] == 5
+                    m.topic == f"{PREFIX}/stats/account/acme" and m.json()["sent"] == 6
                     for m in col.messages
                 ),
                 what="account stats",
@@ -340,7 +344,9 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
             lambda: any(m.json().get("state") == "offline" for m in col.matching("instances")),
             what="offline status",
         )
-    assert names() == set(EVENT_NAMES) - {"suppressed"}
+    assert names() == set(EVENT_NAMES)
+    suppressed = next(e for e in col.events() if e["event"] == "suppressed")
+    assert suppressed["state"] == "rejected" and suppressed["destination"] != unknown
     counts = check_documents(col.messages)
     assert counts["status"] >= 2 and counts["stats"] >= 2
     expired = next(e for e in col.events() if e["event"] == "expired")
