@@ -414,18 +414,7 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
             )
         elif isinstance(a, SenderReceipt):
             change.receipts.append(
-                ReceiptRow(
-                    account=new.account,
-                    message_id=new.id,
-                    stat=a.stat,
-                    err=a.err,
-                    done_at=a.done_at,
-                    intermediate=a.intermediate,
-                    source_addr=new.destination_addr,
-                    destination_addr=new.source_addr,
-                    submit_date=new.submit_date,
-                    text=new.text_head,
-                )
+                ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
             )
     await store.commit(change)
     return new

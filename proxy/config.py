@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import attrs
 from smppcodecs.constants import CommandStatus
+from smppcodecs.errors import SOFT_REASONS as _CODEC_SOFT_REASONS
 
 __all__ = [
     "ACK_MODES",
@@ -60,20 +61,8 @@ __all__ = [
 
 # ---------------------------------------------------------------- vocabularies
 
-SOFT_REASONS: Final[tuple[str, ...]] = (
-    "throttled",
-    "congestion",
-    "system_failure",
-    "network",
-    "routing",
-    "absent_subscriber",
-    "memory_full",
-    "subscriber_busy",
-    "unknown_state",
-    "expired",
-    "not_bound",
-    "timeout",
-)
+# The classifier's fixed vocabulary of soft reasons (the schedules key on them).
+SOFT_REASONS: Final[tuple[str, ...]] = tuple(sorted(_CODEC_SOFT_REASONS))
 BIND_TYPES: Final[tuple[str, ...]] = ("transmitter", "receiver", "transceiver")
 ACK_MODES: Final[tuple[str, ...]] = ("carrier", "stored")
 SUPPRESSION_MODES: Final[tuple[str, ...]] = ("reject", "pass")

@@ -21,6 +21,8 @@ from smppcodecs.constants import (
     REG_DELIVERY_SUCCESS_FAILURE,
 )
 
+from .config import DEFAULT_SCHEDULES as DEFAULT_SCHEDULES
+from .config import Schedule as Schedule
 from .model import Message, State, Verdict
 
 # Hard reasons that put the number on the suppression list: the number itself is bad.
@@ -36,33 +38,7 @@ SUPPRESS_REASONS = frozenset(
 )
 
 
-@attrs.frozen
-class Schedule:
-    """Exponential backoff: initial * factor**(n-1), capped at `max` seconds."""
-
-    initial: float
-    factor: float
-    max: float
-
-    def delay(self, n: int) -> float:
-        return float(min(self.initial * self.factor ** max(n - 1, 0), self.max))
-
-
-DEFAULT_SCHEDULES: Mapping[str, Schedule] = {
-    "throttled": Schedule(2, 2, 60),
-    "congestion": Schedule(10, 2, 300),
-    "system_failure": Schedule(30, 2, 600),
-    "network": Schedule(60, 2, 1800),
-    "routing": Schedule(60, 2, 1800),
-    "timeout": Schedule(30, 2, 600),
-    "not_bound": Schedule(5, 2, 60),
-    "subscriber_busy": Schedule(60, 2, 900),
-    "absent_subscriber": Schedule(600, 2, 14400),
-    "memory_full": Schedule(3600, 2, 21600),
-    "unknown_state": Schedule(300, 2, 3600),
-    "expired": Schedule(1800, 2, 14400),
-}
-FALLBACK_SCHEDULE = Schedule(300, 2, 3600)
+FALLBACK_SCHEDULE = Schedule(300.0, 2.0, 3600.0)
 
 # Reasons that never count as an attempt against the number: the carrier or the
 # link was at fault, not the destination. They still respect the deadline.

@@ -109,9 +109,7 @@ def soft(reason: str, description: str) -> Verdict:
 
 def policy_from_config(cfg: Config) -> Policy:
     r = cfg.retry
-    schedules = dict(engine.DEFAULT_SCHEDULES)
-    for name, sch in r.schedules.items():
-        schedules[name] = engine.Schedule(sch.initial, sch.factor, sch.max)
+    schedules = {**engine.DEFAULT_SCHEDULES, **r.schedules}
 
     quiet = r.quiet_hours()
     return Policy(
@@ -619,18 +617,7 @@ class Gateway:
                     self._event(change, new, a.event, dict(a.fields), now)
                 elif isinstance(a, SenderReceipt):
                     change.receipts.append(
-                        ReceiptRow(
-                            account=new.account,
-                            message_id=new.id,
-                            stat=a.stat,
-                            err=a.err,
-                            done_at=a.done_at,
-                            intermediate=a.intermediate,
-                            source_addr=new.destination_addr,
-                            destination_addr=new.source_addr,
-                            submit_date=new.submit_date,
-                            text=new.text_head,
-                        )
+                        ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
                     )
                     after.append(a)
                 elif isinstance(a, SuppressNumber):

@@ -51,6 +51,24 @@ class ReceiptRow:
     submit_date: float
     text: str
 
+    @classmethod
+    def for_message(
+        cls, msg: Message, stat: str, err: str, done_at: float, intermediate: bool
+    ) -> ReceiptRow:
+        """The receipt for `msg`: it travels back, from the destination to the sender."""
+        return cls(
+            account=msg.account,
+            message_id=msg.id,
+            stat=stat,
+            err=err,
+            done_at=done_at,
+            intermediate=intermediate,
+            source_addr=msg.destination_addr,
+            destination_addr=msg.source_addr,
+            submit_date=msg.submit_date,
+            text=msg.text_head,
+        )
+
 
 @attrs.frozen
 class PendingReceipt:
