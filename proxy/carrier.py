@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -32,6 +31,7 @@ from smppcodecs.pdu import (
 from .config import Carrier
 from .ratelimit import TokenBucket
 from .session import SessionClosed, SmppSession
+from .tlsconfig import carrier_context
 
 log = logging.getLogger("bounceback.carrier")
 
@@ -131,12 +131,7 @@ class CarrierLink:
 
     # ------------------------------------------------------------ binding
     async def _open(self, bind: Pdu, role: str) -> CarrierSession:
-        ctx: ssl.SSLContext | None = None
-        if self.cfg.tls:
-            ctx = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
-            if not self.cfg.tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
+        ctx = carrier_context(self.cfg)
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.cfg.host, self.cfg.port, ssl=ctx), 10.0
         )

@@ -167,7 +167,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        print(f"bounceback listening on {cfg.server.host}:{gw.port}", flush=True)
+        ports = [f"{cfg.server.host}:{gw.port}"] if gw.port else []
+        if gw.tls_port:
+            ports.append(f"{cfg.server.host}:{gw.tls_port} (TLS)")
+        print(f"bounceback listening on {', '.join(ports)}", flush=True)
         await stop.wait()
         logging.getLogger("bounceback").info("shutting down")
         await asyncio.wait_for(gw.stop(), cfg.server.shutdown_grace + 10)

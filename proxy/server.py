@@ -1,10 +1,26 @@
-"""The sender-facing side: Bounceback as an SMSC that ESMEs bind to."""
+"""The sender-facing side: Bounceback as an SMSC that ESMEs bind to.
+
+`open_listeners` starts the plain and/or TLS listeners. Every accepted connection is
+held without reading until it is admitted: the connection limits are checked
+(`access.ConnectionLimits`; over a limit the connection is closed at once), then the
+TLS handshake runs (bounded by ``bind_timeout``; a failure is logged and counted),
+and only then does the gateway's session start reading.
+
+Binds go through the failed-bind tracker (`access.FailedBinds`): an address that is
+locked out gets ESME_RBINDFAIL and is disconnected; a failed bind is answered at once
+for the first few failures, later ones after a growing delay. While a bind is being
+answered nothing else is read from that connection (the inbound window is 1 until
+the session is bound, then the account's ``window``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import (
@@ -22,7 +38,8 @@ from smppcodecs.pdu import (
 )
 
 from .config import Account
-from .session import SmppSession
+from .session import READ_SIZE, SmppSession
+from .tlsconfig import describe_peer, listener_context
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -35,6 +52,11 @@ BIND_TYPES: dict[type[Pdu], str] = {
     BindTransceiver: "transceiver",
 }
 
+# Bind answers that count as a failed attempt for the lockout: a wrong password, an
+# unknown system_id, or an address outside the account's allowed_ips.
+AUTH_FAILURES = frozenset({S.ESME_RINVPASWD, S.ESME_RINVSYSID})
+REFUSAL_LOG_EVERY = 100  # warn on the 1st, 101st, ... refusal (no log floods)
+
 
 class EsmeSession(SmppSession):
     """One sender connection."""
@@ -45,6 +67,7 @@ class EsmeSession(SmppSession):
         self.account: Account | None = None
         self.bind_type = ""
         self.connected_at = time.monotonic()
+        self.inbound_window = 1  # until bound: one bind at a time
 
     # ------------------------------------------------------------ state
     def is_bound(self) -> bool:
@@ -98,24 +121,155 @@ class EsmeSession(SmppSession):
         if self.account is not None:
             self._reply(pdu, S.ESME_RALYBND)
             return
+        binds = self.gw.access.binds
+        now = time.monotonic()
+        left = binds.locked(self.peer_ip, now)
+        if left > 0:
+            self.gw.count("binds_refused_locked_out")
+            log.info(
+                "%s: bind as %r refused: address locked out for another %.0f s",
+                self.name,
+                system_id,
+                left,
+            )
+            self._reply(pdu, S.ESME_RBINDFAIL)
+            self.spawn(self._close_soon())
+            return
         status, account = self.gw.authenticate(self, system_id, password, bind_type)
         if status != 0 or account is None:
             log.info("%s: bind %s as %r refused: 0x%02X", self.name, bind_type, system_id, status)
+            if status in AUTH_FAILURES:
+                self.gw.count("binds_failed")
+                failure = binds.failed(self.peer_ip, now)
+                if failure.lockout_started:
+                    self.gw.count("bind_lockouts")
+                    log.warning(
+                        "%s: %d failed binds within %.0f s: address locked out for %.0f s",
+                        self.name,
+                        failure.failures,
+                        binds.window,
+                        failure.locked_for,
+                    )
+                if failure.delay > 0:
+                    self.gw.count("binds_delayed")
+                    self.spawn(self._reply_later(pdu, status, failure.delay))
+                    return
             self._reply(pdu, status)
             return
+        binds.succeeded(self.peer_ip)
         self.account = account
         self.bind_type = bind_type
         self.name = f"esme:{account.system_id}:{self.peer}"
         self._window_sem_resize(account.window)
+        self.inbound_window = max(account.window, 1)
         self.send(pdu.response(system_id=self.gw.system_id))
         log.info("%s: bound as %s", self.name, bind_type)
         self.gw.register(self)
 
-    def _window_sem_resize(self, window: int) -> None:
-        import asyncio
+    async def _reply_later(self, pdu: Pdu, status: int, delay: float) -> None:
+        """A failed bind's answer, slowed down (nothing else is read meanwhile)."""
+        await asyncio.sleep(delay)
+        self._reply(pdu, status)
 
+    def _window_sem_resize(self, window: int) -> None:
         self.window = max(window, 1)
         self._window_sem = asyncio.Semaphore(self.window)
 
     def on_closed(self) -> None:
         self.gw.unregister(self)
+
+
+# ---------------------------------------------------------------- listeners
+
+
+class _HeldProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that reads nothing until the connection is admitted."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, asyncio.ReadTransport):
+            transport.pause_reading()
+        super().connection_made(transport)
+
+
+async def open_listeners(gw: Gateway) -> tuple[asyncio.Server | None, asyncio.Server | None]:
+    """Start the plain listener (``[server] plain``, on ``port``) and the TLS listener
+    (when ``tls_cert`` is set, on ``tls_port``). Returns (plain, tls)."""
+    srv = gw.cfg.server
+    plain = await listen(gw, srv.host, srv.port) if srv.plain else None
+    ctx = listener_context(srv)
+    tls = await listen(gw, srv.host, srv.tls_port, ctx) if ctx is not None else None
+    return plain, tls
+
+
+def listener_port(server: asyncio.Server | None) -> int:
+    """The port a listener is bound to (0 for none)."""
+    if server is None or not server.sockets:
+        return 0
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def listen(
+    gw: Gateway, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    """One listener whose connections go through `admit` to the gateway."""
+    loop = asyncio.get_running_loop()
+    serve = functools.partial(admit, gw, tls=tls)
+
+    def factory() -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
+        return _HeldProtocol(reader, serve, loop=loop)
+
+    return await loop.create_server(factory, host, port)
+
+
+async def admit(
+    gw: Gateway,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Connection limits, then the TLS handshake, then the gateway's session."""
+    peer: Any = writer.get_extra_info("peername")
+    address = str(peer[0]) if isinstance(peer, tuple) else ""
+    refused = gw.access.connections.open(address)
+    if refused is not None:
+        gw.count("connections_refused")
+        n = gw.counters.get("connections_refused", 0)
+        if n % REFUSAL_LOG_EVERY == 1:
+            log.warning(
+                "connection from %s refused: %s (%d refused so far)",
+                address,
+                "max_connections reached"
+                if refused == "total"
+                else "max_connections_per_ip reached for the address",
+                n,
+            )
+        writer.close()
+        return
+    try:
+        if tls is not None:
+            try:
+                await writer.start_tls(tls, ssl_handshake_timeout=gw.cfg.server.bind_timeout)
+            except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+                gw.count("tls_handshake_failed")
+                n = gw.counters.get("tls_handshake_failed", 0)
+                level = logging.WARNING if n % REFUSAL_LOG_EVERY == 1 else logging.INFO
+                log.log(level, "TLS handshake with %s failed: %s", address, exc)
+                writer.close()
+                return
+            log.info(
+                "TLS connection from %s (%s)",
+                address,
+                describe_peer(writer.get_extra_info("ssl_object")),
+            )
+        else:
+            transport = writer.transport
+            if isinstance(transport, asyncio.ReadTransport):
+                transport.resume_reading()
+        await gw._on_connect(reader, writer)
+    except Exception:
+        log.exception("connection from %s failed", address)
+        writer.close()
+    finally:
+        gw.access.connections.close(address)

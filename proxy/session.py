@@ -4,6 +4,26 @@ response and inactivity timeouts, and unbind.
 
 Subclasses (`EsmeSession` facing senders, `CarrierSession` facing carriers)
 implement `handle_request` and the bind logic.
+
+Bounds on what a peer can make a session hold:
+
+* Framing: the framer refuses a command_length above ``max_pdu_size`` as soon as
+  its four octets are in (generic_nack, then close), so a session never buffers more
+  than one read (64 KiB) plus one PDU.
+* Inbound window (backpressure): every task started while a request is being handled
+  (a submit_sm waiting for the store and the carrier, say) counts against
+  ``inbound_window``. When that many are in progress, further requests of the current
+  read wait (at most one read's worth) and the session stops reading from the socket
+  until one finishes; the peer's further PDUs wait in its own socket buffers (TCP flow
+  control), not in our memory. Responses in the same read are dispatched at once, so
+  a sender's deliver_sm_resp never waits behind its own submits. PDUs answered on
+  the spot (enquire_link, errors) take no slot.
+* Outbound: when the transport's write buffer passes ``write_buffer_limit`` (a peer
+  that sends but does not read), the session stops reading until it drains.
+* Time: ``inactivity_timeout`` counts from the last *whole* PDU received, so a peer
+  trickling a byte at a time (slowloris) is closed just like a silent one.
+* Fairness: every ``YIELD_EVERY`` PDUs, and after each read, the session yields to
+  the event loop, so a peer flooding tiny PDUs cannot starve the other sessions.
 """
 
 from __future__ import annotations
@@ -12,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,6 +55,11 @@ log = logging.getLogger("bounceback.session")
 # Requests that have no response PDU.
 NO_RESPONSE = frozenset({CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION})
 
+READ_SIZE = 65536  # octets asked of the socket per read
+WRITE_BUFFER_LIMIT = 1 << 20  # unsent octets queued before the session stops reading
+YIELD_EVERY = 64  # PDUs dispatched before the session lets other tasks run
+TIMEOUT_LOG_EVERY = 100  # log the 1st, 101st, ... unanswered request of a session
+
 
 class SessionClosed(Exception):
     """The session ended while a request was outstanding."""
@@ -54,6 +80,8 @@ class SmppSession:
         enquire_link_interval: float = 30.0,
         inactivity_timeout: float = 120.0,
         on_pdu: Callable[[str, int, int], None] | None = None,
+        inbound_window: int | None = None,
+        write_buffer_limit: int = WRITE_BUFFER_LIMIT,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -71,8 +99,17 @@ class SmppSession:
         self.unbinding = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_pdu = on_pdu  # metrics hook: (direction, command_id, status)
+        self.inbound_window = max(inbound_window if inbound_window is not None else window, 1)
+        self.write_buffer_limit = write_buffer_limit
+        self.timeouts = 0  # our requests the peer did not answer in time
+        self.handling = 0  # tasks started by requests and not finished yet
+        self.handling_peak = 0  # the most seen at once (tests and metrics)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._in_request = False
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
 
     # ------------------------------------------------------------ sending
     def next_sequence(self) -> int:
@@ -100,9 +137,22 @@ class SmppSession:
             self._pending[seq] = fut
             try:
                 self.send(pdu)
-                if self.writer.transport.get_write_buffer_size() > 1 << 20:
+                if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
                     await self.writer.drain()
-                return await asyncio.wait_for(fut, timeout or self.response_timeout)
+                wait = timeout or self.response_timeout
+                try:
+                    return await asyncio.wait_for(fut, wait)
+                except TimeoutError:
+                    self.timeouts += 1
+                    if self.timeouts % TIMEOUT_LOG_EVERY == 1:
+                        log.warning(
+                            "%s: no answer to %s within %.1f s (%d unanswered so far)",
+                            self.name,
+                            type(pdu).__name__,
+                            wait,
+                            self.timeouts,
+                        )
+                    raise
             finally:
                 self._pending.pop(seq, None)
 
@@ -116,25 +166,55 @@ class SmppSession:
         keeper = asyncio.create_task(self._keepalive())
         try:
             while not self.closed.is_set():
-                data = await self.reader.read(65536)
+                data = await self.reader.read(READ_SIZE)
                 if not data:
                     break
-                self.last_rx = time.monotonic()
                 try:
                     frames = self.framer.feed(data)
                 except PduError as exc:
                     log.warning("%s: %s; closing", self.name, exc)
                     self.send(generic_nack(exc.sequence_number or 0, exc.command_status))
                     break
-                for frame in frames:
-                    self._dispatch(frame)
-                if self.writer.transport.get_write_buffer_size() > 1 << 20:
+                if frames:
+                    self.last_rx = time.monotonic()
+                # Responses (a deliver_sm_resp, say) never wait behind requests that
+                # are held back by the inbound window; requests keep their order.
+                deferred: deque[bytes] = deque()
+                for i, frame in enumerate(frames, 1):
+                    if self.closed.is_set():
+                        break
+                    if frame[4] & 0x80 or (not deferred and self.handling < self.inbound_window):
+                        self._dispatch(frame)
+                    else:
+                        deferred.append(frame)
+                    if i % YIELD_EVERY == 0:
+                        # A read can hold thousands of small PDUs: let others run.
+                        await asyncio.sleep(0)
+                while deferred and not self.closed.is_set():
+                    await self._wait_for_room()
+                    while deferred and self.handling < self.inbound_window:
+                        self._dispatch(deferred.popleft())
+                if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
                     await self.writer.drain()
+                # The next read is often already buffered (no suspension): yield here too.
+                await asyncio.sleep(0)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("%s: connection lost: %s", self.name, exc)
         finally:
             keeper.cancel()
             await self.close()
+
+    async def _wait_for_room(self) -> None:
+        """Backpressure: wait (not reading) until a request slot is free."""
+        while self.handling >= self.inbound_window and not self.closed.is_set():
+            self._room.clear()
+            closed = asyncio.ensure_future(self.closed.wait())
+            room = asyncio.ensure_future(self._room.wait())
+            try:
+                await asyncio.wait((closed, room), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                room.cancel()
 
     def _dispatch(self, frame: bytes) -> None:
         try:
@@ -159,7 +239,11 @@ class SmppSession:
             self.unbinding = True
             self.spawn(self._close_soon())
             return
-        self.handle_request(pdu)
+        self._in_request = True
+        try:
+            self.handle_request(pdu)
+        finally:
+            self._in_request = False
 
     def _answer_error(self, exc: PduError) -> None:
         log.info("%s: bad PDU: %s", self.name, exc)
@@ -188,15 +272,29 @@ class SmppSession:
         self.send(generic_nack(pdu.sequence_number, CommandStatus.ESME_RINVCMDID))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` as a task of this session. Started while a request is being
+        handled, it holds one slot of the inbound window until it finishes."""
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._in_request:
+            self.handling += 1
+            self.handling_peak = max(self.handling_peak, self.handling)
+            task.add_done_callback(self._request_done)
+
+    def _request_done(self, task: asyncio.Task[Any]) -> None:
+        self.handling -= 1
+        self.last_rx = time.monotonic()  # the idle clock restarts when we finish
+        if self.handling < self.inbound_window:
+            self._room.set()
 
     # ------------------------------------------------------------ keepalive
     async def _keepalive(self) -> None:
         try:
             while not self.closed.is_set():
                 await asyncio.sleep(min(self.enquire_link_interval, self.inactivity_timeout) / 2)
+                if self.handling:
+                    continue  # the peer waits for us (backpressure), it is not idle
                 idle = time.monotonic() - self.last_rx
                 if idle >= self.inactivity_timeout:
                     log.warning("%s: silent for %.0f s; closing", self.name, idle)
