@@ -218,7 +218,7 @@ class Route:
 class RetryConfig:
     """How soft bounces are retried and when numbers are flagged (``[retry]``)."""
 
-    max_attempts: int = 6
+    max_attempts: int = 16
     max_age: float = 172800.0
     jitter: float = 0.2  # fraction of each delay
     default_validity: float = 172800.0  # when the sender gave no validity period

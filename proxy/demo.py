@@ -165,6 +165,8 @@ def config_text(carrier_port: int, store: str = "demo.db") -> str:
             f"factor = {factor}",
             f"max = {cap}",
         ]
+    # The simulator reports memory full as err:040 (40 + SM delivery failure cause).
+    lines += ["", "[classify.carriers.sim]", 'err_space = "map40"']
     lines += ["", "[store]", f"path = {json.dumps(store)}", "batch_delay = 0.002", ""]
     return "\n".join(lines)
 

@@ -47,7 +47,7 @@ LINK_REASONS = frozenset({"throttled", "not_bound", "congestion", "timeout"})
 
 @attrs.frozen
 class Policy:
-    max_attempts: int = 6
+    max_attempts: int = 16
     jitter: float = 0.2
     schedules: Mapping[str, Schedule] = attrs.field(factory=lambda: dict(DEFAULT_SCHEDULES))
     quiet_start: dt.time | None = None  # destination local time

@@ -33,9 +33,11 @@ number that no rule matches. The outcome words are in :data:`OUTCOMES`:
 =================  ===================================================================
 ``deliver``        receipt ``stat:DELIVRD err:000``
 ``absent``         ``UNDELIV``, err 006, network_error_code GSM 6 (absent subscriber, soft)
-``memory_full``    ``UNDELIV``, err 032, network_error_code GSM 32 (MAP sm-DeliveryFailure,
-                   whose cause, memory capacity exceeded, a receipt cannot carry; the
-                   proxy's default rules read MAP 32 as a soft network failure)
+``memory_full``    ``UNDELIV``, err 040 and no network_error_code: the "40 + SM delivery
+                   failure cause" convention (cause 0, memory capacity exceeded), which a
+                   GSM network_error_code (MAP 32 only) cannot carry. The proxy reads it
+                   as memory full with ``err_space = "map40"`` for this carrier, as
+                   configs/demo.toml sets.
 ``busy``           ``UNDELIV``, err 031, GSM 31 (subscriber busy for MT-SMS, soft)
 ``system_failure`` ``UNDELIV``, err 034, GSM 34 (system failure, soft)
 ``unknown``        ``UNDELIV``, err 001, GSM 1 (unknown subscriber, hard)
@@ -189,7 +191,9 @@ _DELIVRD: Final = (ReceiptStep("DELIVRD", MessageState.DELIVERED),)
 OUTCOMES: Final[dict[str, OutcomePlan]] = {
     "deliver": OutcomePlan(receipts=_DELIVRD),
     "absent": OutcomePlan(receipts=_undeliv(6)),
-    "memory_full": OutcomePlan(receipts=_undeliv(32)),
+    "memory_full": OutcomePlan(
+        receipts=(ReceiptStep("UNDELIV", MessageState.UNDELIVERABLE, "040", None, False),)
+    ),
     "busy": OutcomePlan(receipts=_undeliv(31)),
     "system_failure": OutcomePlan(receipts=_undeliv(34)),
     "unknown": OutcomePlan(receipts=_undeliv(1)),

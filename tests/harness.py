@@ -95,6 +95,9 @@ reconnect_min = 0.1
 reconnect_max = 0.5
 {carrier}
 
+[classify.carriers.sim]
+err_space = "map40"
+
 [store]
 path = "proxy.db"
 batch_delay = 0.001

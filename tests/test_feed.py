@@ -302,6 +302,12 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
         ]
     }
     retry = FAST_RETRY.replace("max_attempts = 5", "max_attempts = 2\nflag_threshold = 2")
+    # The memory-full number stays held (long schedule) until the test cancels it.
+    retry = retry.replace(
+        "[retry.schedules.memory_full]\ninitial = 0.3\nfactor = 1.0\nmax = 0.3",
+        "[retry.schedules.memory_full]\ninitial = 600.0\nfactor = 1.0\nmax = 600.0",
+    )
+    assert "initial = 600.0" in retry
     async with simulator(scenario) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
         cfg = write_config(tmp_path, sim.port or 0, retry=retry, extra=feed(broker.port))
         async with gateway(cfg) as gw:
