@@ -122,6 +122,11 @@ def policy_from_config(cfg: Config) -> Policy:
     )
 
 
+def _answer(fut: asyncio.Future[int], status: int) -> None:
+    if not fut.done():
+        fut.set_result(status)
+
+
 _TZ_CACHE: dict[str, dt.tzinfo | None] = {}
 
 
@@ -457,6 +462,11 @@ class Gateway:
         msg = self._new_message(acct, pdu, now)
         change = Change(message=msg, insert=True)
         self._event(change, msg, "accepted", {"ack": acct.ack}, now)
+        # The first attempt starts in the same transaction (one commit, not two).
+        first, actions = engine.decide(msg, engine.Dispatch(now), self.policy)
+        dispatched = first.state == State.SUBMITTING and actions == [Submit(1)]
+        if dispatched:
+            change.message = msg = first
         try:
             started = time.perf_counter()
             await self.store.commit(change)
@@ -469,17 +479,22 @@ class Gateway:
             self.feed.wake.set()
         self._cache.put(msg.id, msg)
         self.count("accepted")
-        if acct.ack == "stored":
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] | None = None
+        if acct.ack != "stored":
+            fut = self._waiting[msg.id] = loop.create_future()
+        if dispatched:
+            self._act(msg, Submit(1))
+        else:
             self._spawn(self.process(msg.id, engine.Dispatch(now)))
+        if fut is None:
             return 0, msg.id
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting[msg.id] = fut
-        self._spawn(self.process(msg.id, engine.Dispatch(now)))
+        # Bounded wait for the carrier; then the sender gets our id: stored and on its way.
+        expiry = loop.call_later(self.cfg.server.submit_wait, _answer, fut, 0)
         try:
-            status = await asyncio.wait_for(asyncio.shield(fut), self.cfg.server.submit_wait)
-        except TimeoutError:
-            status = 0  # stored and on its way: the sender gets our id
+            status = await fut
         finally:
+            expiry.cancel()
             self._waiting.pop(msg.id, None)
         return status, (msg.id if status == 0 else "")
 
@@ -768,6 +783,9 @@ class Gateway:
         for k in keys:
             hit = self._early.pop((carrier, k), None)
             if hit is not None:
+                # Replay once, and drop the sibling keys (hex and decimal) of that receipt.
+                for other in [key for key, v in self._early.items() if v[1] is hit[1]]:
+                    del self._early[other]
                 self._spawn(self.on_carrier_deliver(carrier, hit[1]))
 
     def _on_carrier_bound(self, name: str) -> None:
@@ -807,6 +825,10 @@ class Gateway:
                 hit = await self.store.find_carrier_key(carrier, keys)
             except Exception:
                 return S.ESME_RX_T_APPN
+            # The submit_sm_resp may have been handled while the store was read; no await
+            # between this check and parking, so its replay cannot be missed.
+            for k in keys:
+                hit = hit or self._keys.get((carrier, k))
         if hit is None:
             now = time.time()
             if keys and not any((carrier, k) in self._early for k in keys):

@@ -104,6 +104,9 @@ class SmppSession:
         self.timeouts = 0  # our requests the peer did not answer in time
         self.handling = 0  # tasks started by requests and not finished yet
         self.handling_peak = 0  # the most seen at once (tests and metrics)
+        self._loop = asyncio.get_running_loop()
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
         self._room = asyncio.Event()
         self._room.set()
         self._in_request = False
@@ -117,12 +120,22 @@ class SmppSession:
         return self._seq
 
     def send(self, pdu: Pdu) -> None:
-        """Write one PDU (a response, or a request whose answer is not awaited)."""
+        """Queue one PDU for writing (a response, or a request whose answer is not
+        awaited). Everything queued in one turn of the event loop goes out in one write:
+        one system call for a whole batch of responses and receipts."""
         if self.writer.is_closing():
             return
-        self.writer.write(pdu.encode())
+        self._out.append(pdu.encode())
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
         if self._on_pdu is not None:
             self._on_pdu("out", pdu.command_id, pdu.command_status)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        out, self._out = self._out, []
+        if out and not self.writer.is_closing():
+            self.writer.write(b"".join(out))
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         """Send a request within the window and wait for its response."""
@@ -133,27 +146,29 @@ class SmppSession:
                 raise SessionClosed(self.name)
             seq = self.next_sequence()
             pdu.sequence_number = seq
-            fut: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Pdu] = self._loop.create_future()
             self._pending[seq] = fut
+            wait = timeout or self.response_timeout
+            # A timer handle, not wait_for: one callback instead of a wrapper per request.
+            expiry = self._loop.call_later(wait, _expire, fut)
             try:
                 self.send(pdu)
                 if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
                     await self.writer.drain()
-                wait = timeout or self.response_timeout
-                try:
-                    return await asyncio.wait_for(fut, wait)
-                except TimeoutError:
-                    self.timeouts += 1
-                    if self.timeouts % TIMEOUT_LOG_EVERY == 1:
-                        log.warning(
-                            "%s: no answer to %s within %.1f s (%d unanswered so far)",
-                            self.name,
-                            type(pdu).__name__,
-                            wait,
-                            self.timeouts,
-                        )
-                    raise
+                return await fut
+            except TimeoutError:
+                self.timeouts += 1
+                if self.timeouts % TIMEOUT_LOG_EVERY == 1:
+                    log.warning(
+                        "%s: no answer to %s within %.1f s (%d unanswered so far)",
+                        self.name,
+                        type(pdu).__name__,
+                        wait,
+                        self.timeouts,
+                    )
+                raise
             finally:
+                expiry.cancel()
                 self._pending.pop(seq, None)
 
     @property
@@ -321,6 +336,7 @@ class SmppSession:
         await self.close()
 
     async def _close_soon(self) -> None:
+        self._flush()  # the unbind_resp or generic_nack goes out before we close
         with contextlib.suppress(Exception):
             await self.writer.drain()
         await self.close()
@@ -328,6 +344,9 @@ class SmppSession:
     async def close(self) -> None:
         if self.closed.is_set():
             return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
         self.closed.set()
         for fut in self._pending.values():
             if not fut.done():
@@ -340,6 +359,11 @@ class SmppSession:
 
     def on_closed(self) -> None:
         """Hook for subclasses: the connection is gone."""
+
+
+def _expire(fut: asyncio.Future[Pdu]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 def _resp_table() -> dict[int, type[Pdu]]:

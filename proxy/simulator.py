@@ -663,33 +663,9 @@ class SimulatorSession(SmppSession):
         # sequence_number -> (receipt job, time sent) for deliver_sm awaiting a response
         self._inflight: dict[int, tuple[_Job, float]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
-        self._out: list[bytes] = []
-        self._flush_handle: asyncio.Handle | None = None
 
     def is_bound(self) -> bool:
         return self.system_id is not None
-
-    # ------------------------------------------------------------ writing
-    def send(self, pdu: Pdu) -> None:
-        """Queue one PDU; everything queued in one turn of the event loop goes out in
-        one write (one system call for a whole batch of responses and receipts)."""
-        if self.writer.is_closing():
-            return
-        self._out.append(pdu.encode())
-        if self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        out, self._out = self._out, []
-        if out and not self.writer.is_closing():
-            self.writer.write(b"".join(out))
-
-    async def close(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush()
-        await super().close()
 
     @property
     def has_room(self) -> bool:

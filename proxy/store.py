@@ -352,9 +352,13 @@ class GroupCommit:
             await self._task
 
     async def _flusher(self) -> None:
+        idle = True
         while self._queue:
-            if self.batch_delay > 0 and len(self._queue) < self.batch_max:
+            # Wait for company only when starting from idle: after a write, the queue
+            # already holds everything that arrived while it ran.
+            if idle and self.batch_delay > 0 and len(self._queue) < self.batch_max:
                 await asyncio.sleep(self.batch_delay)
+            idle = False
             batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
             changes = [c for cs, _ in batch for c in cs]
             try:

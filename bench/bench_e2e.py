@@ -1,0 +1,883 @@
+"""End-to-end throughput benchmark: a load generator, the proxy and a carrier simulator.
+
+Three separate processes on 127.0.0.1:
+
+* the carrier simulator (``bounceback simulate``) answering every submission at once
+  and sending a ``DELIVRD`` receipt ``--receipt-delay`` seconds later;
+* the proxy (``bounceback run``) with a generated config: one account, one carrier
+  (the simulator), the durable SQLite store (WAL, group commit) in a temp folder;
+* the load generator, in this process: ``--binds`` transceiver binds with ``--window``
+  submissions outstanding on each (one worker per window slot, so a request never
+  waits for a window slot and its latency is the wire round trip).
+
+For each phase it sends ``--messages`` messages after a short warm-up and reports the
+elapsed time until every ``submit_sm_resp`` AND every receipt is back, messages per
+second over that time, and the submit latency (``submit_sm`` to ``submit_sm_resp``)
+at p50 and p99. Phases, all in one run and against the same simulator process:
+
+* ``direct``: the load straight to the simulator, no proxy;
+* ``proxy ack=carrier`` (and/or ``ack=stored`` with ``--ack``): through the proxy;
+* with ``--feed``: the proxy again with its MQTT feed on, publishing to a Mosquitto
+  broker the script starts on a free port; the feed's outbox is then watched (in
+  the proxy's SQLite file) until it has drained.
+
+Printed ratios: proxy / direct (goal >= 0.6) and feed-on / feed-off (goal >= 0.9).
+
+Usage::
+
+    python bench/bench_e2e.py [--messages 20000] [--binds 4] [--window 64]
+        [--ack carrier|stored|both] [--feed] [--json] [--profile DIR [--py-spy BIN]]
+        [--keep]
+
+``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<phase>.prof``
+and prints its hottest functions. With ``--py-spy BIN`` (the py-spy executable) the
+proxy runs unprofiled and py-spy samples it instead (less overhead, every thread):
+``DIR/proxy-<phase>.pyspy.txt`` holds the collapsed stacks and a summary is printed.
+
+Every process the script starts is stopped on the way out (also on an error, Ctrl-C
+or the ``--max-seconds`` watchdog), and its temp folder is removed unless ``--keep``
+is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import pstats
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from bounceback.client import EsmeClient
+from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
+from smppcodecs.pdu import DeliverSm, SubmitSmResp
+
+HOST = "127.0.0.1"  # the only address this script ever talks to
+PROXY_ACCOUNT = ("bench", "bench-pw")
+DIRECT_ACCOUNT = ("bench-direct", "direct")
+RECEIPT_ID = int(Tag.receipted_message_id)
+TEXT = b"Bounceback bench message"
+_ID_IN_TEXT = re.compile(rb"id:(\S+)")
+
+
+class BenchError(Exception):
+    """The benchmark could not run (a process would not start, a phase timed out...)."""
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT: every wait loop checks it and the run winds down."""
+
+    signum = 0
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.signum:
+            raise BenchError(f"stopped by signal {cls.signum}")
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass(slots=True)
+class Result:
+    """One measured phase."""
+
+    phase: str
+    messages: int
+    complete: bool = False
+    elapsed: float = 0.0  # first submit to the last response and receipt
+    submit_elapsed: float = 0.0  # first submit to the last submit_sm_resp
+    rate: float = 0.0  # messages / elapsed (with receipts)
+    submit_rate: float = 0.0  # messages / submit_elapsed
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    responses: int = 0
+    errors: int = 0  # submit_sm_resp with a non-zero command_status
+    receipts: int = 0  # receipts matched to an accepted message id
+    stray_receipts: int = 0  # receipts for ids this phase never saw accepted
+    feed_drain: float | None = None  # seconds after the last receipt until the outbox was empty
+    store_states: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile of already sorted values (0 for none)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(math.ceil(p / 100.0 * len(sorted_values)), 1)
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# ---------------------------------------------------------------------------- load generator
+
+
+class LoadGen:
+    """Binds ``binds`` transceivers and drives ``window`` workers on each."""
+
+    def __init__(self, port: int, account: tuple[str, str], binds: int, window: int) -> None:
+        self.port = port
+        self.account = account
+        self.binds = binds
+        self.window = window
+        self.clients: list[EsmeClient] = []
+        # Per-run state, reset by run().
+        self._accepted: set[str] = set()
+        self._receipted: set[str] = set()
+        self._matched = 0
+        self._responses = 0
+        self._errors = 0
+        self._n = 0
+        self._next = 0
+        self._latencies: list[float] = []
+        self._done = asyncio.Event()
+        self._done_at = 0.0
+        self._last_resp_at = 0.0
+
+    async def connect(self) -> None:
+        system_id, password = self.account
+        for _ in range(self.binds):
+            c = await EsmeClient.connect(
+                HOST, self.port, system_id, password, bind="transceiver", window=self.window
+            )
+            c.on_deliver = self._on_deliver
+            self.clients.append(c)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            with contextlib.suppress(Exception):
+                await c.unbind(timeout=2.0)
+        self.clients.clear()
+
+    # ------------------------------------------------------------ callbacks
+    def _check_done(self) -> None:
+        done = self._responses >= self._n and self._matched >= len(self._accepted)
+        if done and not self._done.is_set():
+            self._done_at = time.perf_counter()
+            self._done.set()
+
+    def _on_deliver(self, pdu: DeliverSm) -> int:
+        if not pdu.esm_class & ESM_CLASS_SMSC_RECEIPT:
+            return 0
+        rid = pdu.tlvs.get(RECEIPT_ID)
+        if not isinstance(rid, str):
+            m = _ID_IN_TEXT.search(pdu.short_message)
+            rid = m.group(1).decode("ascii", "replace") if m else ""
+        if rid in self._receipted:
+            return 0
+        self._receipted.add(rid)
+        if rid in self._accepted:
+            self._matched += 1
+            self._check_done()
+        return 0
+
+    async def _worker(self, c: EsmeClient) -> None:
+        perf = time.perf_counter
+        lat = self._latencies
+        while self._next < self._n:
+            i = self._next
+            self._next += 1
+            t0 = perf()
+            resp = await c.submit(f"4477009{i % 100000:05d}", TEXT)
+            t1 = perf()
+            lat.append(t1 - t0)
+            self._responses += 1
+            self._last_resp_at = t1
+            if resp.command_status != 0 or not isinstance(resp, SubmitSmResp):
+                self._errors += 1
+            else:
+                mid = resp.message_id
+                self._accepted.add(mid)
+                if mid in self._receipted:
+                    self._matched += 1
+            self._check_done()
+
+    # ------------------------------------------------------------ one run
+    async def run(
+        self, phase: str, n: int, timeout: float, alive: list[subprocess.Popen[bytes]]
+    ) -> Result:
+        """Send ``n`` messages and wait for every response and receipt (or ``timeout``)."""
+        self._accepted, self._receipted = set(), set()
+        self._matched = self._responses = self._errors = 0
+        self._n, self._next = n, 0
+        self._latencies = []
+        self._done = asyncio.Event()
+        start = time.perf_counter()
+        workers = [
+            asyncio.ensure_future(self._worker(c)) for c in self.clients for _ in range(self.window)
+        ]
+        note = ""
+        try:
+            end = start + timeout
+            while not self._done.is_set():
+                dead = [p for p in alive if p.poll() is not None]
+                if dead:
+                    note = f"a process exited with code {dead[0].returncode} during the phase"
+                    break
+                if _Stop.signum:
+                    note = f"stopped by signal {_Stop.signum}"
+                    break
+                if time.perf_counter() > end:
+                    note = f"timed out after {timeout:.0f} s"
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._done.wait(), 0.25)
+            for w in workers:
+                if w.done() and not w.cancelled() and w.exception() is not None:
+                    note = note or f"worker failed: {w.exception()!r}"
+        finally:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        lat = sorted(self._latencies)
+        r = Result(
+            phase=phase,
+            messages=n,
+            complete=self._done.is_set(),
+            responses=self._responses,
+            errors=self._errors,
+            receipts=self._matched,
+            stray_receipts=len(self._receipted) - self._matched,
+            p50_ms=percentile(lat, 50) * 1000,
+            p99_ms=percentile(lat, 99) * 1000,
+            max_ms=(lat[-1] * 1000) if lat else 0.0,
+            note=note,
+        )
+        if r.complete:
+            r.elapsed = self._done_at - start
+            r.rate = n / r.elapsed
+            r.submit_elapsed = self._last_resp_at - start
+            r.submit_rate = n / r.submit_elapsed
+        return r
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Proc:
+    """A child process with its output in a log file, stopped by its own pid."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, cwd: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.cwd = cwd
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cwd,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        return self.popen
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 15) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Wait until the output matches ``pattern``; raise if the process ends first."""
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.output())
+            if m is not None:
+                return m
+            assert self.popen is not None
+            if self.popen.poll() is not None:
+                raise BenchError(
+                    f"{self.name} exited ({self.popen.returncode}) before {pattern!r}:\n"
+                    + self.tail()
+                )
+            if time.monotonic() > end:
+                raise BenchError(
+                    f"{self.name}: no {pattern!r} within {timeout:.0f} s\n" + self.tail()
+                )
+            _Stop.check()
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        """``sig`` (SIGTERM: a graceful stop for the proxy), then SIGKILL after ``grace``."""
+        p = self.popen
+        if p is None or p.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            p.send_signal(sig)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+            p.wait(5)
+
+
+class Procs:
+    """Every process started, stopped in reverse order whatever happens."""
+
+    def __init__(self) -> None:
+        self.items: list[Proc] = []
+
+    def add(self, p: Proc) -> Proc:
+        self.items.append(p)
+        return p
+
+    def stop_all(self, grace: float = 20.0) -> None:
+        for p in reversed(self.items):
+            with contextlib.suppress(Exception):
+                p.stop(grace)
+
+
+def wait_tcp(port: int, timeout: float, proc: Proc) -> None:
+    end = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        if proc.popen is not None and proc.popen.poll() is not None:
+            raise BenchError(f"{proc.name} exited:\n{proc.tail()}")
+        if time.monotonic() > end:
+            raise BenchError(f"{proc.name}: port {port} not open within {timeout:.0f} s")
+        _Stop.check()
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def scenario_text(args: argparse.Namespace) -> str:
+    window = max(args.binds * args.window, 10)
+    records = max(100_000, args.messages * 5)
+    return (
+        f"receipt_delay = {args.receipt_delay}\n"
+        'default = ["deliver"]\n'
+        'id_format = "hex"\n'
+        'receipt_id_format = "same"\n'
+        'receipt_style = "text+tlv"\n'
+        f"window = {window}\n"
+        f"max_records = {records}\n"
+    )
+
+
+def proxy_config_text(
+    args: argparse.Namespace, sim_port: int, ack: str, feed_port: int | None
+) -> str:
+    carrier_window = args.carrier_window or args.binds * args.window
+    text = f"""
+[server]
+host = "{HOST}"
+port = 0
+response_timeout = 30.0
+submit_wait = 10.0
+max_connections_per_ip = {args.binds + 10}
+
+[[accounts]]
+system_id = "{PROXY_ACCOUNT[0]}"
+password = "{PROXY_ACCOUNT[1]}"
+ack = "{ack}"
+window = {args.window}
+max_binds = {args.binds}
+
+[[carriers]]
+name = "sim"
+host = "{HOST}"
+port = {sim_port}
+system_id = "bounceback"
+password = "sim-pw"
+window = {carrier_window}
+submit_timeout = 30.0
+reconnect_min = 0.1
+reconnect_max = 1.0
+
+[store]
+path = "proxy.db"
+
+[logging]
+level = "INFO"
+"""
+    if feed_port is not None:
+        text += f"""
+[feed]
+host = "{HOST}"
+port = {feed_port}
+client_id = "bounceback-bench"
+"""
+    return text
+
+
+# ---------------------------------------------------------------------------- store checks
+
+
+@contextlib.contextmanager
+def read_only(db: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def outbox_count(db: Path) -> int:
+    with read_only(db) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        return int(row[0])
+
+
+def store_states(db: Path) -> dict[str, int]:
+    """Messages per state in the proxy's store, plus its receipt bookkeeping."""
+    with read_only(db) as conn:
+        rows = conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
+        out = {str(s): int(n) for s, n in rows}
+        for key, sql in (
+            ("unmatched_receipts", "SELECT COUNT(*) FROM unmatched_receipts"),
+            ("receipts_pending", "SELECT COUNT(*) FROM sender_receipts"),
+            ("outbox", "SELECT COUNT(*) FROM outbox"),
+        ):
+            with contextlib.suppress(sqlite3.Error):
+                n = int(conn.execute(sql).fetchone()[0])
+                if n:
+                    out[key] = n
+        return out
+
+
+def wait_feed_drained(db: Path, timeout: float) -> float | None:
+    """Seconds until the proxy's feed outbox is empty (None if not within ``timeout``)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        with contextlib.suppress(sqlite3.Error):
+            if outbox_count(db) == 0:
+                return time.perf_counter() - start
+        _Stop.check()
+        time.sleep(0.05)
+    return None
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.procs = Procs()
+        self.deadline: float = time.monotonic() + float(args.max_seconds)
+        self.sim: Proc | None = None
+        self.broker: Proc | None = None
+        self.sim_port = 0
+        self.broker_port: int | None = None
+        self.profiles: list[Path] = []
+
+    def remaining(self) -> float:
+        _Stop.check()
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise BenchError(f"the run exceeded --max-seconds {self.args.max_seconds:.0f}")
+        return left
+
+    def phase_timeout(self) -> float:
+        return min(float(self.args.phase_timeout), self.remaining())
+
+    def py(self, *argv: str) -> list[str]:
+        return [sys.executable, "-m", "bounceback.cli", *argv]
+
+    def start_simulator(self) -> None:
+        scenario = self.tmp / "scenario.toml"
+        scenario.write_text(scenario_text(self.args))
+        sim = self.procs.add(
+            Proc(
+                "simulator",
+                self.py(
+                    "simulate",
+                    "--host",
+                    HOST,
+                    "--port",
+                    "0",
+                    "--scenario",
+                    str(scenario),
+                    "--log-level",
+                    "INFO",
+                ),
+                self.tmp / "simulator.log",
+                self.tmp,
+            )
+        )
+        self.sim = sim
+        sim.start()
+        m = sim.wait_for(r"listening on 127\.0\.0\.1:(\d+)", min(30.0, self.remaining()))
+        self.sim_port = int(m.group(1))
+
+    def start_broker(self) -> None:
+        binary = next(
+            (b for b in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(b).exists()),
+            "mosquitto",
+        )
+        port = free_port()
+        conf = self.tmp / "mosquitto.conf"
+        conf.write_text(f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n")
+        broker = self.procs.add(
+            Proc("mosquitto", [binary, "-c", str(conf)], self.tmp / "mosquitto.log", self.tmp)
+        )
+        self.broker = broker
+        try:
+            broker.start()
+        except OSError as exc:
+            raise BenchError(f"cannot start mosquitto ({binary}): {exc}") from exc
+        wait_tcp(port, min(15.0, self.remaining()), broker)
+        self.broker_port = port
+
+    def start_proxy(self, label: str, ack: str, feed: bool) -> tuple[Proc, int, Path]:
+        """Start a proxy with a fresh store; returns it, its port and its database."""
+        folder = self.tmp / label
+        folder.mkdir()
+        cfg = folder / "proxy.toml"
+        cfg.write_text(
+            proxy_config_text(self.args, self.sim_port, ack, self.broker_port if feed else None)
+        )
+        if self.args.profile is not None and self.args.py_spy is None:
+            prof = Path(self.args.profile).resolve() / f"proxy-{label}.prof"
+            prof.parent.mkdir(parents=True, exist_ok=True)
+            argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "bounceback.cli"]
+            argv += ["run", "--config", str(cfg)]
+            self.profiles.append(prof)
+        else:
+            argv = self.py("run", "--config", str(cfg))
+        proxy = self.procs.add(Proc(f"proxy[{label}]", argv, folder / "proxy.log", folder))
+        proxy.start()
+        m = proxy.wait_for(
+            r"bounceback listening on 127\.0\.0\.1:(\d+)", min(30.0, self.remaining())
+        )
+        proxy.wait_for(r"sim: bound", min(30.0, self.remaining()))
+        if feed:
+            proxy.wait_for(r"feed: connected", min(30.0, self.remaining()))
+        return proxy, int(m.group(1)), folder / "proxy.db"
+
+    async def measure(
+        self, phase: str, port: int, account: tuple[str, str], alive: list[subprocess.Popen[bytes]]
+    ) -> Result:
+        a = self.args
+        gen = LoadGen(port, account, a.binds, a.window)
+        await asyncio.wait_for(gen.connect(), min(30.0, self.remaining()))
+        try:
+            warm = await gen.run(phase + " (warm-up)", a.warmup, self.phase_timeout(), alive)
+            if not warm.complete:
+                raise BenchError(f"{phase}: warm-up did not complete: {warm.note}")
+            return await gen.run(phase, a.messages, self.phase_timeout(), alive)
+        finally:
+            await gen.close()
+
+    def start_py_spy(self, label: str, proxy: Proc) -> Proc | None:
+        if self.args.py_spy is None or proxy.popen is None:
+            return None
+        out = Path(self.args.profile).resolve() / f"proxy-{label}.pyspy.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = [self.args.py_spy, "record", "--pid", str(proxy.popen.pid), "--rate", "200"]
+        argv += ["--format", "raw", "--nolineno", "--nonblocking", "--output", str(out)]
+        spy = self.procs.add(Proc("py-spy", argv, proxy.log.with_name("py-spy.log"), proxy.cwd))
+        spy.start()
+        spy.wait_for(r"Sampling process", min(15.0, self.remaining()))
+        self.profiles.append(out)
+        return spy
+
+    def _alive(self, *extra: Proc) -> list[subprocess.Popen[bytes]]:
+        """The processes a phase needs; the phase stops early if one of them exits."""
+        procs = [self.sim, self.broker, *extra]
+        return [p.popen for p in procs if p is not None and p.popen is not None]
+
+    def run_direct(self) -> Result:
+        return asyncio.run(self.measure("direct", self.sim_port, DIRECT_ACCOUNT, self._alive()))
+
+    def run_proxy(self, ack: str, feed: bool) -> Result:
+        label = f"ack-{ack}" + ("-feed" if feed else "")
+        proxy, port, db = self.start_proxy(label, ack, feed)
+        alive = self._alive(proxy)
+        phase = f"proxy ack={ack}" + (" feed=on" if feed else "")
+        spy = self.start_py_spy(label, proxy)
+        try:
+            try:
+                result = asyncio.run(self.measure(phase, port, PROXY_ACCOUNT, alive))
+            finally:
+                if spy is not None:
+                    spy.stop(sig=signal.SIGINT)  # py-spy writes its output on SIGINT
+            if feed and result.complete:
+                result.feed_drain = wait_feed_drained(db, min(120.0, self.remaining()))
+        finally:
+            proxy.stop()
+        with contextlib.suppress(sqlite3.Error):
+            result.store_states = store_states(db)  # after a graceful stop: nothing in flight
+        if proxy.popen is not None and proxy.popen.returncode not in (0, None):
+            result.note = (result.note + "; " if result.note else "") + (
+                f"proxy exited with {proxy.popen.returncode}"
+            )
+        return result
+
+
+# ---------------------------------------------------------------------------- output
+
+
+# The issue's goals: proxy throughput with receipts, proxy/direct, feed-on/feed-off.
+GOAL_RATE = 5000.0
+GOAL_RATIO = 0.6
+GOAL_FEED_RATIO = 0.9
+
+
+def goal_for(name: str) -> float:
+    return GOAL_FEED_RATIO if name.endswith("/ feed=off") else GOAL_RATIO
+
+
+def ratios(results: list[Result]) -> dict[str, float]:
+    by = {r.phase: r for r in results if r.complete}
+    out: dict[str, float] = {}
+    direct = by.get("direct")
+    for r in results:
+        if not r.complete or r.phase == "direct":
+            continue
+        if direct is not None and not r.phase.endswith("feed=on"):
+            out[f"{r.phase} / direct"] = r.rate / direct.rate
+        if r.phase.endswith(" feed=on"):
+            off = by.get(r.phase.removesuffix(" feed=on"))
+            if off is not None:
+                out[f"{r.phase} / feed=off"] = r.rate / off.rate
+    return out
+
+
+def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, float]) -> None:
+    print(
+        f"messages={args.messages} binds={args.binds} window={args.window} "
+        f"receipt_delay={args.receipt_delay}s warm-up={args.warmup}"
+    )
+    head = (
+        f"{'phase':<26} {'N':>7} {'elapsed s':>9} {'msg/s':>8} {'submit/s':>9} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'receipts':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(
+            f"{r.phase:<26} {r.messages:>7} {r.elapsed:>9.2f} {r.rate:>8.0f} "
+            f"{r.submit_rate:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
+            f"{r.receipts:>8}"
+        )
+        extras = []
+        if not r.complete:
+            extras.append(f"INCOMPLETE: {r.note}")
+        elif r.note:
+            extras.append(r.note)
+        if r.stray_receipts and r.complete:
+            extras.append(f"{r.stray_receipts} receipts for unknown ids")
+        if r.feed_drain is not None:
+            extras.append(f"feed outbox drained {r.feed_drain:.2f} s after the last receipt")
+        elif r.phase.endswith("feed=on") and r.complete:
+            extras.append("feed outbox NOT drained")
+        if r.store_states:
+            extras.append(
+                "store: " + ", ".join(f"{k} {v}" for k, v in sorted(r.store_states.items()))
+            )
+        for e in extras:
+            print(f"{'':<28}{e}")
+    for name, value in rs.items():
+        goal = goal_for(name)
+        print(
+            f"ratio {name}: {value:.2f} (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
+        )
+    for r in results:
+        if r.complete and r.phase.startswith("proxy") and not r.phase.endswith("feed=on"):
+            met = "met" if r.rate >= GOAL_RATE else "NOT met"
+            print(f"{r.phase}: {r.rate:.0f} msg/s with receipts (goal >= {GOAL_RATE:.0f}: {met})")
+
+
+def summarize_collapsed(text: str, limit: int = 30) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    total = 0
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    roots: dict[str, int] = {}
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        roots[frames[0]] = roots.get(frames[0], 0) + n
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + n
+    if not total:
+        return "(no samples)"
+    out = [f"{total} samples (all threads, idle excluded)", "", "by thread root:"]
+    for f, n in sorted(roots.items(), key=lambda kv: -kv[1])[:5]:
+        out.append(f"  {100 * n / total:5.1f}%  {f}")
+    out += ["", "self (top functions):"]
+    for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:limit]:
+        out.append(f"  {100 * n / total:5.1f}%  {f}")
+    out += ["", "inclusive (top functions):"]
+    for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:limit]:
+        out.append(f"  {100 * n / total:5.1f}%  {f}")
+    return "\n".join(out)
+
+
+def print_profile(path: Path, limit: int = 25) -> None:
+    if not path.exists():
+        print(f"(no profile written at {path})", file=sys.stderr)
+        return
+    if path.suffix == ".txt":
+        print(f"== py-spy {path}", file=sys.stderr)
+        print(summarize_collapsed(path.read_text(errors="replace")), file=sys.stderr)
+        return
+    buf = io.StringIO()
+    st = pstats.Stats(str(path), stream=buf)
+    st.strip_dirs().sort_stats("tottime").print_stats(limit)
+    st.sort_stats("cumulative").print_stats(limit)
+    print(f"== profile {path}", file=sys.stderr)
+    print(buf.getvalue(), file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="End-to-end throughput: load generator -> proxy -> carrier simulator, "
+        "with receipts, against the same load sent straight to the simulator."
+    )
+    p.add_argument("--messages", type=int, default=20000, help="messages per phase")
+    p.add_argument("--binds", type=int, default=4, help="concurrent sender binds")
+    p.add_argument("--window", type=int, default=64, help="outstanding submits per bind")
+    p.add_argument(
+        "--ack",
+        choices=("carrier", "stored", "both"),
+        default="carrier",
+        help="the proxy account's ack mode (both: measure each)",
+    )
+    p.add_argument("--feed", action="store_true", help="also measure with the MQTT feed on")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--warmup", type=int, default=1000, help="unmeasured messages per phase")
+    p.add_argument("--receipt-delay", type=float, default=0.005, help="simulator receipt delay")
+    p.add_argument(
+        "--carrier-window",
+        type=int,
+        default=0,
+        help="the proxy's window towards the simulator (default binds x window)",
+    )
+    p.add_argument("--phase-timeout", type=float, default=180.0, help="seconds per phase")
+    p.add_argument("--max-seconds", type=float, default=900.0, help="bound on the whole run")
+    p.add_argument("--profile", metavar="DIR", help="run the proxy under cProfile into DIR")
+    p.add_argument("--py-spy", metavar="BIN", help="sample the proxy with py-spy (needs --profile)")
+    p.add_argument("--keep", action="store_true", help="keep the temp folder (configs, logs)")
+    a = p.parse_args(argv)
+    for name in ("messages", "binds", "window"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if a.py_spy is not None and a.profile is None:
+        p.error("--py-spy needs --profile DIR for its output")
+    if a.warmup < 1:
+        p.error("--warmup must be at least 1")
+    return a
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    acks = ("carrier", "stored") if args.ack == "both" else (args.ack,)
+    tmp = Path(tempfile.mkdtemp(prefix="bounceback-bench-"))
+    bench = Bench(args, tmp)
+
+    def hard_exit(signum: int, _frame: FrameType | None) -> None:
+        # The watchdog, or a second stop signal: clean up and leave at once.
+        bench.procs.stop_all(grace=2.0)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"bench aborted by signal {signum}", file=sys.stderr)
+        os._exit(3)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        if _Stop.signum:
+            hard_exit(signum, frame)
+        _Stop.signum = signum
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGALRM, hard_exit)
+    signal.alarm(int(args.max_seconds) + 60)  # watchdog beyond the cooperative deadline
+    results: list[Result] = []
+    rc = 0
+    try:
+        bench.start_simulator()
+        if args.feed:
+            bench.start_broker()
+        results.append(bench.run_direct())
+        for ack in acks:
+            results.append(bench.run_proxy(ack, feed=False))
+            if args.feed:
+                results.append(bench.run_proxy(ack, feed=True))
+    except (BenchError, OSError, TimeoutError) as exc:
+        print(
+            f"bench failed: {exc!r}" if not isinstance(exc, BenchError) else f"bench failed: {exc}",
+            file=sys.stderr,
+        )
+        rc = 1
+    finally:
+        signal.alarm(0)
+        bench.procs.stop_all()
+        if args.keep:
+            print(f"kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if any(not r.complete for r in results):
+        rc = 1
+    rs = ratios(results)
+    if args.json:
+        doc = {
+            "config": {
+                k: getattr(args, k)
+                for k in ("messages", "binds", "window", "ack", "feed", "warmup", "receipt_delay")
+            },
+            "results": [asdict(r) for r in results],
+            "ratios": rs,
+            "goals": {
+                "proxy_rate": GOAL_RATE,
+                "proxy_over_direct": GOAL_RATIO,
+                "feed_on_over_off": GOAL_FEED_RATIO,
+            },
+        }
+        print(json.dumps(doc, indent=2))
+    elif results:
+        print_table(args, results, rs)
+    for prof in bench.profiles:
+        print_profile(prof)
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
