@@ -7,7 +7,6 @@ same transaction as the state change; the MQTT publisher drains the outbox.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from collections.abc import Mapping
 
@@ -45,19 +44,41 @@ def mask_number(number: str, keep: int) -> str:
     return "*" * (len(number) - keep) + number[-keep:]
 
 
-@functools.lru_cache(maxsize=65536)
+_BLOCKS: dict[tuple[int, str], tuple[str, str]] = {}
+_BLOCKS_MAX = 200_000
+
+
 def number_info(number: str) -> tuple[str, str]:
-    """(ISO country code, operator name) of an international number, '' when unknown."""
+    """(ISO country, operator) of an international number; the calling code's main
+    country when phonenumbers does not know the number's range; ("", "") when unknown.
+
+    Numbers are allocated to operators in blocks of at least a thousand, so the answer
+    is kept per block (the number without its last three digits, and its length): a
+    phonenumbers lookup for every message would cost more than the rest of an event."""
+    digits = number.lstrip("+")
+    key = (len(digits), digits[:-3] if len(digits) > 7 else digits)
+    found = _BLOCKS.get(key)
+    if found is None:
+        found = _lookup(digits)
+        if len(_BLOCKS) >= _BLOCKS_MAX:
+            _BLOCKS.clear()
+        _BLOCKS[key] = found
+    return found
+
+
+def _lookup(digits: str) -> tuple[str, str]:
     import phonenumbers
     from phonenumbers import carrier as pn_carrier
 
-    digits = number.lstrip("+")
     try:
         parsed = phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException:
         return "", ""
     region = phonenumbers.region_code_for_number(parsed) or ""
     operator = pn_carrier.name_for_number(parsed, "en") or ""
+    if not region:
+        region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
+        region = "" if region == "ZZ" else region
     return region, operator
 
 

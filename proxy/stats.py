@@ -190,40 +190,9 @@ class RemoveNumber:
     suppressed_until: float | None
 
 
-_BLOCKS: dict[tuple[int, str], tuple[str, str]] = {}
-_BLOCKS_MAX = 200_000
-
-
 def country_operator(number: str) -> tuple[str, str]:
-    """(ISO country, operator) of a destination; the calling code's main country when
-    the number's range is not known to phonenumbers; ("", "") when unknown.
-
-    Numbers are allocated to operators in blocks of at least a thousand, so the answer
-    is kept per block (the number without its last three digits, and its length):
-    looking every number up would cost more than the rest of the report."""
-    digits = number.lstrip("+")
-    key = (len(digits), digits[:-3] if len(digits) > 7 else digits)
-    found = _BLOCKS.get(key)
-    if found is None:
-        region, operator = number_info(digits)
-        if not region:
-            region = _calling_code_region(digits)
-        found = (region, operator)
-        if len(_BLOCKS) >= _BLOCKS_MAX:
-            _BLOCKS.clear()
-        _BLOCKS[key] = found
-    return found
-
-
-def _calling_code_region(number: str) -> str:
-    import phonenumbers
-
-    try:
-        parsed = phonenumbers.parse("+" + number.lstrip("+"), None)
-    except phonenumbers.NumberParseException:
-        return ""
-    region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
-    return "" if not region or region == "ZZ" else str(region)
+    """(ISO country, operator) of a destination (see `events.number_info`)."""
+    return number_info(number)
 
 
 # ---------------------------------------------------------------- the report
