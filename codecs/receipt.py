@@ -169,6 +169,9 @@ _KEYS: Final[dict[str, str]] = {
 }
 
 
+_STANDARD_KEYS: Final = ("id", "sub", "dlvrd", "submit date", "done date", "stat", "err", "text")
+
+
 def _parse_date(value: str) -> datetime | None:
     """A YYMMDDhhmm, YYMMDDhhmmss or YYYYMMDDhhmmss date, or None."""
     size = len(value)
@@ -189,9 +192,25 @@ def _parse_date(value: str) -> datetime | None:
         return None
 
 
+# The Appendix B layout exactly as most SMSCs write it: one match instead of a scan
+# label by label (the general parser below handles every other shape).
+_STANDARD_RE: Final = re.compile(
+    r"id:(\S+) sub:(\S+) dlvrd:(\S+) submit date:(\S+) done date:(\S+)"
+    r" stat:(\S+) err:(\S+)(?: [Tt]ext:(.*))?",
+    re.DOTALL,
+)
+
+
 def _split_fields(text: str) -> tuple[dict[str, str], dict[str, str]]:
     """Known fields (by canonical key) and unknown ones (lower-cased key)."""
-    known: dict[str, str] = {}
+    m = _STANDARD_RE.fullmatch(text)
+    if m is not None and ":" not in "".join(m.groups("")[:7]):
+        known = dict(zip(_STANDARD_KEYS, m.groups(""), strict=True))
+        known["text"] = known["text"].strip()
+        if m.group(8) is None:
+            del known["text"]
+        return known, {}
+    known = {}
     extra: dict[str, str] = {}
     matches = list(_LABEL_RE.finditer(text))
     for index, match in enumerate(matches):
