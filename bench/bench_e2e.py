@@ -1,14 +1,19 @@
 """End-to-end throughput benchmark: a load generator, the proxy and a carrier simulator.
 
-Three separate processes on 127.0.0.1:
+Separate processes on 127.0.0.1:
 
 * the carrier simulator (``bounceback simulate``) answering every submission at once
   and sending a ``DELIVRD`` receipt ``--receipt-delay`` seconds later;
 * the proxy (``bounceback run``) with a generated config: one account, one carrier
-  (the simulator), the durable SQLite store (WAL, group commit) in a temp folder;
+  (the simulator), and the store under test: SQLite (WAL, group commit) in a temp
+  folder, or PostgreSQL (a fresh database in a throwaway cluster the script starts);
+  with PostgreSQL and two instances, two ``bounceback run`` processes share one
+  database, each with its own port and ``instance_id``, both bound to the simulator;
 * the load generator, in this process: ``--binds`` transceiver binds with ``--window``
   submissions outstanding on each (one worker per window slot, so a request never
-  waits for a window slot and its latency is the wire round trip).
+  waits for a window slot and its latency is the wire round trip). With two proxy
+  instances the binds are split between them; receipts are counted across every
+  bind, since with one account a receipt may arrive on either instance's bind.
 
 For each phase it sends ``--messages`` messages after a short warm-up and reports the
 elapsed time until every ``submit_sm_resp`` AND every receipt is back, messages per
@@ -16,27 +21,32 @@ second over that time, and the submit latency (``submit_sm`` to ``submit_sm_resp
 at p50 and p99. Phases, all in one run and against the same simulator process:
 
 * ``direct``: the load straight to the simulator, no proxy;
-* ``proxy ack=carrier`` (and/or ``ack=stored`` with ``--ack``): through the proxy;
-* with ``--feed``: the proxy again with its MQTT feed on, publishing to a Mosquitto
-  broker the script starts on a free port; the feed's outbox is then watched (in
-  the proxy's SQLite file) until it has drained.
+* ``proxy STORE xN ack=MODE``: through fresh proxies, for every store in ``--stores``
+  (``sqlite``, ``postgres``), every instance count in ``--instances`` (1, 2; SQLite
+  only with 1) and every ack mode in ``--ack``; ``--scaling`` is the shortcut for
+  ``--stores sqlite,postgres --instances 1,2``;
+* with ``--feed``: each of those again with the MQTT feed on, publishing to a
+  Mosquitto broker the script starts on a free port; the feed's outbox is then
+  watched (in the store) until it has drained.
 
-Printed ratios: proxy / direct (goal >= 0.6) and feed-on / feed-off (goal >= 0.9).
+Printed ratios: proxy / direct (goal >= 0.6), feed-on / feed-off (goal >= 0.9),
+postgres / sqlite and two instances / one instance (no goal: figures to read).
 
 Usage::
 
     python bench/bench_e2e.py [--messages 20000] [--binds 4] [--window 64]
-        [--ack carrier|stored|both] [--feed] [--json] [--profile DIR [--py-spy BIN]]
-        [--keep]
+        [--ack carrier|stored|both] [--feed] [--stores sqlite,postgres]
+        [--instances 1,2] [--scaling] [--pg-synchronous-commit on|off] [--json]
+        [--profile DIR [--py-spy BIN]] [--keep]
 
-``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<phase>.prof``
+``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<label>.prof``
 and prints its hottest functions. With ``--py-spy BIN`` (the py-spy executable) the
 proxy runs unprofiled and py-spy samples it instead (less overhead, every thread):
-``DIR/proxy-<phase>.pyspy.txt`` holds the collapsed stacks and a summary is printed.
+``DIR/proxy-<label>.pyspy.txt`` holds the collapsed stacks and a summary is printed.
 
-Every process the script starts is stopped on the way out (also on an error, Ctrl-C
-or the ``--max-seconds`` watchdog), and its temp folder is removed unless ``--keep``
-is given.
+Every process the script starts (and the PostgreSQL cluster) is stopped on the way
+out (also on an error, Ctrl-C or the ``--max-seconds`` watchdog), and its temp folder
+is removed unless ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -62,10 +72,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bounceback.client import EsmeClient
 from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
 from smppcodecs.pdu import DeliverSm, SubmitSmResp
+
+if TYPE_CHECKING:
+    from pg_fixture import PgCluster
 
 HOST = "127.0.0.1"  # the only address this script ever talks to
 PROXY_ACCOUNT = ("bench", "bench-pw")
@@ -73,6 +87,10 @@ DIRECT_ACCOUNT = ("bench-direct", "direct")
 RECEIPT_ID = int(Tag.receipted_message_id)
 TEXT = b"Bounceback bench message"
 _ID_IN_TEXT = re.compile(rb"id:(\S+)")
+TESTS_DIR = Path(__file__).resolve().parent.parent / "tests"  # holds the cluster helper
+STORES = ("sqlite", "postgres")
+INSTANCE_COUNTS = (1, 2)
+PG_TEMPLATE = "bb_bench_template"
 
 
 class BenchError(Exception):
@@ -99,6 +117,10 @@ class Result:
 
     phase: str
     messages: int
+    store: str = ""  # "sqlite" or "postgres"; "" for the direct phase
+    instances: int = 0  # proxy instances (0 for the direct phase)
+    ack: str = ""
+    feed: bool = False
     complete: bool = False
     elapsed: float = 0.0  # first submit to the last response and receipt
     submit_elapsed: float = 0.0  # first submit to the last submit_sm_resp
@@ -128,10 +150,17 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
 
 
 class LoadGen:
-    """Binds ``binds`` transceivers and drives ``window`` workers on each."""
+    """Binds ``binds`` transceivers and drives ``window`` workers on each.
 
-    def __init__(self, port: int, account: tuple[str, str], binds: int, window: int) -> None:
-        self.port = port
+    With several ``ports`` (proxy instances) the binds go to them in turn.
+    """
+
+    def __init__(
+        self, ports: Sequence[int], account: tuple[str, str], binds: int, window: int
+    ) -> None:
+        if not ports:
+            raise ValueError("no port to bind to")
+        self.ports = list(ports)
         self.account = account
         self.binds = binds
         self.window = window
@@ -151,9 +180,10 @@ class LoadGen:
 
     async def connect(self) -> None:
         system_id, password = self.account
-        for _ in range(self.binds):
+        for i in range(self.binds):
+            port = self.ports[i % len(self.ports)]
             c = await EsmeClient.connect(
-                HOST, self.port, system_id, password, bind="transceiver", window=self.window
+                HOST, port, system_id, password, bind="transceiver", window=self.window
             )
             c.on_deliver = self._on_deliver
             self.clients.append(c)
@@ -328,6 +358,13 @@ class Proc:
             _Stop.check()
             time.sleep(0.05)
 
+    def send(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` if the process is still running (no wait)."""
+        p = self.popen
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(sig)
+
     def stop(self, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
         """``sig`` (SIGTERM: a graceful stop for the proxy), then SIGKILL after ``grace``."""
         p = self.popen
@@ -392,12 +429,20 @@ def scenario_text(args: argparse.Namespace) -> str:
 
 
 def proxy_config_text(
-    args: argparse.Namespace, sim_port: int, ack: str, feed_port: int | None
+    args: argparse.Namespace,
+    sim_port: int,
+    ack: str,
+    feed_port: int | None,
+    store_url: str | None = None,
+    instance_id: str | None = None,
 ) -> str:
+    """The proxy's config: SQLite in its folder, or PostgreSQL at ``store_url``."""
     carrier_window = args.carrier_window or args.binds * args.window
+    server_extra = f'instance_id = "{instance_id}"\n' if instance_id else ""
+    store = f'url = "{store_url}"' if store_url else 'path = "proxy.db"'
     text = f"""
 [server]
-host = "{HOST}"
+{server_extra}host = "{HOST}"
 port = 0
 response_timeout = 30.0
 submit_wait = 10.0
@@ -422,7 +467,7 @@ reconnect_min = 0.1
 reconnect_max = 1.0
 
 [store]
-path = "proxy.db"
+{store}
 
 [logging]
 level = "INFO"
@@ -432,59 +477,109 @@ level = "INFO"
 [feed]
 host = "{HOST}"
 port = {feed_port}
-client_id = "bounceback-bench"
+client_id = "bounceback-bench-{instance_id or "1"}"
 """
     return text
 
 
 # ---------------------------------------------------------------------------- store checks
 
-
-@contextlib.contextmanager
-def read_only(db: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
-    try:
-        yield conn
-    finally:
-        conn.close()
+# What is left in a store after a graceful stop (shown when not zero).
+_BOOKKEEPING = (
+    ("unmatched_receipts", "SELECT COUNT(*) FROM unmatched_receipts"),
+    ("receipts_pending", "SELECT COUNT(*) FROM sender_receipts"),
+    ("outbox", "SELECT COUNT(*) FROM outbox"),
+)
 
 
-def outbox_count(db: Path) -> int:
-    with read_only(db) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return int(row[0])
+class StoreProbe:
+    """Reads a phase's store from outside the proxy: its feed outbox and its states."""
+
+    def outbox_count(self) -> int:
+        raise NotImplementedError
+
+    def states(self) -> dict[str, int]:
+        """Messages per state, plus the receipt and outbox bookkeeping when not empty."""
+        raise NotImplementedError
+
+    def wait_feed_drained(self, timeout: float, interval: float = 0.05) -> float | None:
+        """Seconds until the feed outbox is empty (None if not within ``timeout``)."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout:
+            with contextlib.suppress(sqlite3.Error, RuntimeError, subprocess.SubprocessError):
+                if self.outbox_count() == 0:
+                    return time.perf_counter() - start
+            _Stop.check()
+            time.sleep(interval)
+        return None
 
 
-def store_states(db: Path) -> dict[str, int]:
-    """Messages per state in the proxy's store, plus its receipt bookkeeping."""
-    with read_only(db) as conn:
-        rows = conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
-        out = {str(s): int(n) for s, n in rows}
-        for key, sql in (
-            ("unmatched_receipts", "SELECT COUNT(*) FROM unmatched_receipts"),
-            ("receipts_pending", "SELECT COUNT(*) FROM sender_receipts"),
-            ("outbox", "SELECT COUNT(*) FROM outbox"),
-        ):
-            with contextlib.suppress(sqlite3.Error):
-                n = int(conn.execute(sql).fetchone()[0])
-                if n:
-                    out[key] = n
+class SqliteProbe(StoreProbe):
+    def __init__(self, db: Path) -> None:
+        self.db = db
+
+    @contextlib.contextmanager
+    def _read_only(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5.0)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def outbox_count(self) -> int:
+        with self._read_only() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def states(self) -> dict[str, int]:
+        with self._read_only() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall()
+            out = {str(s): int(n) for s, n in rows}
+            for key, sql in _BOOKKEEPING:
+                with contextlib.suppress(sqlite3.Error):
+                    n = int(conn.execute(sql).fetchone()[0])
+                    if n:
+                        out[key] = n
+            return out
+
+
+class PgProbe(StoreProbe):
+    """The same reads through ``psql`` on the bench's cluster."""
+
+    def __init__(self, cluster: PgCluster, database: str) -> None:
+        self.cluster = cluster
+        self.database = database
+
+    def _rows(self, sql: str) -> list[list[str]]:
+        text = self.cluster.psql(sql, self.database)
+        return [line.split("|") for line in text.splitlines() if line]
+
+    def outbox_count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM outbox")[0][0])
+
+    def states(self) -> dict[str, int]:
+        rows = self._rows("SELECT state, COUNT(*) FROM messages GROUP BY state")
+        out = {s: int(n) for s, n in rows}
+        for key, sql in _BOOKKEEPING:
+            n = int(self._rows(sql)[0][0])
+            if n:
+                out[key] = n
         return out
 
 
-def wait_feed_drained(db: Path, timeout: float) -> float | None:
-    """Seconds until the proxy's feed outbox is empty (None if not within ``timeout``)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        with contextlib.suppress(sqlite3.Error):
-            if outbox_count(db) == 0:
-                return time.perf_counter() - start
-        _Stop.check()
-        time.sleep(0.05)
-    return None
-
-
 # ---------------------------------------------------------------------------- phases
+
+
+def phase_name(store: str, instances: int, ack: str, feed: bool) -> str:
+    return f"proxy {store} x{instances} ack={ack}" + (" feed=on" if feed else "")
+
+
+def stop_together(procs: Sequence[Proc], grace: float = 20.0) -> None:
+    """A graceful stop of several processes at once: signal each, then wait for each."""
+    for p in procs:
+        p.send()
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.stop(grace)  # a second SIGTERM only repeats the stop request
 
 
 class Bench:
@@ -498,6 +593,7 @@ class Bench:
         self.sim_port = 0
         self.broker_port: int | None = None
         self.profiles: list[Path] = []
+        self.cluster: PgCluster | None = None
 
     def remaining(self) -> float:
         _Stop.check()
@@ -557,13 +653,68 @@ class Bench:
         wait_tcp(port, min(15.0, self.remaining()), broker)
         self.broker_port = port
 
-    def start_proxy(self, label: str, ack: str, feed: bool) -> tuple[Proc, int, Path]:
-        """Start a proxy with a fresh store; returns it, its port and its database."""
+    def start_cluster(self) -> PgCluster:
+        """The throwaway PostgreSQL cluster (started once), with a migrated template."""
+        if self.cluster is not None:
+            return self.cluster
+        if str(TESTS_DIR) not in sys.path:
+            sys.path.insert(0, str(TESTS_DIR))
+        from bounceback.pgstore import migrate
+
+        try:
+            from pg_fixture import PgCluster as Cluster  # the tests' throwaway cluster
+        except ImportError as exc:
+            raise BenchError(f"cannot load the cluster helper from {TESTS_DIR}: {exc}") from exc
+        try:
+            cluster = Cluster()
+            self.cluster = cluster  # stop_cluster() removes its folder whatever happens
+            cluster.start()
+            cluster.psql(f'CREATE DATABASE "{PG_TEMPLATE}" TEMPLATE template0')
+            asyncio.run(asyncio.wait_for(migrate(cluster.url(PG_TEMPLATE)), 60.0))
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            raise BenchError(f"PostgreSQL: {exc}") from exc
+        return cluster
+
+    def stop_cluster(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.stop()
+
+    def new_pg_database(self) -> tuple[str, PgProbe]:
+        """A fresh migrated database for one phase: its URL and a probe on it."""
+        cluster = self.start_cluster()
+        try:
+            name = cluster.create_database(PG_TEMPLATE)
+            # The cluster runs with fsync off; per database, synchronous_commit decides
+            # whether a commit waits for its WAL write.
+            sync = self.args.pg_synchronous_commit
+            cluster.psql(f'ALTER DATABASE "{name}" SET synchronous_commit = {sync}')
+        except (RuntimeError, subprocess.SubprocessError) as exc:
+            raise BenchError(f"PostgreSQL: {exc}") from exc
+        return cluster.url(name), PgProbe(cluster, name)
+
+    def start_proxy(
+        self,
+        label: str,
+        ack: str,
+        feed: bool,
+        store_url: str | None = None,
+        instance_id: str | None = None,
+    ) -> tuple[Proc, int]:
+        """Start a proxy in a new folder ``label``; returns it and its port."""
         folder = self.tmp / label
         folder.mkdir()
         cfg = folder / "proxy.toml"
         cfg.write_text(
-            proxy_config_text(self.args, self.sim_port, ack, self.broker_port if feed else None)
+            proxy_config_text(
+                self.args,
+                self.sim_port,
+                ack,
+                self.broker_port if feed else None,
+                store_url=store_url,
+                instance_id=instance_id,
+            )
         )
         if self.args.profile is not None and self.args.py_spy is None:
             prof = Path(self.args.profile).resolve() / f"proxy-{label}.prof"
@@ -581,15 +732,19 @@ class Bench:
         proxy.wait_for(r"sim: bound", min(30.0, self.remaining()))
         if feed:
             proxy.wait_for(r"feed: connected", min(30.0, self.remaining()))
-        return proxy, int(m.group(1)), folder / "proxy.db"
+        return proxy, int(m.group(1))
 
     async def measure(
-        self, phase: str, port: int, account: tuple[str, str], alive: list[subprocess.Popen[bytes]]
+        self,
+        phase: str,
+        ports: Sequence[int],
+        account: tuple[str, str],
+        alive: list[subprocess.Popen[bytes]],
     ) -> Result:
         a = self.args
-        gen = LoadGen(port, account, a.binds, a.window)
-        await asyncio.wait_for(gen.connect(), min(30.0, self.remaining()))
+        gen = LoadGen(ports, account, a.binds, a.window)
         try:
+            await asyncio.wait_for(gen.connect(), min(30.0, self.remaining()))
             warm = await gen.run(phase + " (warm-up)", a.warmup, self.phase_timeout(), alive)
             if not warm.complete:
                 raise BenchError(f"{phase}: warm-up did not complete: {warm.note}")
@@ -616,29 +771,55 @@ class Bench:
         return [p.popen for p in procs if p is not None and p.popen is not None]
 
     def run_direct(self) -> Result:
-        return asyncio.run(self.measure("direct", self.sim_port, DIRECT_ACCOUNT, self._alive()))
+        return asyncio.run(self.measure("direct", [self.sim_port], DIRECT_ACCOUNT, self._alive()))
 
-    def run_proxy(self, ack: str, feed: bool) -> Result:
-        label = f"ack-{ack}" + ("-feed" if feed else "")
-        proxy, port, db = self.start_proxy(label, ack, feed)
-        alive = self._alive(proxy)
-        phase = f"proxy ack={ack}" + (" feed=on" if feed else "")
-        spy = self.start_py_spy(label, proxy)
+    def run_proxy(self, store: str, instances: int, ack: str, feed: bool) -> Result:
+        """One phase through ``instances`` fresh proxies on a fresh store."""
+        label = f"{store}-x{instances}-ack-{ack}" + ("-feed" if feed else "")
+        phase = phase_name(store, instances, ack, feed)
+        store_url: str | None = None
+        probe: StoreProbe
+        if store == "postgres":
+            store_url, probe = self.new_pg_database()
+        else:
+            probe = SqliteProbe(self.tmp / label / "proxy.db")
+        proxies: list[Proc] = []
         try:
+            ports: list[int] = []
+            names: list[str] = []
+            for i in range(instances):
+                letter = "abcdefgh"[i]
+                name = label if instances == 1 else f"{label}-{letter}"
+                iid = f"bench-{letter}" if store == "postgres" else None
+                proxy, port = self.start_proxy(name, ack, feed, store_url, iid)
+                proxies.append(proxy)
+                ports.append(port)
+                names.append(name)
+            alive = self._alive(*proxies)
+            spies = [
+                s for n, p in zip(names, proxies, strict=True) if (s := self.start_py_spy(n, p))
+            ]
             try:
-                result = asyncio.run(self.measure(phase, port, PROXY_ACCOUNT, alive))
+                result = asyncio.run(self.measure(phase, ports, PROXY_ACCOUNT, alive))
             finally:
-                if spy is not None:
+                for spy in spies:
                     spy.stop(sig=signal.SIGINT)  # py-spy writes its output on SIGINT
+            result.store, result.instances, result.ack, result.feed = store, instances, ack, feed
             if feed and result.complete:
-                result.feed_drain = wait_feed_drained(db, min(120.0, self.remaining()))
+                interval = 0.05 if store == "sqlite" else 0.1  # psql per poll costs more
+                result.feed_drain = probe.wait_feed_drained(min(120.0, self.remaining()), interval)
         finally:
-            proxy.stop()
-        with contextlib.suppress(sqlite3.Error):
-            result.store_states = store_states(db)  # after a graceful stop: nothing in flight
-        if proxy.popen is not None and proxy.popen.returncode not in (0, None):
+            stop_together(proxies)
+        # After a graceful stop nothing is in flight: read the final states.
+        with contextlib.suppress(
+            sqlite3.Error, RuntimeError, subprocess.SubprocessError, IndexError, ValueError
+        ):
+            result.store_states = probe.states()
+        codes = [p.popen.returncode for p in proxies if p.popen is not None]
+        bad = [c for c in codes if c not in (0, None)]
+        if bad:
             result.note = (result.note + "; " if result.note else "") + (
-                f"proxy exited with {proxy.popen.returncode}"
+                f"proxy exited with {', '.join(map(str, bad))}"
             )
         return result
 
@@ -652,40 +833,59 @@ GOAL_RATIO = 0.6
 GOAL_FEED_RATIO = 0.9
 
 
-def goal_for(name: str) -> float:
-    return GOAL_FEED_RATIO if name.endswith("/ feed=off") else GOAL_RATIO
+def goal_for(name: str) -> float | None:
+    """The goal of a ratio, by its name; None for the store and scaling ratios."""
+    if name.endswith("/ feed=off"):
+        return GOAL_FEED_RATIO
+    if name.endswith("/ direct"):
+        return GOAL_RATIO
+    return None
 
 
 def ratios(results: list[Result]) -> dict[str, float]:
-    by = {r.phase: r for r in results if r.complete}
+    """proxy / direct, feed=on / feed=off, postgres / sqlite x1 and x2 / x1 (same store)."""
+    done = [r for r in results if r.complete and r.rate > 0]
+    by = {(r.store, r.instances, r.ack, r.feed): r for r in done if r.store}
+    direct = next((r for r in done if r.phase == "direct"), None)
     out: dict[str, float] = {}
-    direct = by.get("direct")
-    for r in results:
-        if not r.complete or r.phase == "direct":
+    for r in done:
+        if not r.store:
             continue
-        if direct is not None and not r.phase.endswith("feed=on"):
+        if direct is not None and not r.feed:
             out[f"{r.phase} / direct"] = r.rate / direct.rate
-        if r.phase.endswith(" feed=on"):
-            off = by.get(r.phase.removesuffix(" feed=on"))
-            if off is not None:
-                out[f"{r.phase} / feed=off"] = r.rate / off.rate
+        off = by.get((r.store, r.instances, r.ack, False)) if r.feed else None
+        if off is not None:
+            out[f"{r.phase} / feed=off"] = r.rate / off.rate
+        lite = by.get(("sqlite", 1, r.ack, r.feed)) if r.store != "sqlite" else None
+        if lite is not None:
+            out[f"{r.phase} / sqlite x1"] = r.rate / lite.rate
+        one = by.get((r.store, 1, r.ack, r.feed)) if r.instances > 1 else None
+        if one is not None:
+            out[f"{r.phase} / x1"] = r.rate / one.rate
     return out
 
 
 def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, float]) -> None:
     print(
         f"messages={args.messages} binds={args.binds} window={args.window} "
-        f"receipt_delay={args.receipt_delay}s warm-up={args.warmup}"
+        f"receipt_delay={args.receipt_delay}s warm-up={args.warmup} "
+        f"cpus={os.cpu_count()}"
+        + (
+            f" pg synchronous_commit={args.pg_synchronous_commit}"
+            if "postgres" in args.stores
+            else ""
+        )
     )
+    width = max([len(r.phase) for r in results] + [26])
     head = (
-        f"{'phase':<26} {'N':>7} {'elapsed s':>9} {'msg/s':>8} {'submit/s':>9} "
+        f"{'phase':<{width}} {'N':>7} {'elapsed s':>9} {'msg/s':>8} {'submit/s':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'receipts':>8}"
     )
     print(head)
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.phase:<26} {r.messages:>7} {r.elapsed:>9.2f} {r.rate:>8.0f} "
+            f"{r.phase:<{width}} {r.messages:>7} {r.elapsed:>9.2f} {r.rate:>8.0f} "
             f"{r.submit_rate:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
             f"{r.receipts:>8}"
         )
@@ -698,21 +898,22 @@ def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, f
             extras.append(f"{r.stray_receipts} receipts for unknown ids")
         if r.feed_drain is not None:
             extras.append(f"feed outbox drained {r.feed_drain:.2f} s after the last receipt")
-        elif r.phase.endswith("feed=on") and r.complete:
+        elif r.feed and r.complete:
             extras.append("feed outbox NOT drained")
         if r.store_states:
             extras.append(
                 "store: " + ", ".join(f"{k} {v}" for k, v in sorted(r.store_states.items()))
             )
         for e in extras:
-            print(f"{'':<28}{e}")
+            print(f"{'':<{width + 2}}{e}")
     for name, value in rs.items():
         goal = goal_for(name)
-        print(
-            f"ratio {name}: {value:.2f} (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
+        verdict = (
+            "" if goal is None else f" (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
         )
+        print(f"ratio {name}: {value:.2f}{verdict}")
     for r in results:
-        if r.complete and r.phase.startswith("proxy") and not r.phase.endswith("feed=on"):
+        if r.complete and r.store and not r.feed:
             met = "met" if r.rate >= GOAL_RATE else "NOT met"
             print(f"{r.phase}: {r.rate:.0f} msg/s with receipts (goal >= {GOAL_RATE:.0f}: {met})")
 
@@ -782,6 +983,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the proxy account's ack mode (both: measure each)",
     )
     p.add_argument("--feed", action="store_true", help="also measure with the MQTT feed on")
+    p.add_argument(
+        "--stores",
+        default="sqlite",
+        help="comma-separated stores to measure: sqlite, postgres (default sqlite)",
+    )
+    p.add_argument(
+        "--instances",
+        default="1",
+        help="comma-separated proxy instance counts: 1, 2 (2 only with postgres; default 1)",
+    )
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="shortcut for --stores sqlite,postgres --instances 1,2",
+    )
+    p.add_argument(
+        "--pg-synchronous-commit",
+        choices=("on", "off"),
+        default="on",
+        help="PostgreSQL synchronous_commit for the bench databases (the cluster runs "
+        "with fsync off either way; default on)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--warmup", type=int, default=1000, help="unmeasured messages per phase")
     p.add_argument("--receipt-delay", type=float, default=0.005, help="simulator receipt delay")
@@ -804,7 +1027,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--py-spy needs --profile DIR for its output")
     if a.warmup < 1:
         p.error("--warmup must be at least 1")
+    if a.scaling:
+        a.stores, a.instances = "sqlite,postgres", "1,2"
+    stores = [x.strip() for x in a.stores.split(",") if x.strip()]
+    bad = [x for x in stores if x not in STORES]
+    if bad or not stores:
+        p.error(f"--stores: expected a list of {', '.join(STORES)}, got {a.stores!r}")
+    try:
+        counts = [int(x) for x in a.instances.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(n not in INSTANCE_COUNTS for n in counts):
+        p.error(f"--instances: expected a list of 1 and 2, got {a.instances!r}")
+    a.stores = list(dict.fromkeys(stores))
+    a.instances = sorted(set(counts))
+    a.setups = setups(a.stores, a.instances)
+    if not a.setups:
+        p.error("nothing to measure: two instances need --stores postgres")
     return a
+
+
+def setups(stores: Sequence[str], counts: Sequence[int]) -> list[tuple[str, int]]:
+    """(store, instances) pairs to measure; SQLite is one instance's store."""
+    return [(s, n) for s in stores for n in counts if not (s == "sqlite" and n > 1)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -816,6 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def hard_exit(signum: int, _frame: FrameType | None) -> None:
         # The watchdog, or a second stop signal: clean up and leave at once.
         bench.procs.stop_all(grace=2.0)
+        bench.stop_cluster()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"bench aborted by signal {signum}", file=sys.stderr)
@@ -838,9 +1084,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.start_broker()
         results.append(bench.run_direct())
         for ack in acks:
-            results.append(bench.run_proxy(ack, feed=False))
-            if args.feed:
-                results.append(bench.run_proxy(ack, feed=True))
+            for store, n in args.setups:
+                results.append(bench.run_proxy(store, n, ack, feed=False))
+                if args.feed:
+                    results.append(bench.run_proxy(store, n, ack, feed=True))
     except (BenchError, OSError, TimeoutError) as exc:
         print(
             f"bench failed: {exc!r}" if not isinstance(exc, BenchError) else f"bench failed: {exc}",
@@ -850,6 +1097,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.alarm(0)
         bench.procs.stop_all()
+        bench.stop_cluster()
         if args.keep:
             print(f"kept {tmp}", file=sys.stderr)
         else:
@@ -861,8 +1109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "config": {
                 k: getattr(args, k)
-                for k in ("messages", "binds", "window", "ack", "feed", "warmup", "receipt_delay")
+                for k in (
+                    "messages",
+                    "binds",
+                    "window",
+                    "ack",
+                    "feed",
+                    "stores",
+                    "instances",
+                    "pg_synchronous_commit",
+                    "warmup",
+                    "receipt_delay",
+                )
             },
+            "cpus": os.cpu_count(),
             "results": [asdict(r) for r in results],
             "ratios": rs,
             "goals": {

@@ -88,6 +88,8 @@ STATE_TO_SMPP = {
 
 STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instance
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
+# Another instance may have handled the submit_sm_resp and still be committing it.
+SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CACHE_MAX = 200_000
 
 
@@ -820,7 +822,14 @@ class Gateway:
             hit = self._keys.get((carrier, k))
             if hit is not None:
                 break
-        if hit is None and keys:
+        # With several instances the response may be handled by the other one and its
+        # commit may still be on its way: look again a few times, briefly.
+        retries = SHARED_LOOKUP_DELAYS if self.shared else ()
+        for delay in (0.0, *retries):
+            if hit is not None or not keys:
+                break
+            if delay:
+                await asyncio.sleep(delay)
             try:
                 hit = await self.store.find_carrier_key(carrier, keys)
             except Exception:
