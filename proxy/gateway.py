@@ -658,7 +658,9 @@ class Gateway:
                     self.metrics.observe_commit(time.perf_counter() - started)
                 if change.events and self.feed is not None:
                     self.feed.wake.set()
-            if new.state.final:
+            if new.state.final or new.state == State.HELD:
+                # Held messages live in the store, not in memory: they are read again by
+                # primary key when due (a million held must not grow the proxy).
                 self._cache.pop(mid, None)
             else:
                 self._cache.put(mid, new)
@@ -691,14 +693,7 @@ class Gateway:
 
     # ------------------------------------------------------------ upstream
     def route(self, msg: Message) -> list[CarrierLink]:
-        dest = msg.destination_addr.lstrip("+")
-        best: tuple[int, list[str]] | None = None
-        for r in self.cfg.routes:
-            if r.accounts and msg.account not in r.accounts:
-                continue
-            if dest.startswith(r.prefix) and (best is None or len(r.prefix) > best[0]):
-                best = (len(r.prefix), list(r.carriers))
-        names = best[1] if best else [c.name for c in self.cfg.carriers]
+        names = [c.name for c in self.cfg.carriers_for(msg.account, msg.destination_addr)]
         if (
             self.cfg.retry.alternate_carrier
             and msg.carrier in names

@@ -207,6 +207,9 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS messages_due ON messages(next_attempt_at)"
     " WHERE next_attempt_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS messages_dest ON messages(destination_addr)",
+    "CREATE INDEX IF NOT EXISTS messages_done ON messages(done_at) WHERE done_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS messages_unfinished ON messages(id)"
+    " WHERE state IN ('accepted', 'submitting')",
     "CREATE INDEX IF NOT EXISTS messages_created ON messages(created_at)",
     """CREATE TABLE IF NOT EXISTS carrier_ids (
         carrier TEXT NOT NULL, key TEXT NOT NULL, message_id TEXT NOT NULL,
