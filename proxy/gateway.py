@@ -91,6 +91,7 @@ EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is k
 # Another instance may have handled the submit_sm_resp and still be committing it.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CACHE_MAX = 200_000
+KEYS_MAX = 50_000
 
 
 def verdict_of(o: Outcome) -> Verdict:
@@ -192,7 +193,9 @@ class Gateway:
         self._buckets: dict[str, TokenBucket] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._cache: LRU = LRU(CACHE_MAX)  # message id -> Message (write-through)
-        self._keys: LRU = LRU(CACHE_MAX)  # (carrier, key) -> (message id, attempt)
+        # (carrier, key) -> (message id, attempt): only receipts that come soon after
+        # their submission need it; older ones are found in the store.
+        self._keys: LRU = LRU(KEYS_MAX)
         self._early: dict[tuple[str, str], tuple[float, DeliverSm | DataSm]] = {}
         self._waiting: dict[str, asyncio.Future[int]] = {}
         self._in_progress: set[str] = set()
