@@ -187,7 +187,10 @@ class CarrierLink:
                         break
                     await self._changed.wait()
                     self._changed.clear()
-                log.warning("%s: connection lost", self.name)
+                if self._stop.is_set():
+                    log.info("%s: unbound", self.name)
+                else:
+                    log.warning("%s: connection lost", self.name)
             except (OSError, TimeoutError, SessionClosed, ConnectionError) as exc:
                 self.bind_failures += 1
                 log.warning("%s: cannot bind: %s", self.name, exc)

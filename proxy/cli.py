@@ -173,7 +173,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"bounceback listening on {', '.join(ports)}", flush=True)
         await stop.wait()
         logging.getLogger("bounceback").info("shutting down")
-        await asyncio.wait_for(gw.stop(), cfg.server.shutdown_grace + 10)
+        limit = cfg.server.shutdown_grace + 10
+        try:
+            await asyncio.wait_for(gw.stop(), limit)
+        except TimeoutError:  # an OSError: it must not read as "cannot start"
+            raise CommandError(
+                EXIT_FAILURE, f"the stop did not finish within {limit:.0f} s"
+            ) from None
 
     try:
         asyncio.run(main())

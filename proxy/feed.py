@@ -45,6 +45,7 @@ class FeedPublisher:
         self.full = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self.stats_source: StatsSource | None = None
 
@@ -69,7 +70,7 @@ class FeedPublisher:
         tls: ssl.SSLContext | None = None
         if self.cfg.tls:
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.cfg.host,
             self.cfg.port,
             username=self.cfg.username or None,
@@ -83,9 +84,25 @@ class FeedPublisher:
             tls_context=tls,
             timeout=10,
         )
+        # A drained batch is up to 500 QoS 1 publishes in flight on purpose: no warning.
+        client.pending_calls_threshold = 1000
+        return client
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="feed")
+        self._watch = asyncio.create_task(self._watch_backlog(), name="feed-backlog")
+
+    async def _watch_backlog(self) -> None:
+        """Keep `backlog` and `full` current, connected or not: the outbox grows while
+        the broker is away, and that is when `outbox_max` must hold."""
+        while not self._stop.is_set():
+            try:
+                self.backlog = await self.store.outbox_count()
+                self.full = self.backlog >= self.cfg.outbox_max
+            except Exception as exc:
+                log.debug("feed: outbox count failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.cfg.stats_interval)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -93,12 +110,16 @@ class FeedPublisher:
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, 10)
+        if self._watch is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
 
     async def _run(self) -> None:
         delay = 0.5
         while not self._stop.is_set():
+            client = self._client_for()
             try:
-                async with self._client_for() as client:
+                async with client:
                     self._client = client
                     self.connected = True
                     delay = 0.5
@@ -121,6 +142,8 @@ class FeedPublisher:
                 log.warning("feed: broker unavailable (%s); retrying in %.1f s", exc, delay)
             except Exception:
                 log.exception("feed: unexpected error")
+            finally:
+                _close_abandoned(client)
             self.connected = False
             self._client = None
             if self._stop.is_set():
@@ -150,8 +173,6 @@ class FeedPublisher:
     async def _stats_loop(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self.cfg.stats_interval)
-            self.backlog = await self.store.outbox_count()
-            self.full = self.backlog >= self.cfg.outbox_max
             if self.stats_source is None:
                 continue
             for kind, name, doc in await self.stats_source():
@@ -161,3 +182,10 @@ class FeedPublisher:
                     qos=1,
                     retain=True,
                 )
+
+
+def _close_abandoned(client: aiomqtt.Client) -> None:
+    """Close the socket of a connection attempt that never got its CONNACK: aiomqtt
+    leaves it open when the wait times out, one socket per attempt."""
+    with contextlib.suppress(Exception):
+        client._client.disconnect()
