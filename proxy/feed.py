@@ -33,7 +33,10 @@ StatsSource = Callable[[], Awaitable[list[tuple[str, str, dict[str, object]]]]]
 
 
 class FeedPublisher:
-    def __init__(self, cfg: FeedConfig, store: Store, instance: str) -> None:
+    def __init__(
+        self, cfg: FeedConfig, store: Store, instance: str, *, lease: float = 30.0
+    ) -> None:
+        self.lease = lease  # the publisher lease when several instances share the store
         self.cfg = cfg
         self.store = store
         self.instance = instance
@@ -155,7 +158,7 @@ class FeedPublisher:
     async def _drain(self, client: aiomqtt.Client) -> None:
         while True:
             # With several instances on one store, one holds the publisher lease.
-            batch = await self.store.claim_outbox(self.instance, time.time(), 500, 30.0)
+            batch = await self.store.claim_outbox(self.instance, time.time(), 500, self.lease)
             if not batch:
                 if self._stop.is_set():
                     return

@@ -229,7 +229,7 @@ class Gateway:
         if not self.shared:
             await self._recover()
         if self.cfg.feed is not None:
-            self.feed = FeedPublisher(self.cfg.feed, self.store, self.instance)
+            self.feed = FeedPublisher(self.cfg.feed, self.store, self.instance, lease=self.lease)
             self.feed.stats_source = self.stats_documents
             self.feed.start()
         for c in self.cfg.carriers:

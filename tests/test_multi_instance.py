@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from harness import ProxyProcess, free_port, simulator, write_config
+from mqtt_broker import Collector, MosquittoBroker
 from smpplib_peer import SmpplibSender, receipt_fields
 
 pytest_plugins = ["pg_fixture"]
@@ -35,10 +36,16 @@ async def bind(port: int) -> SmpplibSender:
     raise AssertionError("could not bind")
 
 
-def instance_config(tmp: Path, name: str, carrier_port: int, port: int, url: str) -> Path:
+PREFIX = "bb-multi/v1"
+
+
+def instance_config(
+    tmp: Path, name: str, carrier_port: int, port: int, url: str, broker: int
+) -> Path:
     d = tmp / name
     d.mkdir()
-    cfg = write_config(d, carrier_port, port=port, retry=RETRY)
+    feed = f'[feed]\nport = {broker}\nprefix = "{PREFIX}"\nclient_id = "bb-{name}"\n'
+    cfg = write_config(d, carrier_port, port=port, retry=RETRY, extra=feed)
     text = cfg.read_text().replace(
         '[store]\npath = "proxy.db"', f'[store]\nurl = "{url}"\nlease_seconds = 2.0'
     )
@@ -56,10 +63,12 @@ async def test_two_instances_one_store_kill9_one(tmp_path: Path, pg_url: str) ->
         "receipt_id_format": "dec",
         "rules": [{"number": n, "outcomes": ["absent", "deliver"]} for n in a_numbers + b_numbers],
     }
-    async with simulator(scen) as sim:
+    broker = MosquittoBroker(tmp_path)
+    broker.start()
+    async with simulator(scen) as sim, Collector(broker.port, [f"{PREFIX}/events/#"]) as col:
         pa, pb = free_port(), free_port()
-        a = ProxyProcess(instance_config(tmp_path, "a", sim.port or 0, pa, pg_url))
-        b = ProxyProcess(instance_config(tmp_path, "b", sim.port or 0, pb, pg_url))
+        a = ProxyProcess(instance_config(tmp_path, "a", sim.port or 0, pa, pg_url, broker.port))
+        b = ProxyProcess(instance_config(tmp_path, "b", sim.port or 0, pb, pg_url, broker.port))
         await asyncio.to_thread(a.start)
         await asyncio.to_thread(b.start)
         try:
@@ -95,8 +104,28 @@ async def test_two_instances_one_store_kill9_one(tmp_path: Path, pg_url: str) ->
             assert all(f["stat"] == "DELIVRD" for f in fa + fb)
             # No message was resubmitted twice.
             assert all(sim.count_for(n) == 2 for n in a_numbers + b_numbers)
+            # Every feed event of every message is published (the dead instance's
+            # unsent ones by the survivor once the publisher lease expired).
+            expected = {
+                f"{mid}:{attempt}:{event}"
+                for mid in ids
+                for attempt, event in (
+                    (0, "accepted"),
+                    (1, "submitted"),
+                    (1, "soft_bounce"),
+                    (2, "resubmitted"),
+                    (2, "delivered"),
+                )
+            }
+
+            def published() -> set[str]:
+                return {e["event_id"] for e in col.events()}
+
+            await col.wait(lambda: expected <= published(), timeout=30.0, what="every event")
+            assert published() == expected
             sa2.close()
             sb.close()
         finally:
             await asyncio.to_thread(a.terminate)
             await asyncio.to_thread(b.terminate)
+            broker.stop()
