@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 
 from .events import iso
-from .stats import SHOW_NUMBERS, Counts, Report, pct
+from .stats import SHOW_NUMBERS, Counts, Report, pct, soft_number_rows
 
 HARD_COLOUR = "#b3261e"
 SOFT_COLOUR = "#f29900"
@@ -225,17 +225,7 @@ def render_html(r: Report) -> str:
         f"<h2>Numbers that keep soft-bouncing (top {r.top})</h2>",
         _table(
             ("number", "country", "operator", "soft bounces", "reasons", "last"),
-            [
-                [
-                    s.number,
-                    s.country or "-",
-                    s.operator or "-",
-                    s.soft_bounces,
-                    ", ".join(f"{k} {v}" for k, v in s.reasons),
-                    iso(s.last_at),
-                ]
-                for s in r.soft_numbers
-            ],
+            soft_number_rows(r, iso),
             left=3,
         ),
         "<h2>Hard-bounced numbers to remove</h2>",

@@ -1082,31 +1082,25 @@ class CarrierSimulator:
 
     # ------------------------------------------------------------ submissions
     def _on_submit_sm(self, session: SimulatorSession, system_id: str, pdu: SubmitSm) -> None:
-        if not self._admit(system_id):
-            session.send(pdu.response(command_status=CommandStatus.ESME_RTHROTTLED))
-            return
-        plan, message, _word = self._accept(
-            system_id,
-            "submit_sm",
-            source_ton=pdu.source_addr_ton,
-            source_npi=pdu.source_addr_npi,
-            source=pdu.source_addr,
-            dest_ton=pdu.dest_addr_ton,
-            dest_npi=pdu.dest_addr_npi,
-            destination=pdu.destination_addr,
-            registered_delivery=pdu.registered_delivery,
-            data_coding=pdu.data_coding,
-            short_message=pdu.short_message,
-        )
-        self._answer(session, pdu, plan, message)
+        self._on_message(session, system_id, pdu, "submit_sm", pdu.short_message)
 
     def _on_data_sm(self, session: SimulatorSession, system_id: str, pdu: DataSm) -> None:
+        self._on_message(session, system_id, pdu, "data_sm", _message_text(pdu))
+
+    def _on_message(
+        self,
+        session: SimulatorSession,
+        system_id: str,
+        pdu: SubmitSm | DataSm,
+        command: str,
+        short_message: bytes,
+    ) -> None:
         if not self._admit(system_id):
             session.send(pdu.response(command_status=CommandStatus.ESME_RTHROTTLED))
             return
         plan, message, _word = self._accept(
             system_id,
-            "data_sm",
+            command,
             source_ton=pdu.source_addr_ton,
             source_npi=pdu.source_addr_npi,
             source=pdu.source_addr,
@@ -1115,7 +1109,7 @@ class CarrierSimulator:
             destination=pdu.destination_addr,
             registered_delivery=pdu.registered_delivery,
             data_coding=pdu.data_coding,
-            short_message=_message_text(pdu),
+            short_message=short_message,
         )
         self._answer(session, pdu, plan, message)
 

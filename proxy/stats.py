@@ -36,7 +36,7 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -542,6 +542,21 @@ def _group_cells(c: Counts) -> list[object]:
     ]
 
 
+def soft_number_rows(r: Report, when: Callable[[float], str]) -> list[list[object]]:
+    """The rows of the "numbers that keep soft-bouncing" table (terminal and HTML)."""
+    return [
+        [
+            s.number,
+            s.country or "-",
+            s.operator or "-",
+            s.soft_bounces,
+            ", ".join(f"{k} {v}" for k, v in s.reasons),
+            when(s.last_at),
+        ]
+        for s in r.soft_numbers
+    ]
+
+
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -579,17 +594,7 @@ def render_text(r: Report) -> str:
     if r.soft_numbers:
         out += format_table(
             ("number", "country", "operator", "soft bounces", "reasons", "last (UTC)"),
-            [
-                [
-                    s.number,
-                    s.country or "-",
-                    s.operator or "-",
-                    s.soft_bounces,
-                    ", ".join(f"{k} {v}" for k, v in s.reasons),
-                    _when(s.last_at),
-                ]
-                for s in r.soft_numbers
-            ],
+            soft_number_rows(r, _when),
             "lllrll",
         )
     else:
