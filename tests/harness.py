@@ -12,11 +12,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bounceback.config import Config, load_config
 from bounceback.gateway import Gateway
 from bounceback.simulator import CarrierSimulator, Scenario
+from smpplib_peer import SmpplibSender
 
 FAST_RETRY = """
 [retry]
@@ -185,3 +186,22 @@ class ProxyProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         return int(self.proc.returncode)
+
+
+SenderT = TypeVar("SenderT", bound=SmpplibSender)
+
+
+async def bind_sender(port: int, cls: type[SenderT], *, tries: int = 100) -> SenderT:
+    """An smpplib sender bound as transceiver (account acme), retried while the proxy
+    is still starting (connection refused)."""
+    for _ in range(tries):
+        s = cls("127.0.0.1", port)
+        try:
+            status = await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw")
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        assert status == 0
+        s.listen()
+        return s
+    raise AssertionError(f"could not bind to the proxy on port {port}")

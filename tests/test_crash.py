@@ -5,22 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from harness import ProxyProcess, free_port, simulator, write_config
+from harness import ProxyProcess, bind_sender, free_port, simulator, write_config
 from smpplib_peer import SmpplibSender, receipt_fields
-
-
-async def _bind(port: int) -> SmpplibSender:
-    for _ in range(100):
-        s = SmpplibSender("127.0.0.1", port)
-        try:
-            status = await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw")
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        assert status == 0
-        s.listen()
-        return s
-    raise AssertionError("could not bind to the proxy")
 
 
 async def test_kill9_with_messages_in_flight(tmp_path: Path) -> None:
@@ -30,7 +16,7 @@ async def test_kill9_with_messages_in_flight(tmp_path: Path) -> None:
         proxy = ProxyProcess(write_config(tmp_path, sim.port or 0, port=port))
         await asyncio.to_thread(proxy.start)
         try:
-            s = await _bind(port)
+            s = await bind_sender(port, SmpplibSender)
             ids = []
             for i in range(20):
                 seq = await asyncio.to_thread(s.submit, f"4477009100{i:02d}")
@@ -41,7 +27,7 @@ async def test_kill9_with_messages_in_flight(tmp_path: Path) -> None:
             await asyncio.to_thread(proxy.kill9)
             s.close()
             await asyncio.to_thread(proxy.start)
-            s2 = await _bind(port)
+            s2 = await bind_sender(port, SmpplibSender)
             got = await asyncio.to_thread(s2.wait_delivered, 20, 30.0)
             fields = [receipt_fields(p) for p in got]
             assert sorted(f["id"] for f in fields) == sorted(ids)
@@ -73,7 +59,7 @@ max = 3.0
         proxy = ProxyProcess(write_config(tmp_path, sim.port or 0, port=port, retry=retry))
         await asyncio.to_thread(proxy.start)
         try:
-            s = await _bind(port)
+            s = await bind_sender(port, SmpplibSender)
             ids = []
             for n in numbers:
                 seq = await asyncio.to_thread(s.submit, n)
@@ -89,7 +75,7 @@ max = 3.0
             s.close()
             assert all(sim.count_for(n) == 1 for n in numbers)
             await asyncio.to_thread(proxy.start)
-            s2 = await _bind(port)
+            s2 = await bind_sender(port, SmpplibSender)
             got = await asyncio.to_thread(s2.wait_delivered, 5, 30.0)
             fields = [receipt_fields(p) for p in got]
             assert sorted(f["id"] for f in fields) == sorted(ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from harness import ProxyProcess, free_port, simulator, write_config
+from harness import ProxyProcess, bind_sender, free_port, simulator, write_config
 from mqtt_broker import Collector, MosquittoBroker
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -20,20 +20,6 @@ initial = 3.0
 factor = 1.0
 max = 3.0
 """
-
-
-async def bind(port: int) -> SmpplibSender:
-    for _ in range(100):
-        s = SmpplibSender("127.0.0.1", port)
-        try:
-            status = await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw")
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        assert status == 0
-        s.listen()
-        return s
-    raise AssertionError("could not bind")
 
 
 PREFIX = "bb-multi/v1"
@@ -72,7 +58,7 @@ async def test_two_instances_one_store_kill9_one(tmp_path: Path, pg_url: str) ->
         await asyncio.to_thread(a.start)
         await asyncio.to_thread(b.start)
         try:
-            sa, sb = await bind(pa), await bind(pb)
+            sa, sb = await bind_sender(pa, SmpplibSender), await bind_sender(pb, SmpplibSender)
             ids: dict[str, str] = {}
             for s, numbers in ((sa, a_numbers), (sb, b_numbers)):
                 for n in numbers:
@@ -90,7 +76,7 @@ async def test_two_instances_one_store_kill9_one(tmp_path: Path, pg_url: str) ->
             await asyncio.to_thread(a.kill9)
             sa.close()
             # The sender of instance a reconnects (through the balancer) to b.
-            sa2 = await bind(pb)
+            sa2 = await bind_sender(pb, SmpplibSender)
             # Both senders are the same account: its receipts may go to either bind.
             for _ in range(600):
                 if len(sa2.delivered) + len(sb.delivered) >= 12:

@@ -17,14 +17,19 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import smpplib.exceptions
 import smpplib.smpp
-from harness import ProxyProcess, free_port, simulator, wait_until, write_config
+from harness import (
+    ProxyProcess,
+    bind_sender,
+    free_port,
+    simulator,
+    wait_until,
+    write_config,
+)
 from smpplib_peer import SmpplibSender, receipt_fields
-
-S = TypeVar("S", bound=SmpplibSender)
 
 GRACE = 5.0  # [server] shutdown_grace of the proxy under test
 MARGIN = 5.0  # process start-up aside, what the exit may take beyond the grace
@@ -112,13 +117,6 @@ class PoliteSender(SmpplibSender):
         return seqs
 
 
-async def bind(port: int, cls: type[S]) -> S:
-    s = cls("127.0.0.1", port)
-    assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
-    s.listen()
-    return s
-
-
 def read_only(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 
@@ -152,7 +150,7 @@ async def test_sigterm_with_traffic_in_flight_loses_nothing(tmp_path: Path) -> N
         senders: list[SmpplibSender] = []
         await asyncio.to_thread(proxy.start)
         try:
-            s = await bind(port, PoliteSender)
+            s = await bind_sender(port, PoliteSender)
             senders.append(s)
             stop_traffic = threading.Event()
             traffic = asyncio.ensure_future(asyncio.to_thread(s.traffic, NUMBERS, stop_traffic))
@@ -197,7 +195,7 @@ async def test_sigterm_with_traffic_in_flight_loses_nothing(tmp_path: Path) -> N
             # Restart: every message reaches a final state and every receipt reaches the
             # re-bound sender, each exactly once.
             await asyncio.to_thread(proxy.start)
-            s2 = await bind(port, SmpplibSender)
+            s2 = await bind_sender(port, SmpplibSender)
             senders.append(s2)
             await asyncio.to_thread(s2.wait_delivered, len(at_stop) - len(first), 30.0)
             await wait_until(
