@@ -312,7 +312,7 @@ class FeedConfig:
     tls: bool = False
     tls_ca: str = ""
     client_id: str = ""
-    protocol: str = "5"  # "5" | "3.1.1"
+    protocol: str = "3.1.1"  # "3.1.1" | "5" (the feed uses no MQTT 5 feature)
     prefix: str = "bounceback/v1"
     qos: int = 1
     mask_destinations: bool = True

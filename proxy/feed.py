@@ -24,9 +24,11 @@ import aiomqtt
 from . import __version__
 from .config import FeedConfig
 from .events import iso
-from .store import Store
+from .store import OutboxEvent, Store
 
 log = logging.getLogger("bounceback.feed")
+
+PUBLISH_TIMEOUT = 10.0  # a batch the broker does not acknowledge by then: reconnect
 
 # Returns (kind, name, document) triples: kind is "account" or "carrier".
 StatsSource = Callable[[], Awaitable[list[tuple[str, str, dict[str, object]]]]]
@@ -166,12 +168,41 @@ class FeedPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 0.5)
                 continue
-            # Publish in order; QoS 1 calls return once the broker acknowledged.
-            await asyncio.gather(
-                *(client.publish(e.topic, e.payload, qos=self.cfg.qos) for e in batch)
-            )
+            await self._publish_batch(client, batch)
             await self.store.outbox_delete([e.seq for e in batch])
             self.published += len(batch)
+
+    async def _publish_batch(self, client: aiomqtt.Client, batch: list[OutboxEvent]) -> None:
+        """Hand the whole batch to the MQTT client in order, then wait until the broker
+        acknowledged every message (QoS 1: PUBACK; QoS 0: written).
+
+        One call per event to the underlying client and one wait for the batch: a
+        coroutine, a task and an event per publish (the client's own `publish`) cost the
+        proxy's main loop as much as the message path itself.
+        """
+        paho = client._client  # the MQTT client that aiomqtt drives on our loop
+        infos = []
+        for e in batch:
+            info = paho.publish(e.topic, e.payload, qos=self.cfg.qos)
+            if info.rc != 0:
+                raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+            infos.append(info)
+        deadline = time.monotonic() + PUBLISH_TIMEOUT
+        done = 0  # acknowledgements come (nearly always) in order: check from the oldest
+        while True:
+            while done < len(infos) and infos[done].is_published():
+                done += 1
+            if done == len(infos):
+                return
+            gone = getattr(client, "_disconnected", None)
+            if gone is not None and gone.done():
+                raise aiomqtt.MqttError(f"connection lost with {len(infos) - done} unacknowledged")
+            if time.monotonic() > deadline:
+                raise aiomqtt.MqttError(
+                    f"{len(infos) - done} of {len(infos)} publishes not acknowledged "
+                    f"within {PUBLISH_TIMEOUT:.0f} s"
+                )
+            await asyncio.sleep(0.002)
 
     async def _stats_loop(self, client: aiomqtt.Client) -> None:
         while True:

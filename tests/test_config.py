@@ -786,7 +786,7 @@ def test_explain_summarises_everything() -> None:
         "quiet hours 21:00-08:00",
         "carrierB: err space none",
         f"Store: SQLite {CONFIGS / 'bounceback.db'}",
-        "Feed: MQTT 5 at 127.0.0.1:1883",
+        "Feed: MQTT 3.1.1 at 127.0.0.1:1883",
         "Metrics: http://127.0.0.1:9102/metrics",
         "Logging: INFO",
     ):
