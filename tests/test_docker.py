@@ -149,7 +149,7 @@ def test_entrypoint_and_cmd_run_the_image_config() -> None:
     )
     assert check.returncode == 0, check.stderr
     assert "configuration is valid" in check.stdout
-    assert "Feed: MQTT 5 at mosquitto:1883" in check.stdout
+    assert "Feed: MQTT 3.1.1 at mosquitto:1883" in check.stdout
     assert "sim: simulator:2776" in check.stdout
     assert ENV["BOUNCEBACK_ACME_PASSWORD"] not in check.stdout
     # Without its environment the config names the missing variable (exit 2).
