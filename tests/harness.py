@@ -19,40 +19,40 @@ from bounceback.gateway import Gateway
 from bounceback.simulator import CarrierSimulator, Scenario
 from smpplib_peer import SmpplibSender
 
-FAST_RETRY = """
-[retry]
-max_attempts = 5
-max_age = 7200.0
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 0.3
-factor = 1.0
-max = 0.3
-[retry.schedules.memory_full]
-initial = 0.3
-factor = 1.0
-max = 0.3
-[retry.schedules.throttled]
-initial = 0.2
-factor = 2.0
-max = 2.0
-[retry.schedules.not_bound]
-initial = 0.3
-factor = 1.0
-max = 0.5
-[retry.schedules.system_failure]
-initial = 0.3
-factor = 1.0
-max = 0.3
-[retry.schedules.subscriber_busy]
-initial = 0.3
-factor = 1.0
-max = 0.3
-[retry.schedules.timeout]
-initial = 0.3
-factor = 1.0
-max = 0.3
-"""
+
+def retry_toml(
+    *,
+    max_attempts: int = 5,
+    jitter: float | None = 0.0,
+    max_age: float | None = None,
+    **schedules: tuple[float, float, float],
+) -> str:
+    """A `[retry]` table with (initial, factor, max) schedules per soft reason."""
+    lines = ["", "[retry]", f"max_attempts = {max_attempts}"]
+    if max_age is not None:
+        lines.append(f"max_age = {max_age}")
+    if jitter is not None:
+        lines.append(f"jitter = {jitter}")
+    for reason, (initial, factor, cap) in schedules.items():
+        lines += [
+            f"[retry.schedules.{reason}]",
+            f"initial = {initial}",
+            f"factor = {factor}",
+            f"max = {cap}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+FAST_RETRY = retry_toml(
+    max_age=7200.0,
+    absent_subscriber=(0.3, 1.0, 0.3),
+    memory_full=(0.3, 1.0, 0.3),
+    throttled=(0.2, 2.0, 2.0),
+    not_bound=(0.3, 1.0, 0.5),
+    system_failure=(0.3, 1.0, 0.3),
+    subscriber_busy=(0.3, 1.0, 0.3),
+    timeout=(0.3, 1.0, 0.3),
+)
 
 
 def free_port() -> int:

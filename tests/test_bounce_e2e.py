@@ -11,7 +11,7 @@ import zoneinfo
 from pathlib import Path
 
 from bounceback.gateway import Gateway
-from harness import gateway, simulator, wait_until, write_config
+from harness import gateway, retry_toml, simulator, wait_until, write_config
 from peers import NodeCarrier, NodeSender
 from smppcodecs.constants import CommandStatus as S
 from smpplib_peer import SmpplibSender, receipt_fields
@@ -86,15 +86,7 @@ async def test_unknown_subscriber_is_one_submission_and_undeliv_at_once(tmp_path
 
 async def test_never_recovers_ends_expired_at_validity(tmp_path: Path) -> None:
     n = "447700930003"
-    retry = """
-[retry]
-max_attempts = 20
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 0.5
-factor = 1.0
-max = 0.5
-"""
+    retry = retry_toml(max_attempts=20, absent_subscriber=(0.5, 1.0, 0.5))
     async with (
         simulator(scenario({n: ["absent"]})) as sim,
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,
@@ -115,15 +107,7 @@ max = 0.5
 
 async def test_attempts_run_out_gives_last_failure(tmp_path: Path) -> None:
     n = "447700930004"
-    retry = """
-[retry]
-max_attempts = 3
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 0.2
-factor = 1.0
-max = 0.2
-"""
+    retry = retry_toml(max_attempts=3, absent_subscriber=(0.2, 1.0, 0.2))
     async with (
         simulator(scenario({n: ["absent"]})) as sim,
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,
@@ -198,14 +182,7 @@ max = 1.0
 
 async def test_alert_notification_resubmits_held_messages_at_once(tmp_path: Path) -> None:
     n = "447700930007"
-    retry = """
-[retry]
-max_attempts = 5
-[retry.schedules.absent_subscriber]
-initial = 600.0
-factor = 1.0
-max = 600.0
-"""
+    retry = retry_toml(jitter=None, absent_subscriber=(600.0, 1.0, 600.0))
     async with (
         simulator(scenario({n: ["absent", "deliver"]})) as sim,
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,

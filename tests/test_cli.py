@@ -19,7 +19,7 @@ import pytest
 from bounceback.cli import build_parser, main
 from bounceback.model import Message, State, Verdict
 from bounceback.store import Change, SqliteStore
-from harness import gateway, simulator, write_config
+from harness import gateway, retry_toml, simulator, write_config
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import SubmitSm
 from smppcodecs.receipt import build_receipt_pdu
@@ -314,14 +314,7 @@ async def test_suppression_add_list_remove_with_a_real_proxy(
 
 # ---------------------------------------------------------------- held
 
-NEVER_RETRY = """
-[retry]
-max_attempts = 5
-[retry.schedules.absent_subscriber]
-initial = 3600.0
-factor = 1.0
-max = 3600.0
-"""
+NEVER_RETRY = retry_toml(jitter=None, absent_subscriber=(3600.0, 1.0, 3600.0))
 
 
 async def test_held_list_and_cancel_with_a_real_proxy(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from harness import ProxyProcess, bind_sender, free_port, simulator, write_config
+from harness import ProxyProcess, bind_sender, free_port, retry_toml, simulator, write_config
 from smpplib_peer import SmpplibSender, receipt_fields
 
 
@@ -45,15 +45,7 @@ async def test_kill9_with_held_messages_resumes_them(tmp_path: Path) -> None:
         "receipt_delay": 0.02,
         "rules": [{"number": n, "outcomes": ["absent", "deliver"]} for n in numbers],
     }
-    retry = """
-[retry]
-max_attempts = 5
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 3.0
-factor = 1.0
-max = 3.0
-"""
+    retry = retry_toml(absent_subscriber=(3.0, 1.0, 3.0))
     async with simulator(scen) as sim:
         port = free_port()
         proxy = ProxyProcess(write_config(tmp_path, sim.port or 0, port=port, retry=retry))

@@ -5,21 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from harness import ProxyProcess, bind_sender, free_port, simulator, write_config
+from harness import ProxyProcess, bind_sender, free_port, retry_toml, simulator, write_config
 from mqtt_broker import Collector, MosquittoBroker
 from smpplib_peer import SmpplibSender, receipt_fields
 
 pytest_plugins = ["pg_fixture"]
 
-RETRY = """
-[retry]
-max_attempts = 5
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 3.0
-factor = 1.0
-max = 3.0
-"""
+RETRY = retry_toml(absent_subscriber=(3.0, 1.0, 3.0))
 
 
 PREFIX = "bb-multi/v1"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bounceback.gateway import Gateway
-from harness import gateway, simulator, wait_until, write_config
+from harness import gateway, retry_toml, simulator, wait_until, write_config
 from smppcodecs.constants import CommandStatus as S
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -192,14 +192,7 @@ async def test_query_and_cancel_answered_from_our_knowledge(tmp_path: Path) -> N
     from peers import NodeSender
 
     scen = dict(SIM, rules=[{"number": "447700900800", "outcomes": ["absent"]}])
-    retry = """
-[retry]
-max_attempts = 5
-[retry.schedules.absent_subscriber]
-initial = 60.0
-factor = 1.0
-max = 60.0
-"""
+    retry = retry_toml(jitter=None, absent_subscriber=(60.0, 1.0, 60.0))
     async with (
         simulator(scen) as sim,
         gateway(write_config(tmp_path, sim.port or 0, retry=retry)) as gw,

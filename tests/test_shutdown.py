@@ -25,6 +25,7 @@ from harness import (
     ProxyProcess,
     bind_sender,
     free_port,
+    retry_toml,
     simulator,
     wait_until,
     write_config,
@@ -37,23 +38,11 @@ NUMBERS = [f"4477009300{i:02d}" for i in range(100)]
 SOFT = {n for i, n in enumerate(NUMBERS) if i % 4 == 1}  # absent once, then delivered
 FINAL = ("delivered", "failed", "expired", "cancelled", "rejected")
 
-RETRY = """
-[retry]
-max_attempts = 5
-jitter = 0.0
-[retry.schedules.absent_subscriber]
-initial = 1.0
-factor = 1.0
-max = 1.0
-[retry.schedules.timeout]
-initial = 0.3
-factor = 1.0
-max = 0.3
-[retry.schedules.not_bound]
-initial = 0.3
-factor = 1.0
-max = 0.3
-"""
+RETRY = retry_toml(
+    absent_subscriber=(1.0, 1.0, 1.0),
+    timeout=(0.3, 1.0, 0.3),
+    not_bound=(0.3, 1.0, 0.3),
+)
 
 
 class PoliteSender(SmpplibSender):
