@@ -200,6 +200,10 @@ class Gateway:
         self._waiting: dict[str, asyncio.Future[int]] = {}
         self._in_progress: set[str] = set()
         self.feed: FeedPublisher | None = None
+        # Accounts that asked for their numbers to be masked on the feed (checked per event).
+        self._masked_accounts = frozenset(
+            a.system_id for a in config.accounts if a.mask_destinations
+        )
         self._rules: dict[str, Rules] = {}
         self._suppressed: dict[str, float] = {}  # number -> expires_at
         self._pump_wake: dict[str, asyncio.Event] = {}
@@ -582,11 +586,6 @@ class Gateway:
             msg = await self.store.get(mid)
         return msg
 
-    def _account_masks(self, system_id: str) -> bool:
-        """The account asked for its numbers to be masked on the feed."""
-        acct = self.cfg.account(system_id)
-        return acct is not None and acct.mask_destinations
-
     def _event(
         self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
     ) -> None:
@@ -608,7 +607,7 @@ class Gateway:
                 now=now,
                 instance=self.instance,
                 prefix=feed.prefix,
-                mask=feed.mask_destinations or self._account_masks(msg.account),
+                mask=feed.mask_destinations or msg.account in self._masked_accounts,
                 mask_keep=feed.mask_keep,
             )
         )
