@@ -134,8 +134,35 @@ class Result:
     receipts: int = 0  # receipts matched to an accepted message id
     stray_receipts: int = 0  # receipts for ids this phase never saw accepted
     feed_drain: float | None = None  # seconds after the last receipt until the outbox was empty
+    # CPU time (user + system) per measured message, in microseconds, per process.
+    cpu_us: dict[str, float] = field(default_factory=dict)
     store_states: dict[str, int] = field(default_factory=dict)
     note: str = ""
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads), from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def proc_label(p: subprocess.Popen[bytes]) -> str:
+    """A short name for a child process, from its command line."""
+    argv = [str(a) for a in p.args] if isinstance(p.args, list) else [str(p.args)]
+    if "simulate" in argv:
+        return "simulator"
+    if "run" in argv:
+        return "proxy"  # several instances: summed
+    if any("mosquitto" in a for a in argv):
+        return "broker"
+    return Path(argv[0]).name
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:
@@ -247,6 +274,8 @@ class LoadGen:
         self._n, self._next = n, 0
         self._latencies = []
         self._done = asyncio.Event()
+        cpu0 = {p.pid: cpu_seconds(p.pid) for p in alive}
+        own0 = time.process_time()
         start = time.perf_counter()
         workers = [
             asyncio.ensure_future(self._worker(c)) for c in self.clients for _ in range(self.window)
@@ -274,6 +303,12 @@ class LoadGen:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+        cpu: dict[str, float] = {"load generator": time.process_time() - own0}
+        for p in alive:
+            before, after = cpu0.get(p.pid), cpu_seconds(p.pid)
+            if before is not None and after is not None:
+                label = proc_label(p)
+                cpu[label] = cpu.get(label, 0.0) + after - before
         lat = sorted(self._latencies)
         r = Result(
             phase=phase,
@@ -287,6 +322,7 @@ class LoadGen:
             p99_ms=percentile(lat, 99) * 1000,
             max_ms=(lat[-1] * 1000) if lat else 0.0,
             note=note,
+            cpu_us={k: v * 1e6 / max(n, 1) for k, v in cpu.items()},
         )
         if r.complete:
             r.elapsed = self._done_at - start
@@ -900,6 +936,8 @@ def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, f
             extras.append(f"feed outbox drained {r.feed_drain:.2f} s after the last receipt")
         elif r.feed and r.complete:
             extras.append("feed outbox NOT drained")
+        if r.cpu_us:
+            extras.append("cpu µs/msg: " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu_us.items()))
         if r.store_states:
             extras.append(
                 "store: " + ", ".join(f"{k} {v}" for k, v in sorted(r.store_states.items()))
