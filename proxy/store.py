@@ -2,9 +2,14 @@
 receipts waiting for delivery, the feed outbox, the suppression list and the
 soft-bounce log.
 
-`SqliteStore` is the embedded default (WAL, one writer thread, group commit:
-every `commit()` call made within a short window shares one transaction, so
-durability does not cost a disk sync per message). `bounceback.pgstore.PgStore`
+`SqliteStore` is the embedded default (WAL, group commit: every `commit()` call
+made within a short window shares one transaction, so durability does not cost a
+disk sync per message). Its transactions run on the event loop's thread: with
+`synchronous=NORMAL` a WAL commit is a write to the OS, not a disk sync, and
+handing it to a thread cost more (futures, wake-ups, the GIL passed back and
+forth) than the write itself. The disk syncs happen in checkpoints, which a
+background thread runs on its own connection. Reads for reports and recovery
+run on a reader thread. `bounceback.pgstore.PgStore`
 keeps the same state in PostgreSQL for several instances sharing one database.
 
 Work that must not be done twice at once by two instances is *claimed* with a
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import sqlite3
 import threading
@@ -34,6 +40,8 @@ import attrs
 
 from .ids import MAX_INSTANCE
 from .model import Message, State, Verdict
+
+log = logging.getLogger("bounceback.store")
 
 
 @attrs.frozen
@@ -243,6 +251,17 @@ _COLS = (
 )
 MESSAGE_COLS = _COLS  # the columns of message_row() / message_from_row(), in order
 
+# Insert a new message or update the columns a message's life changes: an update
+# touches only the indexes on those columns (INSERT OR REPLACE rewrote every index).
+_UPSERT_MESSAGE = (
+    f"INSERT INTO messages ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,"
+    " carrier = excluded.carrier, carrier_message_id = excluded.carrier_message_id,"
+    " next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at,"
+    " done_at = excluded.done_at, reason = excluded.reason, pdu = excluded.pdu,"
+    " data = excluded.data"
+)
+
 
 def message_row(m: Message) -> tuple[Any, ...]:
     data = {
@@ -378,6 +397,11 @@ class GroupCommit:
                     fut.set_result(None)
 
 
+def _log_checkpoint(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("store checkpoint failed: %s", fut.exception())
+
+
 def message_from_row(r: Sequence[Any]) -> Message:
     data = json.loads(r[14])
     v = data.get("verdict")
@@ -411,12 +435,24 @@ def message_from_row(r: Sequence[Any]) -> Message:
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode."""
 
+    # Pending sender receipts of an account are served from memory while they number
+    # at most this many (all of them, in seq order); beyond it, from the table.
+    RECEIPTS_IN_MEMORY = 20000
+    # A checkpoint (on its own thread) after this many WAL pages were written.
+    CHECKPOINT_PAGES = 1000
+
     def __init__(self, path: str | Path, *, batch_max: int = 512, batch_delay: float = 0.002):
         self.path = str(path)
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-w")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-r")
+        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-ckpt")
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
+        self._cconn: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Future[Any] | None = None
+        self._wal_pages = 0  # written since the last checkpoint started
+        self._receipt_seq = 0  # the last sender_receipts.seq handed out
+        # account -> {seq: row}: every pending receipt of the account, oldest first.
+        self._receipts: dict[str, dict[int, ReceiptRow]] = {}
         self._group = GroupCommit(self._write_async, batch_max=batch_max, batch_delay=batch_delay)
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed (for metrics and tests)
@@ -447,8 +483,9 @@ class SqliteStore:
     # ------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._open_writer)
+        self._open_writer()
         await loop.run_in_executor(self._reader, self._open_reader)
+        await loop.run_in_executor(self._checkpointer, self._open_checkpointer)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -459,23 +496,55 @@ class SqliteStore:
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (the disk syncs) run on their own thread, not inside a commit.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         for stmt in SCHEMA:
             conn.execute(stmt)
+        row = conn.execute("SELECT MAX(seq) FROM sender_receipts").fetchone()
+        seq_row = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'sender_receipts'"
+        ).fetchone()
+        self._receipt_seq = max(int(row[0] or 0), int(seq_row[0]) if seq_row else 0)
         self._wconn = conn
 
     def _open_reader(self) -> None:
         self._rconn = self._connect()
 
+    def _open_checkpointer(self) -> None:
+        self._cconn = self._connect()
+
+    def _run_checkpoint(self) -> None:
+        conn = self._cconn
+        assert conn is not None
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _maybe_checkpoint(self, pages: int) -> None:
+        self._wal_pages += pages
+        if self._wal_pages < self.CHECKPOINT_PAGES:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._wal_pages = 0
+        loop = asyncio.get_running_loop()
+        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        self._checkpoint.add_done_callback(_log_checkpoint)
+
     async def close(self) -> None:
         await self._group.drain()
         loop = asyncio.get_running_loop()
-        if self._wconn is not None:
-            wconn = self._wconn
-            await loop.run_in_executor(self._writer, wconn.close)
+        if self._checkpoint is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpoint
+        if self._cconn is not None:
+            cconn = self._cconn
+            await loop.run_in_executor(self._checkpointer, cconn.close)
         if self._rconn is not None:
             rconn = self._rconn
             await loop.run_in_executor(self._reader, rconn.close)
-        self._writer.shutdown(wait=True)
+        if self._wconn is not None:
+            # The last connection to close checkpoints the WAL into the database.
+            self._wconn.close()
+        self._checkpointer.shutdown(wait=True)
         self._reader.shutdown(wait=True)
 
     # ------------------------------------------------------------ writes
@@ -493,30 +562,28 @@ class SqliteStore:
                 self._receipt_signal.set()
 
     async def _write_async(self, changes: list[Change]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._write, changes)
+        self._write(changes)
 
     def _write(self, changes: list[Change]) -> None:
         conn = self._wconn
         assert conn is not None
         b = collect(changes, time.time())
-        msgs, events, receipts = b.messages, b.events, b.receipts
+        msgs, events = b.messages, b.events
+        first_seq = self._receipt_seq + 1
+        receipts = [(first_seq + i, *r) for i, r in enumerate(b.receipts)]
         deletes = [(seq,) for seq in b.deletes]
         keys, supp, soft = b.carrier_keys, b.suppress, b.soft_bounces
         conn.execute("BEGIN IMMEDIATE")
         try:
             if msgs:
-                conn.executemany(
-                    f"INSERT OR REPLACE INTO messages ({_COLS}) VALUES "
-                    "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    msgs,
-                )
+                conn.executemany(_UPSERT_MESSAGE, msgs)
             if events:
                 conn.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", events)
             if receipts:
                 conn.executemany(
-                    "INSERT INTO sender_receipts (account, message_id, stat, err, done_at,"
+                    "INSERT INTO sender_receipts (seq, account, message_id, stat, err, done_at,"
                     " intermediate, source_addr, destination_addr, submit_date, text,"
-                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     receipts,
                 )
             if deletes:
@@ -542,15 +609,29 @@ class SqliteStore:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if receipts:
+            self._receipt_seq = receipts[-1][0]
+            for r in receipts:
+                pending = self._receipts.get(r[1])
+                if pending is None:
+                    continue  # not served from memory: read from the table when claimed
+                if len(pending) >= self.RECEIPTS_IN_MEMORY:
+                    del self._receipts[r[1]]
+                    continue
+                pending[r[0]] = ReceiptRow(*r[1:11])
+        if b.deletes:
+            for pending in self._receipts.values():
+                for seq in b.deletes:
+                    pending.pop(seq, None)
+        # A rough page count: what matters is that checkpoints keep pace with writes.
+        self._maybe_checkpoint(1 + (len(msgs) + len(events) + len(receipts) + len(keys)) // 8)
 
     async def _exec_write(self, sql: str, params: Sequence[Any]) -> int:
-        def run() -> int:
-            conn = self._wconn
-            assert conn is not None
-            cur = conn.execute(sql, params)
-            return cur.rowcount
-
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        conn = self._wconn
+        assert conn is not None
+        cur = conn.execute(sql, params)
+        self._maybe_checkpoint(1)
+        return cur.rowcount
 
     # ------------------------------------------------------------ reads
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -617,13 +698,10 @@ class SqliteStore:
     async def outbox_delete(self, seqs: Sequence[int]) -> None:
         if not seqs:
             return
-
-        def run() -> None:
-            conn = self._wconn
-            assert conn is not None
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-
-        await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        conn = self._wconn
+        assert conn is not None
+        conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        self._maybe_checkpoint(1 + len(seqs) // 32)
 
     async def outbox_count(self) -> int:
         rows = await self._read("SELECT COUNT(*) FROM outbox", ())
@@ -727,13 +805,36 @@ class SqliteStore:
         for mid in message_ids:
             self._msg_leases.pop(mid, None)
 
+    def _pending_in_memory(self, account: str, limit: int) -> list[PendingReceipt]:
+        """The account's oldest pending receipts; all of them are kept in memory while
+        they are few (read once from the table, then kept in step by every commit)."""
+        pending = self._receipts.get(account)
+        if pending is None:
+            conn = self._wconn
+            assert conn is not None
+            rows = conn.execute(
+                f"SELECT {RECEIPT_COLS} FROM sender_receipts WHERE account = ?"
+                " ORDER BY seq LIMIT ?",
+                (account, self.RECEIPTS_IN_MEMORY + 1),
+            ).fetchall()
+            got = [receipt_from_row(r) for r in rows]
+            if len(got) > self.RECEIPTS_IN_MEMORY:
+                return got[:limit]  # too many to keep: the table answers each time
+            pending = self._receipts[account] = {p.seq: p.row for p in got}
+        out: list[PendingReceipt] = []
+        for seq, row in pending.items():
+            if len(out) >= limit:
+                break
+            out.append(PendingReceipt(seq, row))
+        return out
+
     async def claim_receipts(
         self, account: str, instance: str, now: float, limit: int, lease: float
     ) -> list[PendingReceipt]:
         others = sum(1 for o, t in self._receipt_leases.values() if o != instance and t > now)
         got = [
             p
-            for p in await self.pending_receipts(account, limit + others)
+            for p in self._pending_in_memory(account, limit + others)
             if not self._taken(self._receipt_leases, p.seq, instance, now)
         ][:limit]
         for p in got:
