@@ -23,7 +23,7 @@ from smppcodecs.constants import (
 
 from .config import DEFAULT_SCHEDULES as DEFAULT_SCHEDULES
 from .config import Schedule as Schedule
-from .model import Message, State, Verdict
+from .model import Message, State, Verdict, evolve
 
 # Hard reasons that put the number on the suppression list: the number itself is bad.
 SUPPRESS_REASONS = frozenset(
@@ -231,7 +231,7 @@ def _final(
     *,
     success: bool = False,
 ) -> tuple[Message, list[Action]]:
-    new = attrs.evolve(
+    new = evolve(
         msg,
         state=state,
         final_stat=stat,
@@ -280,9 +280,7 @@ def _hold(
 ) -> tuple[Message, list[Action]]:
     reason = verdict.reason
     n = msg.retries_for(reason) + 1
-    msg = attrs.evolve(
-        msg, verdict=verdict, final_err=err, retries_by_reason=msg.with_retry(reason)
-    )
+    msg = evolve(msg, verdict=verdict, final_err=err, retries_by_reason=msg.with_retry(reason))
     link = reason in LINK_REASONS
     counted = msg.attempts - _link_retries(msg)  # attempts the destination was tried
     if flagged and policy.flag_stops_retries:
@@ -297,7 +295,7 @@ def _hold(
     delay *= 1.0 + policy.jitter * (2.0 * rand - 1.0)
     due = quiet_adjust(now + max(delay, 0.0), tz, policy.quiet_start, policy.quiet_end)
     due = min(due, msg.deadline)
-    new = attrs.evolve(msg, state=State.HELD, next_attempt_at=due, updated_at=now)
+    new = evolve(msg, state=State.HELD, next_attempt_at=due, updated_at=now)
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
     actions: list[Action] = [Publish("soft_bounce", fields)]
@@ -314,7 +312,7 @@ def _start_attempt(msg: Message, now: float) -> tuple[Message, list[Action]]:
     if now >= msg.deadline:
         return _run_out(msg, now, "validity" if msg.deadline_is_validity else "age")
     attempt = msg.attempts + 1
-    new = attrs.evolve(
+    new = evolve(
         msg, state=State.SUBMITTING, attempts=attempt, next_attempt_at=None, updated_at=now
     )
     return new, [Submit(attempt)]
@@ -361,7 +359,7 @@ def _on_due(msg: Message, event: Due, policy: Policy) -> tuple[Message, list[Act
     if msg.state == State.SUBMITTED and event.now >= msg.deadline + policy.receipt_grace:
         # The carrier never reported a final state.
         why = "validity" if msg.deadline_is_validity else "age"
-        return _run_out(attrs.evolve(msg, final_err=msg.final_err or "000"), event.now, why)
+        return _run_out(evolve(msg, final_err=msg.final_err or "000"), event.now, why)
     if msg.state == State.ACCEPTED:
         return _start_attempt(msg, event.now)
     return msg, []
@@ -373,7 +371,7 @@ def _on_submit_result(
     if msg.state != State.SUBMITTING:
         return msg, []
     if ev.status == 0:
-        new = attrs.evolve(
+        new = evolve(
             msg,
             state=State.SUBMITTED,
             carrier=ev.carrier,
@@ -399,7 +397,7 @@ def _on_submit_result(
     verdict = ev.verdict
     assert verdict is not None, "a failed submit carries a verdict"
     err = f"{ev.status & 0xFFF:03X}" if ev.status > 0 else "000"
-    msg = attrs.evolve(msg, carrier=ev.carrier or msg.carrier, verdict=verdict)
+    msg = evolve(msg, carrier=ev.carrier or msg.carrier, verdict=verdict)
     if verdict.kind == "soft":
         pre: list[Action] = [AnswerSender(0)] if ev.sender_waiting else []
         new, actions = _hold(msg, verdict, err, ev.now, ev.rand, ev.tz, policy)
@@ -407,7 +405,7 @@ def _on_submit_result(
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"carrier": ev.carrier, "attempt": msg.attempts, "status": ev.status})
     if ev.sender_waiting and msg.attempts == 1:
-        new = attrs.evolve(
+        new = evolve(
             msg,
             state=State.REJECTED,
             final_stat="REJECTD",
@@ -440,7 +438,7 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
             }
         )
         new, fin = _final(
-            attrs.evolve(msg, verdict=v),
+            evolve(msg, verdict=v),
             State.DELIVERED,
             "DELIVRD",
             "000",
@@ -458,7 +456,7 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
             return msg, [SenderReceipt(ev.stat or "ENROUTE", ev.err, ev.now, intermediate=True)]
         return msg, []
     if v.kind == "hard":
-        msg = attrs.evolve(msg, verdict=v)
+        msg = evolve(msg, verdict=v)
         fields = _verdict_fields(v)
         fields.update({"attempt": ev.attempt, "err": ev.err})
         stat = ev.stat if ev.stat in ("UNDELIV", "REJECTD", "DELETED") else "UNDELIV"

@@ -22,7 +22,6 @@ from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-import attrs
 from smppcodecs.classify import Outcome, Rules, classify_receipt, classify_submit_status
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.constants import MessageState
@@ -65,7 +64,7 @@ from .events import build_event, iso, mask_number
 from .feed import FeedPublisher
 from .ids import IdGenerator
 from .metrics import Metrics
-from .model import Message, State, Verdict
+from .model import Message, State, Verdict, evolve
 from .pgstore import store_from_config
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
@@ -325,8 +324,7 @@ class Gateway:
                 if older_than is None or (m.updated_at < older_than and m.id not in self._locks)
             ]
             changes = [
-                Change(message=attrs.evolve(m, state=State.HELD, next_attempt_at=now))
-                for m in stale
+                Change(message=evolve(m, state=State.HELD, next_attempt_at=now)) for m in stale
             ]
             await self.store.commit_many(changes)
             after = batch[-1].id
@@ -454,7 +452,7 @@ class Gateway:
         if exp is not None and exp > now and acct.suppression == "reject":
             self.count("suppression_hits")
             # Recorded (stats, audit, the feed) but never sent: the number hard-bounced.
-            refused = attrs.evolve(
+            refused = evolve(
                 self._new_message(acct, pdu, now),
                 state=State.REJECTED,
                 final_stat="REJECTD",
@@ -624,7 +622,7 @@ class Gateway:
                 return None
             if isinstance(event, engine.SubmitResult):
                 fut = self._waiting.get(mid)
-                event = attrs.evolve(event, sender_waiting=fut is not None and not fut.done())
+                event = evolve(event, sender_waiting=fut is not None and not fut.done())
             new, actions = engine.decide(msg, event, self.policy)
             change = extra or Change()
             if new is not msg:
@@ -1146,7 +1144,7 @@ class Gateway:
             if pdu.registered_delivery:
                 changes["registered_delivery"] = pdu.registered_delivery
             new_pdu = orig.copy(**changes)
-            new = attrs.evolve(
+            new = evolve(
                 msg,
                 pdu=new_pdu.encode(),
                 registered_delivery=new_pdu.registered_delivery,

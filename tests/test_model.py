@@ -1,0 +1,84 @@
+"""`bounceback.model.evolve`: the per-message copy-with-changes must equal attrs.evolve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+from bounceback.engine import SubmitResult
+from bounceback.model import Message, State, Verdict, evolve
+from hypothesis import given
+from hypothesis import strategies as st
+
+BASE = Message(
+    id="0123456789ABCDEF",
+    account="acme",
+    source_addr="ACME",
+    destination_addr="447700900001",
+    pdu=b"\x00" * 16,
+    registered_delivery=1,
+    created_at=1.0e9,
+    deadline=1.0e9 + 3600,
+    deadline_is_validity=False,
+    submit_date=1.0e9,
+)
+
+CHANGES: dict[str, st.SearchStrategy[Any]] = {
+    "state": st.sampled_from(list(State)),
+    "attempts": st.integers(0, 50),
+    "carrier": st.text(max_size=8),
+    "carrier_message_id": st.text(max_size=12),
+    "next_attempt_at": st.none() | st.floats(0, 2e9),
+    "retries_by_reason": st.lists(st.tuples(st.text(max_size=6), st.integers(0, 9))).map(tuple),
+    "verdict": st.none()
+    | st.builds(
+        Verdict,
+        st.just("soft"),
+        st.text(max_size=6),
+        st.just(""),
+        st.just(""),
+        st.just(""),
+        st.just("default"),
+    ),
+    "final_stat": st.sampled_from(["", "DELIVRD", "UNDELIV"]),
+    "done_at": st.none() | st.floats(0, 2e9),
+    "pdu": st.binary(max_size=40),
+}
+
+
+@given(st.fixed_dictionaries({}, optional=CHANGES))
+def test_evolve_equals_attrs_evolve(changes: dict[str, Any]) -> None:
+    got = evolve(BASE, **changes)
+    assert got == attrs.evolve(BASE, **changes)
+    assert type(got) is Message
+    assert BASE.state == State.ACCEPTED  # the original is untouched
+
+
+def test_evolve_other_attrs_classes() -> None:
+    ev = SubmitResult(
+        now=5.0, carrier="c", status=0, carrier_message_id="x", verdict=None, rand=0.5
+    )
+    assert evolve(ev, sender_waiting=True) == attrs.evolve(ev, sender_waiting=True)
+
+
+def test_evolve_unknown_field_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        evolve(BASE, colour="red")
+
+
+@attrs.frozen
+class _Hidden:
+    a: int
+    b: int = attrs.field(init=False, default=7)
+
+
+@attrs.frozen
+class _Private:
+    _a: int
+    c: int = 0
+
+
+def test_evolve_falls_back_for_fields_init_does_not_take_by_name() -> None:
+    assert evolve(_Hidden(1), a=2) == attrs.evolve(_Hidden(1), a=2)
+    assert evolve(_Private(1, 2), c=3) == _Private(1, 3)
