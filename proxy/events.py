@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping
 
 from .model import Message
@@ -29,10 +30,29 @@ EVENT_NAMES = (
 )
 
 
+_SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDThh:mm:ss."
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per event
+
+
 def iso(ts: float) -> str:
-    """UTC ISO 8601 with milliseconds and a Z."""
-    d = dt.datetime.fromtimestamp(ts, dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+    """UTC ISO 8601 with milliseconds and a Z.
+
+    The same text as formatting ``datetime.fromtimestamp(ts, UTC)`` (microseconds
+    rounded half to even, then cut to milliseconds), with the date part formatted
+    once per second: several events share each second."""
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    sec = int(whole)
+    if us >= 1_000_000:
+        sec, us = sec + 1, us - 1_000_000
+    elif us < 0:
+        sec, us = sec - 1, us + 1_000_000
+    head = _SECONDS.get(sec)
+    if head is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        head = _SECONDS[sec] = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{head}{us // 1000:03d}Z"
 
 
 def mask_number(number: str, keep: int) -> str:
@@ -125,6 +145,4 @@ def build_event(
             payload[key] = iso(value)
         else:
             payload[key] = value
-    return topic_for(prefix, msg.account, msg.id, event), json.dumps(
-        payload, separators=(",", ":"), sort_keys=False
-    )
+    return topic_for(prefix, msg.account, msg.id, event), _ENCODE(payload)

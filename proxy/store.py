@@ -263,6 +263,9 @@ _UPSERT_MESSAGE = (
 )
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per row
+
+
 def message_row(m: Message) -> tuple[Any, ...]:
     data = {
         "registered_delivery": m.registered_delivery,
@@ -291,7 +294,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         m.done_at,
         m.verdict.reason if m.verdict is not None else "",
         m.pdu,
-        json.dumps(data, separators=(",", ":")),
+        _ENCODE(data),
     )
 
 

@@ -1,15 +1,20 @@
-"""`bounceback.model.evolve`: the per-message copy-with-changes must equal attrs.evolve."""
+"""Fast paths of per-message helpers, each checked against the slow code it replaced:
+`bounceback.model.evolve` against attrs.evolve, the feed's `iso` and the receipt's
+date text against datetime formatting."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import attrs
 import pytest
 from bounceback.engine import SubmitResult
+from bounceback.events import iso
 from bounceback.model import Message, State, Verdict, evolve
 from hypothesis import given
 from hypothesis import strategies as st
+from smppcodecs.receipt import _date_text
 
 BASE = Message(
     id="0123456789ABCDEF",
@@ -82,3 +87,25 @@ class _Private:
 def test_evolve_falls_back_for_fields_init_does_not_take_by_name() -> None:
     assert evolve(_Hidden(1), a=2) == attrs.evolve(_Hidden(1), a=2)
     assert evolve(_Private(1, 2), c=3) == _Private(1, 3)
+
+
+def _iso_reference(ts: float) -> str:
+    d = dt.datetime.fromtimestamp(ts, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+@given(
+    st.floats(0, 4.0e9)
+    | st.builds(
+        lambda s, f: s + f,
+        st.integers(0, 4_000_000_000),
+        st.sampled_from([0.0, 0.0000005, 0.0004995, 0.9995, 0.9999995, 0.5]),
+    )
+)
+def test_feed_iso_matches_datetime_formatting(ts: float) -> None:
+    assert iso(ts) == _iso_reference(ts)
+
+
+@given(st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2099, 12, 31)))
+def test_receipt_date_text_matches_strftime(d: dt.datetime) -> None:
+    assert _date_text(d) == d.strftime("%y%m%d%H%M")
