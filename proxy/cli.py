@@ -29,7 +29,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,17 +153,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def loop_runner(cfg: Config) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """What runs `run`'s main coroutine, per ``server.event_loop``: `uvloop.run` for
+    "uvloop", and for "auto" when uvloop can be imported and the TLS listener is off
+    (see `config.EVENT_LOOPS`); else `asyncio.run`. A CommandError when "uvloop" is
+    asked for and cannot be imported."""
+    choice = cfg.server.event_loop
+    if choice == "asyncio" or (choice == "auto" and cfg.server.tls_cert):
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError as exc:
+        if choice == "uvloop":
+            raise CommandError(
+                EXIT_FAILURE,
+                f'cannot start: {cfg.source}: server.event_loop: "uvloop" is set but uvloop '
+                f'cannot be imported ({exc}); install uvloop, or set "auto" or "asyncio"',
+            ) from None
+        return asyncio.run
+    return uvloop.run
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """The library whose event loop `loop` is: "uvloop" or "asyncio"."""
+    return type(loop).__module__.partition(".")[0]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .gateway import Gateway
 
     cfg = _load(args.config)
     _setup_logging(cfg.logging.level, cfg.logging.json)
+    run = loop_runner(cfg)
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        logging.getLogger("bounceback").info("event loop: %s", loop_name(loop))
         gw = Gateway(cfg)
         await gw.start()
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
@@ -182,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ) from None
 
     try:
-        asyncio.run(main())
+        run(main())
     except OSError as exc:  # the port is taken, the store cannot be opened, ...
         raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None
     return EXIT_OK

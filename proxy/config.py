@@ -35,6 +35,7 @@ __all__ = [
     "BIND_TYPES",
     "DEFAULT_SCHEDULES",
     "ERR_SPACES",
+    "EVENT_LOOPS",
     "ID_FORMATS",
     "LOG_LEVELS",
     "MQTT_PROTOCOLS",
@@ -73,6 +74,11 @@ MQTT_PROTOCOLS: Final[tuple[str, ...]] = ("5", "3.1.1")
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # The four rule tables of a classification entry, in the order they are explained.
+# `bounceback run`'s event loop: "auto" is uvloop when it can be imported and the TLS
+# listener is off, else asyncio. uvloop starts reading a connection even when its
+# protocol pauses it in connection_made, so a held TLS connection could lose its
+# ClientHello before start_tls: the TLS listener runs on asyncio only.
+EVENT_LOOPS: Final[tuple[str, ...]] = ("auto", "uvloop", "asyncio")
 RULE_TABLES: Final[tuple[str, ...]] = ("err", "status", "stat", "network_error_code")
 
 
@@ -128,6 +134,7 @@ class ServerConfig:
     shutdown_grace: float = 10.0
     tls_port: int = 3550  # the TLS listener (IANA "ssmpp"), on when tls_cert is set
     tls_cert: str = ""  # PEM certificate chain of the TLS listener
+    event_loop: str = "auto"  # "auto" (uvloop when installed and no TLS) | "uvloop" | "asyncio"
     tls_key: str = ""  # its private key ("" = inside tls_cert)
     tls_client_ca: str = ""  # set: senders must present a certificate issued by this CA
     plain: bool = True  # listen on plain TCP `port` as well
@@ -938,6 +945,7 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
         tls_port=t.port("tls_port", d.tls_port, listen=True),
         tls_cert=loader.file_option(t, "tls_cert"),
         tls_key=loader.file_option(t, "tls_key"),
+        event_loop=t.choice("event_loop", d.event_loop, EVENT_LOOPS),
         tls_client_ca=loader.file_option(t, "tls_client_ca"),
         plain=t.boolean("plain", d.plain),
         failed_bind_limit=t.integer("failed_bind_limit", d.failed_bind_limit, lo=1),
@@ -955,6 +963,12 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
     t.finish()
     return server
 
+    if server.event_loop == "uvloop" and tls_set:
+        t.problem(
+            "event_loop",
+            '"uvloop" cannot serve the TLS listener (tls_cert is set): it may read a '
+            'connection before its TLS handshake starts; set "auto" or "asyncio"',
+        )
 
 def _parse_account(t: _Table, loader: _Loader) -> Account:
     system_id = t.string(
@@ -1512,7 +1526,8 @@ def explain(config: Config) -> str:
     instance = s.instance_id or "derived at start"
     lines.append(
         f"Listener: {s.host}:{s.port} (instance {instance}; up to {s.max_connections} "
-        f"connections, {s.max_connections_per_ip} per IP; PDUs up to {s.max_pdu_size} octets)"
+        f"connections, {s.max_connections_per_ip} per IP; PDUs up to {s.max_pdu_size} octets; "
+        f"event loop {s.event_loop})"
     )
     lines.append(
         f"  timeouts: bind {_dur(s.bind_timeout)}, response {_dur(s.response_timeout)}, "

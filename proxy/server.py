@@ -183,7 +183,12 @@ class EsmeSession(SmppSession):
 
 
 class _HeldProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that reads nothing until the connection is admitted."""
+    """A stream protocol that reads nothing until the connection is admitted.
+
+    Only on asyncio: uvloop starts reading after `connection_made` even when it paused
+    the transport, so bytes may arrive before admission (for a plain connection the
+    session reads them from the StreamReader; a TLS handshake would lose them, which
+    is why the TLS listener never runs on uvloop, see `config.EVENT_LOOPS`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if isinstance(transport, asyncio.ReadTransport):

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,15 @@ import pytest
 from bounceback.cli import build_parser, main
 from bounceback.model import Message, State, Verdict
 from bounceback.store import Change, SqliteStore
-from harness import gateway, retry_toml, simulator, write_config
+from harness import (
+    ProxyProcess,
+    bind_sender,
+    free_port,
+    gateway,
+    retry_toml,
+    simulator,
+    write_config,
+)
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import SubmitSm
 from smppcodecs.receipt import build_receipt_pdu
@@ -102,6 +111,11 @@ BAD_CONFIGS = [
         BASE.replace('password = "acme-pw"', 'password = "acme-pw"\nack = "later"'),
         ['c.toml: accounts[0].ack: expected "carrier" or "stored", got "later"'],
         id="bad-choice",
+    ),
+    pytest.param(
+        BASE + '[server]\nevent_loop = "trio"\n',
+        ['c.toml: server.event_loop: expected "auto", "uvloop" or "asyncio", got "trio"'],
+        id="bad-event-loop",
     ),
     pytest.param(
         BASE + "[retry]\njitter = 1.5\n",
@@ -246,6 +260,85 @@ def test_simulate_on_a_taken_port_says_so() -> None:
     assert done.returncode == 1
     assert f"bounceback simulate: cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- run: the event loop
+
+
+def with_event_loop(config: Path, value: str) -> Path:
+    """The config with ``[server] event_loop = value``."""
+    text = config.read_text()
+    config.write_text(
+        text.replace("submit_wait = 3.0\n", f'submit_wait = 3.0\nevent_loop = "{value}"\n', 1)
+    )
+    assert f'event_loop = "{value}"' in config.read_text()
+    return config
+
+
+def block_uvloop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make `import uvloop` fail in the processes the test starts (a shadowing package
+    first on their PYTHONPATH)."""
+    shim = tmp_path / "no-uvloop" / "uvloop"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text('raise ImportError("blocked by the test")\n')
+    paths = [str(shim.parent), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+
+
+@pytest.mark.parametrize(
+    ("value", "importable", "expected"),
+    [
+        ("uvloop", True, "uvloop"),
+        ("asyncio", True, "asyncio"),
+        ("auto", True, "uvloop"),
+        ("auto", False, "asyncio"),
+    ],
+)
+async def test_run_serves_under_the_configured_event_loop(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    importable: bool,
+    expected: str,
+) -> None:
+    if not importable:
+        block_uvloop(tmp_path, monkeypatch)
+    n = "447700950100"
+    async with simulator() as sim:
+        port = free_port()
+        config = with_event_loop(write_config(tmp_path, sim.port or 0, port=port), value)
+        proxy = ProxyProcess(config)
+        await asyncio.to_thread(proxy.start)
+        try:
+            s = await bind_sender(port, SmpplibSender)
+            status, mid = await send(s, n)
+            assert status == 0 and mid
+            (receipt,) = await asyncio.to_thread(s.wait_delivered, 1)
+            assert receipt_fields(receipt)["id"] == mid
+            assert receipt_fields(receipt)["stat"] == "DELIVRD"
+            assert sim.count_for(n) == 1
+            await asyncio.to_thread(s.close)
+        finally:
+            rc = await asyncio.to_thread(proxy.terminate)
+    assert rc == 0
+    out = proxy.output()
+    # Logged once, from inside the running loop: the name of the loop's own library.
+    assert re.findall(r"INFO bounceback: event loop: (\S+)", out) == [expected]
+    assert "Traceback" not in out
+
+
+def test_run_refuses_uvloop_when_it_cannot_be_imported(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block_uvloop(here, monkeypatch)
+    (here / "c.toml").write_text('[server]\nport = 0\nevent_loop = "uvloop"\n' + BASE, "utf-8")
+    done = run_cli("run", "--config", "c.toml")
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        'bounceback run: cannot start: c.toml: server.event_loop: "uvloop" is set but uvloop '
+        'cannot be imported (blocked by the test); install uvloop, or set "auto" or "asyncio"'
+    ]
+    assert done.stdout == ""
 
 
 # ---------------------------------------------------------------- suppression

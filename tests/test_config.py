@@ -224,6 +224,35 @@ def test_feed_table_without_enabled_is_on_and_partial_schedule_keeps_defaults(he
     assert config.retry.schedule("memory_full").delay(10) == 21600.0
 
 
+@pytest.mark.parametrize("value", ["auto", "uvloop", "asyncio"])
+def test_event_loop_choices(here: Path, value: str) -> None:
+    config = load(BASE + f'[server]\nevent_loop = "{value}"\n')
+    assert config.server.event_loop == value
+    assert f"event loop {value})" in explain(config)
+
+
+def test_event_loop_defaults_to_auto_and_refuses_anything_else(here: Path) -> None:
+    assert load(BASE).server.event_loop == "auto"
+    expected = 'c.toml: server.event_loop: expected "auto", "uvloop" or "asyncio", got '
+    assert problems(BASE + '[server]\nevent_loop = "trio"\n') == [expected + '"trio"']
+    assert problems(BASE + '[server]\nevent_loop = "UVLOOP"\n') == [expected + '"UVLOOP"']
+    assert problems(BASE + "[server]\nevent_loop = true\n") == [expected + "true"]
+    assert problems(BASE + '[server]\nevent_loop = "trio"\n', name="gw.toml") == [
+        expected.replace("c.toml", "gw.toml") + '"trio"'
+    ]
+
+
+def test_event_loop_uvloop_is_refused_with_the_tls_listener(here: Path) -> None:
+    Path("cert.pem").write_text("(not read by the loader)\n", encoding="utf-8")
+    tls = '[server]\ntls_cert = "cert.pem"\n'
+    assert load(BASE + tls).server.event_loop == "auto"
+    assert load(BASE + tls + 'event_loop = "asyncio"\n').server.event_loop == "asyncio"
+    assert problems(BASE + tls + 'event_loop = "uvloop"\n') == [
+        'c.toml: server.event_loop: "uvloop" cannot serve the TLS listener (tls_cert is set): '
+        'it may read a connection before its TLS handshake starts; set "auto" or "asyncio"'
+    ]
+
+
 def test_store_url_selects_postgresql_and_is_masked(here: Path) -> None:
     config = load(BASE + '[store]\nurl = "postgresql://bb:pg-secret-77@db/bounce"\n')
     assert config.store.backend == "postgresql"
@@ -777,6 +806,7 @@ def test_explain_summarises_everything() -> None:
     text = explain(config)
     for expected in (
         "Listener: 0.0.0.0:2775",
+        "PDUs up to 66560 octets; event loop auto)",
         "acme: binds transmitter/receiver/transceiver, up to 8 binds",
         "carrierA: smsc.carrier-a.example:2775 as bounceback",
         "447 for ops: carrierB",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from bounceback.config import Carrier, ConfigError, ServerConfig, load_config
 from bounceback.gateway import Gateway
 from bounceback.session import SessionClosed
 from bounceback.tlsconfig import carrier_context, describe_peer, listener_context
-from harness import gateway, simulator, wait_until, write_config
+from harness import ProxyProcess, free_port, gateway, simulator, wait_until, write_config
 from smppcodecs.pdu import BindTransceiver, DeliverSm
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -236,6 +237,29 @@ async def test_tls_sender_binds_and_gets_a_receipt(tmp_path: Path, pki: Pki) -> 
                 assert sim.submissions[-1].destination == "447700900901"
             finally:
                 await c.unbind()
+
+
+async def test_run_with_a_tls_listener_stays_on_asyncio(tmp_path: Path, pki: Pki) -> None:
+    """`event_loop = "auto"` picks asyncio when the TLS listener is on: under uvloop a
+    sender's ClientHello can be read before the handshake starts, stalling it."""
+    async with simulator(SIM) as sim:
+        tls_port = free_port()
+        lines = tls_server_lines(pki).replace("tls_port = 0", f"tls_port = {tls_port}")
+        proxy = ProxyProcess(tls_config(tmp_path, sim.port or 0, lines))
+        await asyncio.to_thread(proxy.start)
+        try:
+            for i in range(5):  # each connection sends its ClientHello at once
+                c, _ = await tls_client(tls_port, client_ctx(pki))
+                try:
+                    resp = await c.submit(f"44770090091{i}", b"over tls")
+                    assert resp.command_status == 0
+                finally:
+                    await c.unbind()
+        finally:
+            assert await asyncio.to_thread(proxy.terminate) == 0
+    out = proxy.output()
+    assert re.findall(r"INFO bounceback: event loop: (\S+)", out) == ["asyncio"]
+    assert "TLS handshake with" not in out  # no handshake failed
 
 
 async def test_smpplib_sender_over_tls(tmp_path: Path, pki: Pki) -> None:
