@@ -7,9 +7,10 @@ same transaction as the state change; the MQTT publisher drains the outbox.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Mapping
+
+import orjson
 
 from .model import Message
 
@@ -31,7 +32,12 @@ EVENT_NAMES = (
 
 
 _SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDThh:mm:ss."
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per event
+
+
+def _encode(doc: Mapping[str, object]) -> str:
+    """Compact JSON (UTF-8 text, not \\u escapes): orjson, several times faster than
+    the json module on the per-event path."""
+    return orjson.dumps(doc).decode()
 
 
 def iso(ts: float) -> str:
@@ -145,4 +151,4 @@ def build_event(
             payload[key] = iso(value)
         else:
             payload[key] = value
-    return topic_for(prefix, msg.account, msg.id, event), _ENCODE(payload)
+    return topic_for(prefix, msg.account, msg.id, event), _encode(payload)

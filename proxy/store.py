@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import sqlite3
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
+import orjson
 
 from .ids import MAX_INSTANCE
 from .model import Message, State, Verdict
@@ -263,7 +263,8 @@ _UPSERT_MESSAGE = (
 )
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per row
+def _encode(doc: dict[str, Any]) -> str:
+    return orjson.dumps(doc).decode()  # several times faster than json.dumps per row
 
 
 def message_row(m: Message) -> tuple[Any, ...]:
@@ -294,7 +295,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         m.done_at,
         m.verdict.reason if m.verdict is not None else "",
         m.pdu,
-        _ENCODE(data),
+        _encode(data),
     )
 
 
@@ -406,7 +407,7 @@ def _log_checkpoint(fut: asyncio.Future[Any]) -> None:
 
 
 def message_from_row(r: Sequence[Any]) -> Message:
-    data = json.loads(r[14])
+    data = orjson.loads(r[14])
     v = data.get("verdict")
     return Message(
         id=r[0],
@@ -703,7 +704,13 @@ class SqliteStore:
             return
         conn = self._wconn
         assert conn is not None
-        conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+        conn.execute("BEGIN IMMEDIATE")  # one transaction, not one per row
+        try:
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         self._maybe_checkpoint(1 + len(seqs) // 32)
 
     async def outbox_count(self) -> int:
