@@ -216,6 +216,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_feed_publisher(args: argparse.Namespace) -> int:
+    from .feed import run_publisher_process
+
+    cfg = _load(args.config)
+    if cfg.feed is None:
+        raise CommandError(EXIT_CONFIG, f"{cfg.source}: [feed]: no feed is configured")
+    _setup_logging(cfg.logging.level, cfg.logging.json)
+    try:
+        loop_runner(cfg)(run_publisher_process(cfg, args.instance))
+    except OSError as exc:  # the store cannot be opened, ...
+        raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None
+    return EXIT_OK
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .pgstore import migrate_main
 
@@ -550,6 +564,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--config", required=True, help="TOML configuration file")
     r.set_defaults(func=cmd_run)
+
+    fp = _sub(
+        sub,
+        "feed-publisher",
+        "publish the feed outbox to MQTT (started by run)",
+        "The MQTT status feed's publisher on its own: drains the store's outbox to the "
+        "broker for one instance until its stdin closes or it gets SIGTERM. `run` starts "
+        'it as a child process when [feed] publisher = "process" (the default) and '
+        "restarts it if it dies; there is no need to start it by hand.",
+        "bounceback feed-publisher --config configs/example.toml --instance bb-1",
+    )
+    fp.add_argument("--config", required=True, help="TOML configuration file")
+    fp.add_argument("--instance", required=True, help="the proxy instance's name")
+    fp.set_defaults(func=cmd_feed_publisher)
 
     c = _sub(
         sub,

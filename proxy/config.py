@@ -71,14 +71,16 @@ BIND_MODES: Final[tuple[str, ...]] = ("transceiver", "transmitter_receiver")
 ID_FORMATS: Final[tuple[str, ...]] = ("auto", "hex", "dec", "opaque")
 ERR_SPACES: Final[tuple[str, ...]] = ("map", "map40", "none")
 MQTT_PROTOCOLS: Final[tuple[str, ...]] = ("5", "3.1.1")
+# Where the feed's MQTT publisher runs: a child process (its own core) or the proxy's loop.
+FEED_PUBLISHERS: Final[tuple[str, ...]] = ("process", "inline")
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-# The four rule tables of a classification entry, in the order they are explained.
 # `bounceback run`'s event loop: "auto" is uvloop when it can be imported and the TLS
 # listener is off, else asyncio. uvloop starts reading a connection even when its
 # protocol pauses it in connection_made, so a held TLS connection could lose its
 # ClientHello before start_tls: the TLS listener runs on asyncio only.
 EVENT_LOOPS: Final[tuple[str, ...]] = ("auto", "uvloop", "asyncio")
+
+# The four rule tables of a classification entry, in the order they are explained.
 RULE_TABLES: Final[tuple[str, ...]] = ("err", "status", "stat", "network_error_code")
 
 
@@ -132,9 +134,9 @@ class ServerConfig:
     max_connections: int = 1000
     max_connections_per_ip: int = 50
     shutdown_grace: float = 10.0
+    event_loop: str = "auto"  # "auto" (uvloop when installed and no TLS) | "uvloop" | "asyncio"
     tls_port: int = 3550  # the TLS listener (IANA "ssmpp"), on when tls_cert is set
     tls_cert: str = ""  # PEM certificate chain of the TLS listener
-    event_loop: str = "auto"  # "auto" (uvloop when installed and no TLS) | "uvloop" | "asyncio"
     tls_key: str = ""  # its private key ("" = inside tls_cert)
     tls_client_ca: str = ""  # set: senders must present a certificate issued by this CA
     plain: bool = True  # listen on plain TCP `port` as well
@@ -327,6 +329,7 @@ class FeedConfig:
     stats_interval: float = 5.0
     outbox_max: int = 1_000_000
     keepalive: int = 30
+    publisher: str = "process"  # FEED_PUBLISHERS
 
 
 @attrs.frozen
@@ -942,10 +945,10 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
         max_connections=t.integer("max_connections", d.max_connections, lo=1),
         max_connections_per_ip=t.integer("max_connections_per_ip", d.max_connections_per_ip, lo=1),
         shutdown_grace=t.number("shutdown_grace", d.shutdown_grace, lo=0),
+        event_loop=t.choice("event_loop", d.event_loop, EVENT_LOOPS),
         tls_port=t.port("tls_port", d.tls_port, listen=True),
         tls_cert=loader.file_option(t, "tls_cert"),
         tls_key=loader.file_option(t, "tls_key"),
-        event_loop=t.choice("event_loop", d.event_loop, EVENT_LOOPS),
         tls_client_ca=loader.file_option(t, "tls_client_ca"),
         plain=t.boolean("plain", d.plain),
         failed_bind_limit=t.integer("failed_bind_limit", d.failed_bind_limit, lo=1),
@@ -960,15 +963,15 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
         t.problem("plain", "false leaves no listener: set tls_cert, or plain = true")
     if server.plain and tls_set and server.port == server.tls_port != 0:
         t.problem("tls_port", f"must differ from port ({server.port})")
-    t.finish()
-    return server
-
     if server.event_loop == "uvloop" and tls_set:
         t.problem(
             "event_loop",
             '"uvloop" cannot serve the TLS listener (tls_cert is set): it may read a '
             'connection before its TLS handshake starts; set "auto" or "asyncio"',
         )
+    t.finish()
+    return server
+
 
 def _parse_account(t: _Table, loader: _Loader) -> Account:
     system_id = t.string(
@@ -1467,6 +1470,7 @@ def _parse_feed(t: _Table | None, loader: _Loader) -> FeedConfig | None:
         stats_interval=t.number("stats_interval", d.stats_interval, lo=0, above=True),
         outbox_max=t.integer("outbox_max", d.outbox_max, lo=1),
         keepalive=t.integer("keepalive", d.keepalive, lo=0, hi=65535),
+        publisher=t.choice("publisher", d.publisher, FEED_PUBLISHERS),
     )
     t.finish()
     return feed if enabled else None
@@ -1624,7 +1628,8 @@ def explain(config: Config) -> str:
             f"Feed: MQTT {f.protocol} at {f.host}:{f.port} "
             f"({auth}, TLS {'on' if f.tls else 'off'}), "
             f"topics {f.prefix}/..., QoS {f.qos}, {masked}, stats every {_dur(f.stats_interval)}, "
-            f"outbox up to {f.outbox_max}"
+            f"outbox up to {f.outbox_max}, publisher "
+            + ("in its own process" if f.publisher == "process" else "in the proxy's loop")
         )
     m = config.metrics
     lines.append("Metrics: off" if m is None else f"Metrics: http://{m.host}:{m.port}/metrics")

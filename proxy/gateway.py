@@ -20,6 +20,7 @@ import time
 import zoneinfo
 from collections import OrderedDict
 from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 from smppcodecs.classify import Outcome, Rules, classify_receipt, classify_submit_status
@@ -60,8 +61,8 @@ from .engine import (
     Submit,
     SuppressNumber,
 )
-from .events import build_event, iso, mask_number
-from .feed import FeedPublisher
+from .events import build_event, mask_number
+from .feed import FeedProcess, FeedPublisher, stats_documents
 from .ids import IdGenerator
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve
@@ -198,7 +199,7 @@ class Gateway:
         self._early: dict[tuple[str, str], tuple[float, DeliverSm | DataSm]] = {}
         self._waiting: dict[str, asyncio.Future[int]] = {}
         self._in_progress: set[str] = set()
-        self.feed: FeedPublisher | None = None
+        self.feed: FeedPublisher | FeedProcess | None = None
         # Accounts that asked for their numbers to be masked on the feed (checked per event).
         self._masked_accounts = frozenset(
             a.system_id for a in config.accounts if a.mask_destinations
@@ -232,8 +233,13 @@ class Gateway:
         if not self.shared:
             await self._recover()
         if self.cfg.feed is not None:
-            self.feed = FeedPublisher(self.cfg.feed, self.store, self.instance, lease=self.lease)
-            self.feed.stats_source = self.stats_documents
+            if self.cfg.feed.publisher == "process" and _is_file(self.cfg.source):
+                self.feed = FeedProcess(self.cfg.feed, self.store, self.instance, self.cfg.source)
+            else:  # inline, or a config that is not a file the child could read
+                self.feed = FeedPublisher(
+                    self.cfg.feed, self.store, self.instance, lease=self.lease
+                )
+                self.feed.stats_source = self.stats_documents
             self.feed.start()
         for c in self.cfg.carriers:
             link = CarrierLink(
@@ -1156,38 +1162,7 @@ class Gateway:
 
     async def stats_documents(self) -> list[tuple[str, str, dict[str, object]]]:
         """Rolling 24-hour counts per account and per carrier for the retained feed stats."""
-        since = time.time() - 86400
-        out: list[tuple[str, str, dict[str, object]]] = []
-        for kind, col in (("account", "account"), ("carrier", "carrier")):
-            rows = await self.store.query(
-                f"SELECT {col}, COUNT(*),"
-                " SUM(CASE WHEN state = 'delivered' THEN 1 ELSE 0 END),"
-                " SUM(CASE WHEN attempts > 1 OR state IN ('held', 'expired') THEN 1 ELSE 0 END),"
-                " SUM(CASE WHEN state IN ('failed', 'rejected') THEN 1 ELSE 0 END),"
-                " SUM(CASE WHEN state = 'held' THEN 1 ELSE 0 END),"
-                " SUM(CASE WHEN state = 'delivered' AND attempts > 1 THEN 1 ELSE 0 END)"
-                f" FROM messages WHERE created_at >= ? AND {col} != '' GROUP BY {col}",
-                (since,),
-            )
-            for name, sent, delivered, soft_, hard, held, recovered in rows:
-                out.append(
-                    (
-                        kind,
-                        str(name),
-                        {
-                            "schema": "bounceback.stats/1",
-                            "window_seconds": 86400,
-                            "at": iso(time.time()),
-                            "sent": int(sent or 0),
-                            "delivered": int(delivered or 0),
-                            "soft": int(soft_ or 0),
-                            "hard": int(hard or 0),
-                            "held_now": int(held or 0),
-                            "recovered_by_retry": int(recovered or 0),
-                        },
-                    )
-                )
-        return out
+        return await stats_documents(self.store)
 
     # ------------------------------------------------------------ admin
     async def suppress(self, number: str, reason: str, account: str = "") -> None:
@@ -1195,6 +1170,11 @@ class Gateway:
         s = Suppression(number, reason, now, now + self.cfg.retry.suppression_ttl, account)
         await self.store.suppression_add(s)
         self._suppressed[number] = s.expires_at
+
+
+def _is_file(path: str) -> bool:
+    """Whether the config came from a file (a child process can read it again)."""
+    return Path(path).is_file()
 
 
 def receipt_date(ts: float) -> dt.datetime:

@@ -845,3 +845,20 @@ def test_smpp_passwords_longer_than_eight_characters_are_refused(here: Path) -> 
     assert len(problems) == 1
     assert "carriers[0].password: longer than the 8 characters SMPP 3.4 allows" in problems[0]
     assert "nine-char" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["process", "inline"])
+def test_feed_publisher_choices(here: Path, value: str) -> None:
+    config = load(BASE + f'[feed]\npublisher = "{value}"\n')
+    assert config.feed is not None and config.feed.publisher == value
+
+
+def test_feed_publisher_defaults_to_its_own_process(here: Path) -> None:
+    config = load(BASE + "[feed]\n")
+    assert config.feed is not None and config.feed.publisher == "process"
+
+
+def test_feed_publisher_rejects_other_values(here: Path) -> None:
+    assert problems(BASE + '[feed]\npublisher = "thread"\n') == [
+        'c.toml: feed.publisher: expected "process" or "inline", got "thread"'
+    ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ import jsonschema
 import pytest
 from bounceback import engine
 from bounceback.events import EVENT_NAMES, build_event
+from bounceback.feed import FeedProcess, FeedPublisher
 from bounceback.gateway import Gateway
 from bounceback.model import Message, State
 from harness import (
@@ -577,3 +580,105 @@ async def test_mask_destinations(tmp_path: Path, broker: MosquittoBroker) -> Non
     # The same feed without masking does carry the number: the check above can fail.
     _, plain = run("plain")
     assert {e["destination"] for e in plain} == {number}
+
+
+# ---------------------------------------------------------------- the publisher process
+
+
+def children_of(pid: int, marker: str) -> list[int]:
+    """Live processes whose parent is `pid` and whose command line holds `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] != "Z" and int(fields[1]) == pid and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_publisher_runs_in_its_own_process_and_is_restarted(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """By default the MQTT work runs in a child process; kill -9 of that child loses
+    nothing: the proxy starts another, which publishes what was committed meanwhile."""
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port))) as gw,
+    ):
+        assert isinstance(gw.feed, FeedProcess)
+        await wait_until(lambda: gw.feed is not None and gw.feed.connected, timeout=15)
+        child = gw.feed.pid
+        assert child is not None and child in children_of(os.getpid(), "feed-publisher")
+        s = await bound_sender(gw.port)
+        first = [(await submit(s, f"4477009010{i:02d}"))[1] for i in range(3)]
+        await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
+        await wait_until(lambda: gw.feed is not None and gw.feed.published >= 9, timeout=10)
+
+        os.kill(child, signal.SIGKILL)
+        await wait_until(lambda: gw.feed is not None and not gw.feed.connected, timeout=10)
+        second = [(await submit(s, f"4477009011{i:02d}"))[1] for i in range(4)]
+        assert all(second)
+        await asyncio.to_thread(s.wait_delivered, 7, 15.0)
+        await col.wait(lambda: life(second) <= set(event_ids(col)), timeout=20, what="after")
+        assert gw.feed.starts == 2 and gw.feed.pid != child
+        assert_redeliveries_only(col)
+        await wait_until(lambda: outbox_rows(tmp_path / "proxy.db") == 0)
+        await asyncio.to_thread(s.close)
+    assert not alive(child)
+
+
+async def test_publisher_process_stops_with_the_proxy_even_after_kill9(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    """The child notices its proxy is gone (its stdin closes), publishes offline and
+    exits: no orphan publisher outlives a killed proxy."""
+    port = free_port()
+    async with simulator(SIM) as sim, Collector(broker.port, [f"{PREFIX}/instances/#"]) as col:
+        cfg = write_config(tmp_path, sim.port or 0, port=port, extra=feed(broker.port))
+        proxy = ProxyProcess(cfg)
+        await asyncio.to_thread(proxy.start)
+        try:
+            assert proxy.proc is not None
+            await col.wait(lambda: bool(col.messages), what="online")
+            kids = children_of(proxy.proc.pid, "feed-publisher")
+            assert len(kids) == 1
+            await asyncio.to_thread(proxy.kill9)
+            await wait_until(lambda: not alive(kids[0]), timeout=15)
+            await col.wait(lambda: col.messages[-1].json()["state"] == "offline", what="offline")
+        finally:
+            if proxy.proc is not None and proxy.proc.poll() is None:
+                await asyncio.to_thread(proxy.terminate)
+
+
+async def test_inline_publisher_still_available(tmp_path: Path, broker: MosquittoBroker) -> None:
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/#"]) as col,
+        gateway(
+            write_config(
+                tmp_path, sim.port or 0, extra=feed(broker.port, extra='publisher = "inline"')
+            )
+        ) as gw,
+    ):
+        assert isinstance(gw.feed, FeedPublisher)
+        assert children_of(os.getpid(), "feed-publisher") == []
+        s = await bound_sender(gw.port)
+        mids = [(await submit(s, f"4477009012{i:02d}"))[1] for i in range(3)]
+        await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+        check_documents(col.messages)
+        await asyncio.to_thread(s.close)
