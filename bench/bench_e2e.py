@@ -153,6 +153,20 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live children of `pid` (the proxy's feed publisher), from /proc."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
 def proc_label(p: subprocess.Popen[bytes]) -> str:
     """A short name for a child process, from its command line."""
     argv = [str(a) for a in p.args] if isinstance(p.args, list) else [str(p.args)]
@@ -275,6 +289,8 @@ class LoadGen:
         self._latencies = []
         self._done = asyncio.Event()
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in alive}
+        kids = {p.pid: child_pids(p.pid) for p in alive if proc_label(p) == "proxy"}
+        kids0 = {k: cpu_seconds(k) for ks in kids.values() for k in ks}
         own0 = time.process_time()
         start = time.perf_counter()
         workers = [
@@ -309,6 +325,10 @@ class LoadGen:
             if before is not None and after is not None:
                 label = proc_label(p)
                 cpu[label] = cpu.get(label, 0.0) + after - before
+            for k in kids.get(p.pid, []):  # the feed publisher process
+                before, after = kids0.get(k), cpu_seconds(k)
+                if before is not None and after is not None:
+                    cpu["feed publisher"] = cpu.get("feed publisher", 0.0) + after - before
         lat = sorted(self._latencies)
         r = Result(
             phase=phase,
