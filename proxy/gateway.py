@@ -198,6 +198,8 @@ class Gateway:
         self._keys: LRU = LRU(KEYS_MAX)
         self._early: dict[tuple[str, str], tuple[float, DeliverSm | DataSm]] = {}
         self._waiting: dict[str, asyncio.Future[int]] = {}
+        # The sender's PDU, already decoded, for a first attempt that is about to go.
+        self._first_pdu: dict[str, SubmitSm | DataSm] = {}
         self._in_progress: set[str] = set()
         self.feed: FeedPublisher | FeedProcess | None = None
         # Accounts that asked for their numbers to be masked on the feed (checked per event).
@@ -497,6 +499,7 @@ class Gateway:
         if acct.ack != "stored":
             fut = self._waiting[msg.id] = loop.create_future()
         if dispatched:
+            self._first_pdu[msg.id] = pdu
             self._act(msg, Submit(1))
         else:
             self._spawn(self.process(msg.id, engine.Dispatch(now)))
@@ -710,8 +713,10 @@ class Gateway:
             names = names[i + 1 :] + names[: i + 1]
         return [self.links[n] for n in names if n in self.links]
 
-    def upstream_pdu(self, msg: Message, attempt: int) -> Pdu:
-        pdu = decode(msg.pdu)
+    def upstream_pdu(self, msg: Message, attempt: int, original: Pdu | None = None) -> Pdu:
+        """What goes to the carrier: the sender's PDU (`original`, or decoded from the
+        store), with a receipt always requested."""
+        pdu = original if original is not None else decode(msg.pdu)
         rd = (msg.registered_delivery & ~0x03) | 0x01  # always ask the carrier for a receipt
         changes: dict[str, Any] = {"sequence_number": 0, "registered_delivery": rd}
         if attempt > 1 and isinstance(pdu, SubmitSm):
@@ -723,6 +728,7 @@ class Gateway:
         return pdu.copy(**changes)
 
     async def _send_upstream(self, mid: str, attempt: int) -> None:
+        original = self._first_pdu.pop(mid, None)
         msg = await self._load(mid)
         if msg is None:
             return
@@ -744,7 +750,7 @@ class Gateway:
         link = links[0]
         if attempt > 1 and self.metrics is not None:
             self.metrics.retry_attempts.inc()
-        pdu = self.upstream_pdu(msg, attempt)
+        pdu = self.upstream_pdu(msg, attempt, original if attempt == 1 else None)
         verdict: Verdict | None = None
         cmid = ""
         status = -1
@@ -761,11 +767,10 @@ class Gateway:
         except PduError as exc:
             verdict = soft("timeout", f"carrier answered an unreadable PDU: {exc}")
         extra = Change()
-        if status == 0:
-            keys = id_keys(cmid, link.cfg.id_format)
-            for k in keys:
-                self._keys.put((link.name, k), (mid, attempt))
-                extra.carrier_keys.append((link.name, k, mid, attempt))
+        keys = id_keys(cmid, link.cfg.id_format) if status == 0 else []
+        for k in keys:
+            self._keys.put((link.name, k), (mid, attempt))
+            extra.carrier_keys.append((link.name, k, mid, attempt))
         await self.process(
             mid,
             engine.SubmitResult(
@@ -779,8 +784,8 @@ class Gateway:
             ),
             extra=extra,
         )
-        if status == 0:
-            self._replay_early(link.name, id_keys(cmid, link.cfg.id_format))
+        if keys:
+            self._replay_early(link.name, keys)
 
     def _replay_early(self, carrier: str, keys: Iterable[str]) -> None:
         for k in keys:
