@@ -243,6 +243,7 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 
+EXPIRE_SLICE = 2000  # finished messages deleted per transaction by retention
 MAX_INSTANCES = MAX_INSTANCE + 1  # instance numbers 0..1023 (10 bits of every message id)
 
 _COLS = (
@@ -573,12 +574,13 @@ class SqliteStore:
         assert conn is not None
         b = collect(changes, time.time())
         msgs, events = b.messages, b.events
-        first_seq = self._receipt_seq + 1
-        receipts = [(first_seq + i, *r) for i, r in enumerate(b.receipts)]
         deletes = [(seq,) for seq in b.deletes]
         keys, supp, soft = b.carrier_keys, b.suppress, b.soft_bounces
+        receipts: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if b.receipts:
+                receipts = self._number_receipts(conn, b.receipts)
             if msgs:
                 conn.executemany(_UPSERT_MESSAGE, msgs)
             if events:
@@ -629,6 +631,23 @@ class SqliteStore:
                     pending.pop(seq, None)
         # A rough page count: what matters is that checkpoints keep pace with writes.
         self._maybe_checkpoint(1 + (len(msgs) + len(events) + len(receipts) + len(keys)) // 8)
+
+    def _number_receipts(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Seqs for new sender receipts, inside the write transaction. Another process
+        (a `bounceback held cancel`, say) may have added receipts since our last write:
+        then the pending receipts kept in memory are no longer all of them, and are
+        read again from the table when next claimed."""
+        row = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'sender_receipts'"
+        ).fetchone()
+        top = int(row[0]) if row else 0
+        if top != self._receipt_seq:
+            self._receipts.clear()
+            self._receipt_seq = max(top, self._receipt_seq)
+        first = self._receipt_seq + 1
+        return [(first + i, *r) for i, r in enumerate(rows)]
 
     async def _exec_write(self, sql: str, params: Sequence[Any]) -> int:
         conn = self._wconn
@@ -761,9 +780,19 @@ class SqliteStore:
         )
 
     async def expire_finished(self, before: float) -> int:
-        return await self._exec_write(
-            "DELETE FROM messages WHERE done_at IS NOT NULL AND done_at < ?", (before,)
-        )
+        """Delete finished messages older than `before`, a slice at a time: the writes
+        run on the event loop's thread, which must not stop for a large backlog."""
+        total = 0
+        while True:
+            n = await self._exec_write(
+                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
+                " WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?)",
+                (before, EXPIRE_SLICE),
+            )
+            total += n
+            if n < EXPIRE_SLICE:
+                return total
+            await asyncio.sleep(0)
 
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports (`bounceback stats`)."""

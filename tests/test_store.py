@@ -386,3 +386,49 @@ async def test_wait_receipts_wakes_on_a_new_receipt(store: Store) -> None:
     await store.commit(Change(receipts=[receipt("acme", "W1")]))
     await asyncio.wait_for(waiter, 30.0)  # a guard against hanging, not a timing check
     assert [p.row.message_id for p in await store.pending_receipts("acme", 5)] == ["W1"]
+
+
+async def test_claims_see_receipts_another_process_added(tmp_path: Path) -> None:
+    """SQLite keeps an account's pending receipts in memory; a receipt written by
+    another process on the same file (a `bounceback held cancel` while the proxy
+    runs) is neither lost from the claims nor given a seq the proxy reuses."""
+    path = tmp_path / "shared.db"
+    proxy, other = SqliteStore(path, batch_delay=0), SqliteStore(path, batch_delay=0)
+    await proxy.open()
+    await other.open()
+    try:
+        await proxy.commit(Change(receipts=[receipt("acme", "M1")]))
+        first = await proxy.claim_receipts("acme", "i1", T0, 10, 30.0)
+        assert [p.row.message_id for p in first] == ["M1"]  # now served from memory
+        await other.commit(Change(receipts=[receipt("acme", "M2")]))
+        await proxy.commit(Change(receipts=[receipt("acme", "M3")]))  # no seq clash
+        got = await proxy.claim_receipts("acme", "i1", T0, 10, 30.0)
+        assert [p.row.message_id for p in got] == ["M1", "M2", "M3"]
+        assert [p.seq for p in got] == sorted({p.seq for p in got})
+        await proxy.commit(Change(delete_receipts=[p.seq for p in got]))
+        assert await proxy.claim_receipts("acme", "i1", T0, 10, 30.0) == []
+        assert await other.pending_receipts("acme", 10) == []
+    finally:
+        await other.close()
+        await proxy.close()
+
+
+async def test_expire_finished_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
+    from bounceback import store as store_module
+
+    s = SqliteStore(tmp_path / "big.db", batch_delay=0)
+    await s.open()
+    try:
+        n = store_module.EXPIRE_SLICE * 2 + 7
+        done = [
+            Change(message=msg(f"D{i:05d}", state=State.DELIVERED, done_at=T0), insert=True)
+            for i in range(n)
+        ]
+        await s.commit_many([*done, Change(message=msg("LIVE"), insert=True)])
+        commits = s.commits
+        assert await s.expire_finished(T0 + 1) == n
+        assert s.commits == commits  # slices are plain statements, not group commits
+        rows = await s.query("SELECT id FROM messages")
+        assert rows == [("LIVE",)]
+    finally:
+        await s.close()
