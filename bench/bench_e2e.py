@@ -37,6 +37,7 @@ Usage::
     python bench/bench_e2e.py [--messages 20000] [--binds 4] [--window 64]
         [--ack carrier|stored|both] [--feed] [--stores sqlite,postgres]
         [--instances 1,2] [--scaling] [--pg-synchronous-commit on|off] [--json]
+        [--batch-delay S]
         [--profile DIR [--py-spy BIN]] [--keep]
 
 ``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<label>.prof``
@@ -496,6 +497,8 @@ def proxy_config_text(
     carrier_window = args.carrier_window or args.binds * args.window
     server_extra = f'instance_id = "{instance_id}"\n' if instance_id else ""
     store = f'url = "{store_url}"' if store_url else 'path = "proxy.db"'
+    if args.batch_delay is not None:
+        store += f"\nbatch_delay = {args.batch_delay}"
     text = f"""
 [server]
 {server_extra}host = "{HOST}"
@@ -1074,6 +1077,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--phase-timeout", type=float, default=180.0, help="seconds per phase")
     p.add_argument("--max-seconds", type=float, default=900.0, help="bound on the whole run")
+    p.add_argument(
+        "--batch-delay",
+        type=float,
+        default=None,
+        help="the proxy's [store] batch_delay (default: the store's default)",
+    )
     p.add_argument("--profile", metavar="DIR", help="run the proxy under cProfile into DIR")
     p.add_argument("--py-spy", metavar="BIN", help="sample the proxy with py-spy (needs --profile)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (configs, logs)")
