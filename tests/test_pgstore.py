@@ -295,3 +295,22 @@ async def test_store_reads_and_claims_use_the_migrated_schema(pg_url: str) -> No
         assert got[0] == held("X1", T0)
     finally:
         await s.close()
+
+
+async def test_pool_skips_the_reset_query_but_still_ends_open_transactions(pg_url: str) -> None:
+    """Pooled connections are released without asyncpg's reset query (a round trip per
+    query; the store keeps no session state on them); a connection given back inside
+    a transaction is still rolled back before its next use."""
+    s = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=1)
+    await s.open()
+    try:
+        async with s.pool.acquire() as conn:
+            assert conn.get_reset_query() == ""
+            await conn.execute("BEGIN")
+            await conn.execute("INSERT INTO meta (key, value) VALUES ('half', 'done')")
+        async with s.pool.acquire() as again:
+            assert not again.is_in_transaction()
+            assert await again.fetchval("SELECT count(*) FROM meta WHERE key = 'half'") == 0
+        assert await s.meta_get("half") is None
+    finally:
+        await s.close()
