@@ -38,7 +38,7 @@ from smppcodecs.pdu import (
 )
 
 from .config import Account
-from .session import READ_SIZE, SmppSession
+from .session import READ_SIZE, SmppSession, Window
 from .tlsconfig import describe_peer, listener_context
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class EsmeSession(SmppSession):
 
     def _window_sem_resize(self, window: int) -> None:
         self.window = max(window, 1)
-        self._window_sem = asyncio.Semaphore(self.window)
+        self._window_sem = Window(self.window)
 
     def on_closed(self) -> None:
         self.gw.unregister(self)
