@@ -817,6 +817,7 @@ class Bench:
         out = Path(self.args.profile).resolve() / f"proxy-{label}.pyspy.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = [self.args.py_spy, "record", "--pid", str(proxy.popen.pid), "--rate", "200"]
+        argv += ["--subprocesses"]  # the feed publisher process too
         argv += ["--format", "raw", "--nolineno", "--nonblocking", "--output", str(out)]
         spy = self.procs.add(Proc("py-spy", argv, proxy.log.with_name("py-spy.log"), proxy.cwd))
         spy.start()
