@@ -240,6 +240,9 @@ class FeedPublisher(_Backlog):
             delay = min(delay * 2, 30.0)
 
     async def _drain(self, client: aiomqtt.Client) -> None:
+        waiting = await self.store.outbox_count()
+        if waiting:
+            log.info("feed: %d events waiting in the outbox", waiting)
         while True:
             # With several instances on one store, one holds the publisher lease.
             batch = await self.store.claim_outbox(self.instance, time.time(), 500, self.lease)

@@ -521,7 +521,8 @@ class SqliteStore:
     def _run_checkpoint(self) -> None:
         conn = self._cconn
         assert conn is not None
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        # Read the result: a statement left unfinished keeps the connection's snapshot.
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _maybe_checkpoint(self, pages: int) -> None:
         self._wal_pages += pages
@@ -661,7 +662,13 @@ class SqliteStore:
         def run() -> list[tuple[Any, ...]]:
             conn = self._rconn
             assert conn is not None
-            return list(conn.execute(sql, params).fetchall())
+            # Every row read and the cursor closed: an open cursor would hold this
+            # connection's snapshot and hide later commits (other processes' too).
+            cur = conn.execute(sql, params)
+            try:
+                return list(cur.fetchall())
+            finally:
+                cur.close()
 
         return await asyncio.get_running_loop().run_in_executor(self._reader, run)
 
