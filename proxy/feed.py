@@ -314,7 +314,13 @@ class FeedProcess(_Backlog):
     """The proxy's side of a publisher running in a child process
     (``bounceback feed-publisher``): starts it, restarts it with backoff if it dies,
     follows its state from the status lines it writes, and stops it by closing its
-    stdin (it then drains what is committed, publishes `offline` and exits)."""
+    stdin (it then drains what is committed, publishes `offline` and exits).
+
+    A watchdog restarts a child that says it is connected but has published nothing
+    for `stall_limit` seconds while events wait in the outbox: whatever stalled it,
+    a new one starts from the outbox (at least once, so nothing is lost)."""
+
+    stall_limit = 30.0  # seconds without progress, connected, with a backlog
 
     def __init__(self, cfg: FeedConfig, store: Store, instance: str, config_path: str) -> None:
         self.cfg = cfg
@@ -332,7 +338,9 @@ class FeedProcess(_Backlog):
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self.stalls = 0  # children restarted by the watchdog (tests and logs)
 
     def argv(self) -> list[str]:
         return [
@@ -349,6 +357,32 @@ class FeedProcess(_Backlog):
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="feed-process")
         self._watch = asyncio.create_task(self._watch_backlog(), name="feed-backlog")
+        self._watchdog = asyncio.create_task(self._stall_watch(), name="feed-watchdog")
+
+    async def _stall_watch(self) -> None:
+        step = min(1.0, self.stall_limit / 4)
+        last, since = self.published, time.monotonic()
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), step)
+            now = time.monotonic()
+            proc = self._proc
+            if self.published != last or not self.connected or self.backlog == 0:
+                last, since = self.published, now
+                continue
+            if now - since < self.stall_limit or proc is None or proc.returncode is not None:
+                continue
+            self.stalls += 1
+            log.warning(
+                "feed: publisher process %d published nothing for %.0f s with %d events "
+                "waiting; restarting it",
+                proc.pid,
+                now - since,
+                self.backlog,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            last, since = self.published, now
 
     async def _supervise(self) -> None:
         delay = 0.5
@@ -406,7 +440,7 @@ class FeedProcess(_Backlog):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
-        for task in (self._task, self._watch):
+        for task in (self._task, self._watch, self._watchdog):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -8,6 +8,7 @@ published JSON Schemas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -681,4 +682,40 @@ async def test_inline_publisher_still_available(tmp_path: Path, broker: Mosquitt
         mids = [(await submit(s, f"4477009012{i:02d}"))[1] for i in range(3)]
         await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
         check_documents(col.messages)
+        await asyncio.to_thread(s.close)
+
+
+async def test_a_stalled_publisher_process_is_replaced(
+    tmp_path: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that still counts as connected but publishes nothing while events wait
+    (here: frozen with SIGSTOP) is killed and replaced; its events all arrive."""
+    monkeypatch.setattr(FeedProcess, "stall_limit", 1.0)
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port))) as gw,
+    ):
+        assert isinstance(gw.feed, FeedProcess)
+        await wait_until(lambda: gw.feed is not None and gw.feed.connected, timeout=15)
+        s = await bound_sender(gw.port)
+        first = [(await submit(s, f"4477009013{i:02d}"))[1] for i in range(2)]
+        await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
+        # Frozen while idle: not inside one of its (short) outbox-delete transactions,
+        # which would hold the store's write lock.
+        await wait_until(lambda: outbox_rows(tmp_path / "proxy.db") == 0)
+        frozen = gw.feed.pid
+        assert frozen is not None
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            second = [(await submit(s, f"4477009014{i:02d}"))[1] for i in range(3)]
+            await wait_until(
+                lambda: isinstance(gw.feed, FeedProcess) and gw.feed.stalls == 1, timeout=20
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGCONT)
+        await col.wait(lambda: life(second) <= set(event_ids(col)), timeout=20, what="after")
+        assert gw.feed.starts == 2 and gw.feed.pid != frozen
+        assert_redeliveries_only(col)
         await asyncio.to_thread(s.close)
