@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 
 from .events import iso
-from .stats import SHOW_NUMBERS, Counts, Report, pct, soft_number_rows
+from .stats import SHOW_NUMBERS, Counts, Report, pct, remove_number_rows, soft_number_rows
 
 HARD_COLOUR = "#b3261e"
 SOFT_COLOUR = "#f29900"
@@ -231,17 +231,7 @@ def render_html(r: Report) -> str:
         "<h2>Hard-bounced numbers to remove</h2>",
         _table(
             ("number", "country", "operator", "reason", "source", "last"),
-            [
-                [
-                    n.number,
-                    n.country or "-",
-                    n.operator or "-",
-                    n.reason,
-                    "+".join(n.sources),
-                    iso(n.last_at),
-                ]
-                for n in r.remove_numbers[:SHOW_NUMBERS]
-            ],
+            remove_number_rows(r, iso),
             left=6,
         ),
         _more(len(r.remove_numbers) - SHOW_NUMBERS),

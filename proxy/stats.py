@@ -557,6 +557,21 @@ def soft_number_rows(r: Report, when: Callable[[float], str]) -> list[list[objec
     ]
 
 
+def remove_number_rows(r: Report, when: Callable[[float], str]) -> list[list[object]]:
+    """The rows of the "hard-bounced numbers to remove" table (terminal and HTML)."""
+    return [
+        [
+            n.number,
+            n.country or "-",
+            n.operator or "-",
+            n.reason,
+            "+".join(n.sources),
+            when(n.last_at),
+        ]
+        for n in r.remove_numbers[:SHOW_NUMBERS]
+    ]
+
+
 def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
@@ -603,17 +618,7 @@ def render_text(r: Report) -> str:
     if r.remove_numbers:
         out += format_table(
             ("number", "country", "operator", "reason", "source", "last (UTC)"),
-            [
-                [
-                    n.number,
-                    n.country or "-",
-                    n.operator or "-",
-                    n.reason,
-                    "+".join(n.sources),
-                    _when(n.last_at),
-                ]
-                for n in r.remove_numbers[:SHOW_NUMBERS]
-            ],
+            remove_number_rows(r, _when),
             "llllll",
         )
         more = len(r.remove_numbers) - SHOW_NUMBERS
