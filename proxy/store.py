@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -402,6 +402,18 @@ class GroupCommit:
                     fut.set_result(None)
 
 
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 def _log_checkpoint(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("store checkpoint failed: %s", fut.exception())
@@ -455,11 +467,10 @@ class SqliteStore:
         self._cconn: sqlite3.Connection | None = None
         self._checkpoint: asyncio.Future[Any] | None = None
         self._wal_pages = 0  # written since the last checkpoint started
-        self._receipt_seq = 0  # the last sender_receipts.seq handed out
+        self._receipt_seq = 0  # the last sender_receipts.seq we know of (see _number_receipts)
         # account -> {seq: row}: every pending receipt of the account, oldest first.
         self._receipts: dict[str, dict[int, ReceiptRow]] = {}
         self._group = GroupCommit(self._write_async, batch_max=batch_max, batch_delay=batch_delay)
-        self._lock = threading.Lock()
         self.commits = 0  # transactions committed (for metrics and tests)
         # One instance per file: leases live in memory (owner, until).
         self._msg_leases: dict[str, tuple[str, float]] = {}
@@ -505,11 +516,6 @@ class SqliteStore:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         for stmt in SCHEMA:
             conn.execute(stmt)
-        row = conn.execute("SELECT MAX(seq) FROM sender_receipts").fetchone()
-        seq_row = conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'sender_receipts'"
-        ).fetchone()
-        self._receipt_seq = max(int(row[0] or 0), int(seq_row[0]) if seq_row else 0)
         self._wconn = conn
 
     def _open_reader(self) -> None:
@@ -578,8 +584,7 @@ class SqliteStore:
         deletes = [(seq,) for seq in b.deletes]
         keys, supp, soft = b.carrier_keys, b.suppress, b.soft_bounces
         receipts: list[tuple[Any, ...]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(conn):
             if b.receipts:
                 receipts = self._number_receipts(conn, b.receipts)
             if msgs:
@@ -611,11 +616,7 @@ class SqliteStore:
                 conn.executemany(
                     "INSERT INTO soft_bounces (number, at, reason) VALUES (?,?,?)", soft
                 )
-            conn.execute("COMMIT")
-            self.commits += 1
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        self.commits += 1
         if receipts:
             self._receipt_seq = receipts[-1][0]
             for r in receipts:
@@ -730,13 +731,8 @@ class SqliteStore:
             return
         conn = self._wconn
         assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")  # one transaction, not one per row
-        try:
+        with _immediate(conn):  # one transaction, not one per row
             conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._maybe_checkpoint(1 + len(seqs) // 32)
 
     async def outbox_count(self) -> int:
@@ -867,12 +863,7 @@ class SqliteStore:
             if len(got) > self.RECEIPTS_IN_MEMORY:
                 return got[:limit]  # too many to keep: the table answers each time
             pending = self._receipts[account] = {p.seq: p.row for p in got}
-        out: list[PendingReceipt] = []
-        for seq, row in pending.items():
-            if len(out) >= limit:
-                break
-            out.append(PendingReceipt(seq, row))
-        return out
+        return [PendingReceipt(seq, row) for seq, row in itertools.islice(pending.items(), limit)]
 
     async def claim_receipts(
         self, account: str, instance: str, now: float, limit: int, lease: float
