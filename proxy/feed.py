@@ -140,7 +140,7 @@ class FeedPublisher(_Backlog):
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
-        self.stats_source: StatsSource | None = None
+        self.stats_source: StatsSource = functools.partial(stats_documents, store)
 
     @property
     def status_topic(self) -> str:
@@ -292,8 +292,6 @@ class FeedPublisher(_Backlog):
     async def _stats_loop(self, client: aiomqtt.Client) -> None:
         while True:
             await asyncio.sleep(self.cfg.stats_interval)
-            if self.stats_source is None:
-                continue
             for kind, name, doc in await self.stats_source():
                 await client.publish(
                     f"{self.cfg.prefix}/stats/{kind}/{name}",
@@ -463,7 +461,6 @@ async def run_publisher_process(cfg: Config, instance: str) -> None:
         idle_poll=PROCESS_IDLE_POLL,
         watch_backlog=False,  # the proxy watches the backlog
     )
-    pub.stats_source = functools.partial(stats_documents, store)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

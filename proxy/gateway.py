@@ -62,7 +62,7 @@ from .engine import (
     SuppressNumber,
 )
 from .events import build_event, mask_number
-from .feed import FeedProcess, FeedPublisher, stats_documents
+from .feed import FeedProcess, FeedPublisher
 from .ids import IdGenerator
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve
@@ -241,7 +241,6 @@ class Gateway:
                 self.feed = FeedPublisher(
                     self.cfg.feed, self.store, self.instance, lease=self.lease
                 )
-                self.feed.stats_source = self.stats_documents
             self.feed.start()
         for c in self.cfg.carriers:
             link = CarrierLink(
@@ -750,7 +749,7 @@ class Gateway:
         link = links[0]
         if attempt > 1 and self.metrics is not None:
             self.metrics.retry_attempts.inc()
-        pdu = self.upstream_pdu(msg, attempt, original if attempt == 1 else None)
+        pdu = self.upstream_pdu(msg, attempt, original)  # only a first attempt has one
         verdict: Verdict | None = None
         cmid = ""
         status = -1
@@ -1164,10 +1163,6 @@ class Gateway:
             await self.store.commit(Change(message=new))
             self._cache.put(new.id, new)
         s.send(pdu.response())
-
-    async def stats_documents(self) -> list[tuple[str, str, dict[str, object]]]:
-        """Rolling 24-hour counts per account and per carrier for the retained feed stats."""
-        return await stats_documents(self.store)
 
     # ------------------------------------------------------------ admin
     async def suppress(self, number: str, reason: str, account: str = "") -> None:
