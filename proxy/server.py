@@ -38,7 +38,7 @@ from smppcodecs.pdu import (
 )
 
 from .config import Account
-from .session import READ_SIZE, SmppSession, Window
+from .session import READ_SIZE, SmppSession
 from .tlsconfig import describe_peer, listener_context
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class EsmeSession(SmppSession):
         self.account = account
         self.bind_type = bind_type
         self.name = f"esme:{account.system_id}:{self.peer}"
-        self._window_sem_resize(account.window)
+        self.set_window(account.window)
         self.inbound_window = max(account.window, 1)
         self.send(pdu.response(system_id=self.gw.system_id))
         log.info("%s: bound as %s", self.name, bind_type)
@@ -170,10 +170,6 @@ class EsmeSession(SmppSession):
         """A failed bind's answer, slowed down (nothing else is read meanwhile)."""
         await asyncio.sleep(delay)
         self._reply(pdu, status)
-
-    def _window_sem_resize(self, window: int) -> None:
-        self.window = max(window, 1)
-        self._window_sem = Window(self.window)
 
     def on_closed(self) -> None:
         self.gw.unregister(self)

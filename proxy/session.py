@@ -87,8 +87,7 @@ class SmppSession:
         self.writer = writer
         self.name = name
         self.framer = Framer(max_command_length=max_pdu_size)
-        self.window = max(window, 1)
-        self._window_sem = Window(self.window)
+        self.set_window(window)
         self.response_timeout = response_timeout
         self.enquire_link_interval = enquire_link_interval
         self.inactivity_timeout = inactivity_timeout
@@ -115,6 +114,11 @@ class SmppSession:
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
 
     # ------------------------------------------------------------ sending
+    def set_window(self, window: int) -> None:
+        """At most `window` of our requests awaiting their response (at least one)."""
+        self.window = max(window, 1)
+        self._window_sem = Window(self.window)
+
     def next_sequence(self) -> int:
         self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
         return self._seq
