@@ -19,6 +19,15 @@ from bounceback.gateway import Gateway
 from bounceback.simulator import CarrierSimulator, Scenario
 from smpplib_peer import SmpplibSender
 
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# The environment the passwords of configs/example.toml are read from.
+EXAMPLE_ENV = {
+    "ACME_SMPP_PASSWORD": "acme-env-secret",
+    "OPS_SMPP_PASSWORD": "ops-env-secret",
+    "CARRIER_A_PASSWORD": "carrier-a-env-secret",
+    "MQTT_PASSWORD": "mqtt-env-secret",
+}
+
 
 def retry_toml(
     *,

@@ -21,6 +21,8 @@ from bounceback.cli import build_parser, main
 from bounceback.model import Message, State, Verdict
 from bounceback.store import Change, SqliteStore
 from harness import (
+    CONFIGS,
+    EXAMPLE_ENV,
     ProxyProcess,
     bind_sender,
     free_port,
@@ -34,14 +36,6 @@ from smppcodecs.pdu import SubmitSm
 from smppcodecs.receipt import build_receipt_pdu
 from smpplib_peer import SmpplibSender, receipt_fields
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
-EXAMPLE_ENV = {
-    "ACME_SMPP_PASSWORD": "acme-env-secret",
-    "OPS_SMPP_PASSWORD": "ops-env-secret",
-    "CARRIER_A_PASSWORD": "carrier-a-env-secret",
-    "MQTT_PASSWORD": "mqtt-env-secret",
-}
 BASE = """
 [[accounts]]
 system_id = "acme"
@@ -349,13 +343,6 @@ async def cli(*argv: str) -> int:
     return await asyncio.to_thread(main, list(argv))
 
 
-async def bound(port: int) -> SmpplibSender:
-    s = SmpplibSender("127.0.0.1", port)
-    assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
-    s.listen()
-    return s
-
-
 async def send(s: SmpplibSender, number: str) -> tuple[int, str]:
     seq = await asyncio.to_thread(s.submit, number, b"admin test")
     return await asyncio.to_thread(s.wait_resp, seq)
@@ -382,7 +369,7 @@ async def test_suppression_add_list_remove_with_a_real_proxy(
         assert out[-1] == "1 suppressed number"
 
         async with gateway(config) as gw:  # reads the list at start
-            s = await bound(gw.port)
+            s = await bind_sender(gw.port, SmpplibSender)
             assert (await send(s, n))[0] == S.ESME_RINVDSTADR
             assert (await send(s, other))[0] == 0
             await asyncio.to_thread(s.close)
@@ -399,7 +386,7 @@ async def test_suppression_add_list_remove_with_a_real_proxy(
         assert capsys.readouterr().out == "the suppression list is empty\n"
 
         async with gateway(config) as gw:
-            s = await bound(gw.port)
+            s = await bind_sender(gw.port, SmpplibSender)
             assert (await send(s, n))[0] == 0
             await asyncio.to_thread(s.close)
         assert sim.count_for(n) == 1
@@ -419,7 +406,7 @@ async def test_held_list_and_cancel_with_a_real_proxy(
         config = write_config(tmp_path, sim.port or 0, retry=NEVER_RETRY)
         c = str(config)
         async with gateway(config) as gw:
-            s = await bound(gw.port)
+            s = await bind_sender(gw.port, SmpplibSender)
             status, mid = await send(s, n)
             assert status == 0
             for _ in range(200):
@@ -452,7 +439,7 @@ async def test_held_list_and_cancel_with_a_real_proxy(
         async with gateway(config) as gw:
             msg = await gw.store.get(mid)
             assert msg is not None and msg.state == State.CANCELLED
-            s = await bound(gw.port)
+            s = await bind_sender(gw.port, SmpplibSender)
             got = await asyncio.to_thread(s.wait_delivered, 1, 10.0)
             assert len(got) == 1
             f = receipt_fields(got[0])

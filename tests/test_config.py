@@ -31,18 +31,10 @@ from bounceback.config import (
     load_config,
     parse_config,
 )
+from harness import CONFIGS, EXAMPLE_ENV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smppcodecs.classify import Rules
-
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
-EXAMPLE_ENV = {
-    "ACME_SMPP_PASSWORD": "acme-env-secret",
-    "OPS_SMPP_PASSWORD": "ops-env-secret",
-    "CARRIER_A_PASSWORD": "carrier-a-env-secret",
-    "MQTT_PASSWORD": "mqtt-env-secret",
-}
 
 ACCOUNT = """
 [[accounts]]

@@ -29,6 +29,7 @@ from bounceback.model import Message, State
 from harness import (
     FAST_RETRY,
     ProxyProcess,
+    bind_sender,
     free_port,
     gateway,
     simulator,
@@ -79,13 +80,6 @@ stats_interval = 0.2
 def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     with MosquittoBroker(tmp_path) as b:
         yield b
-
-
-async def bound_sender(port: int) -> SmpplibSender:
-    s = SmpplibSender("127.0.0.1", port)
-    assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
-    s.listen()
-    return s
 
 
 async def submit(s: SmpplibSender, number: str) -> tuple[int, str]:
@@ -267,7 +261,7 @@ async def test_two_soft_bounces_then_delivered_in_order(
         Collector(broker.port, [f"{PREFIX}/#"]) as col,
         gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port))) as gw,
     ):
-        s = await bound_sender(gw.port)
+        s = await bind_sender(gw.port, SmpplibSender)
         status, mid = await submit(s, number)
         assert status == 0
         await col.wait(lambda: f"{mid}:3:delivered" in event_ids(col), what="delivered")
@@ -315,7 +309,7 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
     async with simulator(scenario) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
         cfg = write_config(tmp_path, sim.port or 0, retry=retry, extra=feed(broker.port))
         async with gateway(cfg) as gw:
-            s = await bound_sender(gw.port)
+            s = await bind_sender(gw.port, SmpplibSender)
             mids = {n: (await submit(s, n))[1] for n in (deliver, absent, unknown, refused, held)}
             assert all(mids[n] for n in (deliver, absent, unknown, held))
             assert mids[refused] == ""  # the carrier's permanent refusal went back to the sender
@@ -378,7 +372,7 @@ async def test_broker_outage_during_traffic_loses_nothing(
         gateway(write_config(tmp_path, sim.port or 0, extra=feed(gate.port))) as gw,
     ):
         assert gw.feed is not None
-        s = await bound_sender(gw.port)
+        s = await bind_sender(gw.port, SmpplibSender)
         mids: list[str] = []
         done = asyncio.Event()
 
@@ -457,7 +451,7 @@ async def test_kill9_leaves_offline_status_and_backlog_is_published(
             await col.wait(lambda: states() == ["online"], what="online")
             status_topic = statuses()[0].topic
             assert status_topic.endswith("/status")
-            s = await bound_sender(port)
+            s = await bind_sender(port, SmpplibSender)
             first = [(await submit(s, f"4477009007{i:02d}"))[1] for i in range(3)]
             await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
             await asyncio.to_thread(s.close)
@@ -474,7 +468,7 @@ async def test_kill9_leaves_offline_status_and_backlog_is_published(
             await asyncio.to_thread(proxy.start)
             await col.wait(lambda: states()[-1:] == ["online"], what="online again")
             broker.stop()
-            s = await bound_sender(port)
+            s = await bind_sender(port, SmpplibSender)
             second = [(await submit(s, f"4477009008{i:02d}"))[1] for i in range(5)]
             assert all(second)
             receipts = await asyncio.to_thread(s.wait_delivered, 5, 15.0)
@@ -511,7 +505,7 @@ async def test_without_feed_the_proxy_works_the_same(
         async with simulator(scenario) as sim:
             cfg = write_config(where, sim.port or 0, extra=extra)
             async with gateway(cfg) as gw:
-                s = await bound_sender(gw.port)
+                s = await bind_sender(gw.port, SmpplibSender)
                 status, mid = await submit(s, number)
                 assert status == 0
                 receipts = await asyncio.to_thread(s.wait_delivered, 1, 10.0)
@@ -557,7 +551,7 @@ async def test_mask_destinations(tmp_path: Path, broker: MosquittoBroker) -> Non
                     extra=feed(broker.port, prefix=name, extra=feed_keys),
                 )
                 async with gateway(cfg) as gw:
-                    s = await bound_sender(gw.port)
+                    s = await bind_sender(gw.port, SmpplibSender)
                     status, mid = await submit(s, number)
                     assert status == 0
                     await col.wait(has_event(col, f"{mid}:2:delivered"), what="delivered")
@@ -625,7 +619,7 @@ async def test_publisher_runs_in_its_own_process_and_is_restarted(
         await wait_until(lambda: gw.feed is not None and gw.feed.connected, timeout=15)
         child = gw.feed.pid
         assert child is not None and child in children_of(os.getpid(), "feed-publisher")
-        s = await bound_sender(gw.port)
+        s = await bind_sender(gw.port, SmpplibSender)
         first = [(await submit(s, f"4477009010{i:02d}"))[1] for i in range(3)]
         await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
         await wait_until(lambda: gw.feed is not None and gw.feed.published >= 9, timeout=10)
@@ -678,7 +672,7 @@ async def test_inline_publisher_still_available(tmp_path: Path, broker: Mosquitt
     ):
         assert isinstance(gw.feed, FeedPublisher)
         assert children_of(os.getpid(), "feed-publisher") == []
-        s = await bound_sender(gw.port)
+        s = await bind_sender(gw.port, SmpplibSender)
         mids = [(await submit(s, f"4477009012{i:02d}"))[1] for i in range(3)]
         await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
         check_documents(col.messages)
@@ -698,7 +692,7 @@ async def test_a_stalled_publisher_process_is_replaced(
     ):
         assert isinstance(gw.feed, FeedProcess)
         await wait_until(lambda: gw.feed is not None and gw.feed.connected, timeout=15)
-        s = await bound_sender(gw.port)
+        s = await bind_sender(gw.port, SmpplibSender)
         first = [(await submit(s, f"4477009013{i:02d}"))[1] for i in range(2)]
         await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
         # Frozen while idle: not inside one of its (short) outbox-delete transactions,
