@@ -31,6 +31,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bounceback.pgstore import migrate
@@ -93,17 +94,10 @@ class PgCluster:
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, LC_ALL="C", PGTZ="UTC")
-        if self.user is None:
-            return subprocess.run(
-                args,
-                cwd=self.dir,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=check,
-                timeout=120,
-            )
-        env["HOME"] = str(self.dir)
+        as_user: dict[str, Any] = {}
+        if self.user is not None:  # PostgreSQL refuses to run as root
+            env["HOME"] = str(self.dir)
+            as_user = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
         return subprocess.run(
             args,
             cwd=self.dir,
@@ -112,9 +106,7 @@ class PgCluster:
             text=True,
             check=check,
             timeout=120,
-            user=self.user.pw_uid,
-            group=self.user.pw_gid,
-            extra_groups=[],
+            **as_user,
         )
 
     def start(self) -> None:
