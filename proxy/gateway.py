@@ -970,6 +970,15 @@ class Gateway:
                     if gone:
                         self.count("messages_expired_retention", gone)
                         log.info("retention: removed %d finished messages", gone)
+                    # Number flagging counts soft bounces over flag_window: keep those.
+                    kept = max(retention, self.cfg.retry.flag_window)
+                    records = await self.store.expire_records(wall - kept)
+                    if any(records.values()):
+                        self.count("records_expired_retention", sum(records.values()))
+                        log.info(
+                            "retention: removed %s",
+                            ", ".join(f"{n} {t} rows" for t, n in records.items() if n),
+                        )
                 if self.shared:
                     await self._rematch_early()
                 for key, (at, pdu) in list(self._early.items()):

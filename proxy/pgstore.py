@@ -42,6 +42,7 @@ import asyncpg
 from .config import ConfigError, StoreConfig, _mask_url, load_config
 from .model import Message, State
 from .store import (
+    EXPIRING,
     MAX_INSTANCES,
     MESSAGE_COLS,
     RECEIPT_COLS,
@@ -540,9 +541,22 @@ class PgStore:
         )
 
     async def expire_finished(self, before: float) -> int:
-        return await self._exec(
-            "DELETE FROM messages WHERE done_at IS NOT NULL AND done_at < $1", before
+        """Delete finished messages older than `before` and their carrier ids."""
+        rows = await self._fetch(
+            "WITH gone AS (DELETE FROM messages WHERE done_at IS NOT NULL AND done_at < $1"
+            " RETURNING id), keys AS (DELETE FROM carrier_ids c USING gone"
+            " WHERE c.message_id = gone.id) SELECT COUNT(*) FROM gone",
+            before,
         )
+        return int(rows[0][0])
+
+    async def expire_records(self, before: float) -> dict[str, int]:
+        """Delete history older than `before`: soft bounces, unmatched receipts, and
+        suppression entries that stopped applying by then."""
+        removed: dict[str, int] = {}
+        for table, column in EXPIRING:
+            removed[table] = await self._exec(f"DELETE FROM {table} WHERE {column} < $1", before)
+        return removed
 
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports; ``?`` placeholders are accepted as in SQLite."""

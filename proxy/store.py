@@ -144,6 +144,7 @@ class Store(Protocol):
     async def meta_get(self, key: str) -> str | None: ...
     async def meta_set(self, key: str, value: str) -> None: ...
     async def expire_finished(self, before: float) -> int: ...
+    async def expire_records(self, before: float) -> dict[str, int]: ...
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     # ---- several instances on one store
@@ -222,6 +223,8 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS carrier_ids (
         carrier TEXT NOT NULL, key TEXT NOT NULL, message_id TEXT NOT NULL,
         attempt INTEGER NOT NULL, PRIMARY KEY (carrier, key)) WITHOUT ROWID""",
+    # Retention removes a message's carrier ids with it.
+    "CREATE INDEX IF NOT EXISTS carrier_ids_message ON carrier_ids(message_id)",
     """CREATE TABLE IF NOT EXISTS sender_receipts (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL,
         message_id TEXT NOT NULL, stat TEXT NOT NULL, err TEXT NOT NULL,
@@ -243,7 +246,9 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 
-EXPIRE_SLICE = 2000  # finished messages deleted per transaction by retention
+EXPIRE_SLICE = 2000  # rows deleted per transaction by retention
+# History that retention removes once it is older than the cut-off: (table, time column).
+EXPIRING = (("soft_bounces", "at"), ("unmatched_receipts", "at"), ("suppression", "expires_at"))
 MAX_INSTANCES = MAX_INSTANCE + 1  # instance numbers 0..1023 (10 bits of every message id)
 
 _COLS = (
@@ -783,19 +788,45 @@ class SqliteStore:
         )
 
     async def expire_finished(self, before: float) -> int:
-        """Delete finished messages older than `before`, a slice at a time: the writes
-        run on the event loop's thread, which must not stop for a large backlog."""
+        """Delete finished messages older than `before` and their carrier ids, a slice
+        at a time: the writes run on the event loop's thread, which must not stop for a
+        large backlog."""
+        conn = self._wconn
+        assert conn is not None
         total = 0
         while True:
-            n = await self._exec_write(
-                "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages"
-                " WHERE done_at IS NOT NULL AND done_at < ? LIMIT ?)",
-                (before, EXPIRE_SLICE),
-            )
-            total += n
-            if n < EXPIRE_SLICE:
+            with _immediate(conn):
+                ids = conn.execute(
+                    "SELECT id FROM messages WHERE done_at IS NOT NULL AND done_at < ?"
+                    " ORDER BY done_at LIMIT ?",
+                    (before, EXPIRE_SLICE),
+                ).fetchall()
+                conn.executemany("DELETE FROM carrier_ids WHERE message_id = ?", ids)
+                conn.executemany("DELETE FROM messages WHERE id = ?", ids)
+            self._maybe_checkpoint(1 + len(ids) // 8)
+            total += len(ids)
+            if len(ids) < EXPIRE_SLICE:
                 return total
             await asyncio.sleep(0)
+
+    async def expire_records(self, before: float) -> dict[str, int]:
+        """Delete history older than `before`, by slices: soft bounces, unmatched
+        receipts, and suppression entries that stopped applying by then."""
+        removed: dict[str, int] = {}
+        for table, column in EXPIRING:
+            total = 0
+            while True:
+                n = await self._exec_write(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+                    f" WHERE {column} < ? LIMIT ?)",
+                    (before, EXPIRE_SLICE),
+                )
+                total += n
+                if n < EXPIRE_SLICE:
+                    break
+                await asyncio.sleep(0)
+            removed[table] = total
+        return removed
 
     async def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for reports (`bounceback stats`)."""

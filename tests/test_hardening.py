@@ -916,13 +916,21 @@ async def test_retention_removes_finished_messages(
             assert len(await asyncio.to_thread(s.wait_delivered, 1, 10.0)) == 1
             msg = await gw.store.get(done)
             assert msg is not None and msg.state.value == "delivered"
+            # History is kept at least as long as number flagging looks back (a day).
+            await gw.store.unmatched_receipt("sim", "ancient", "repr", 1.0)
+            await gw.store.unmatched_receipt("sim", "recent", "repr", time.time())
             for _ in range(100):  # retention is 1.7 s; housekeeping runs every second
-                if await gw.store.get(done) is None:
+                if await gw.store.get(done) is None and "unmatched_receipts" in caplog.text:
                     break
                 await asyncio.sleep(0.1)
             assert await gw.store.get(done) is None
+            ids = await gw.store.query("SELECT DISTINCT message_id FROM carrier_ids")
+            assert ids == [(open_,)]  # the expired message's carrier id went with it
             assert gw.counters.get("messages_expired_retention", 0) >= 1
             assert "retention: removed 1 finished messages" in caplog.text
+            assert "retention: removed 1 unmatched_receipts rows" in caplog.text
+            rows = await gw.store.query("SELECT message_id FROM unmatched_receipts")
+            assert rows == [("recent",)]
             kept = await gw.store.get(open_)  # not final: kept whatever its age
             assert kept is not None and not kept.state.final
             await asyncio.to_thread(s.close)

@@ -243,9 +243,10 @@ def test_migrate_main_reports_what_it_did(
     )
     assert migrate_main(str(cfg)) == 0
     out = capsys.readouterr().out
-    assert "applied 0001_initial" in out
+    assert "applied 0001_initial" in out and "applied 0002_retention" in out
     assert migrate_main(str(cfg)) == 0
-    assert "schema up to date (version 0001)" in capsys.readouterr().out
+    latest = migrations()[-1][0]
+    assert f"schema up to date (version {latest})" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text("[store]\nurl = 5\n")
     assert migrate_main(str(bad)) == 2

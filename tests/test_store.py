@@ -264,15 +264,51 @@ async def test_meta_and_unmatched(store: Store) -> None:
 async def test_expire_finished(store: Store) -> None:
     await store.commit_many(
         [
-            Change(message=msg("E1", state=State.DELIVERED, done_at=T0)),
+            Change(
+                message=msg("E1", state=State.DELIVERED, done_at=T0),
+                carrier_keys=[("c1", "a1", "E1", 1), ("c2", "b1", "E1", 2)],
+            ),
             Change(message=msg("E2", state=State.FAILED, done_at=T0 + 100)),
-            Change(message=msg("E3", state=State.HELD)),
+            Change(message=msg("E3", state=State.HELD), carrier_keys=[("c1", "a3", "E3", 1)]),
         ]
     )
     assert await store.expire_finished(T0 + 50) == 1
     assert await store.get("E1") is None
     assert await store.get("E2") is not None and await store.get("E3") is not None
+    # The expired message's carrier ids go with it; the others stay.
+    assert await store.find_carrier_key("c1", ["a1"]) is None
+    assert await store.find_carrier_key("c2", ["b1"]) is None
+    assert await store.find_carrier_key("c1", ["a3"]) == ("E3", 1)
     assert await store.expire_finished(T0 + 50) == 0
+
+
+async def test_expire_records_removes_old_history_only(store: Store) -> None:
+    await store.commit_many(
+        [
+            Change(
+                soft_bounce=[
+                    ("447700900001", T0, "absent_subscriber"),
+                    ("447700900001", T0 + 100, "absent_subscriber"),
+                ]
+            )
+        ]
+    )
+    await store.unmatched_receipt("c1", "old", "repr", T0)
+    await store.unmatched_receipt("c1", "new", "repr", T0 + 100)
+    await store.suppression_add(Suppression("447700900002", "unknown", T0 - 10, T0, "acme"))
+    await store.suppression_add(Suppression("447700900003", "unknown", T0 - 10, T0 + 100, "acme"))
+    removed = await store.expire_records(T0 + 50)
+    assert removed == {"soft_bounces": 1, "unmatched_receipts": 1, "suppression": 1}
+    assert await store.soft_bounce_count("447700900001", 0) == 1
+    rows = await store.query("SELECT message_id FROM unmatched_receipts")
+    assert rows == [("new",)]
+    rows = await store.query("SELECT number FROM suppression")
+    assert rows == [("447700900003",)]
+    assert await store.expire_records(T0 + 50) == {
+        "soft_bounces": 0,
+        "unmatched_receipts": 0,
+        "suppression": 0,
+    }
 
 
 async def test_query_with_question_mark_parameters(store: Store) -> None:
@@ -413,7 +449,7 @@ async def test_claims_see_receipts_another_process_added(tmp_path: Path) -> None
         await proxy.close()
 
 
-async def test_expire_finished_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
+async def test_expire_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
     from bounceback import store as store_module
 
     s = SqliteStore(tmp_path / "big.db", batch_delay=0)
@@ -424,11 +460,23 @@ async def test_expire_finished_deletes_a_large_backlog_in_slices(tmp_path: Path)
             Change(message=msg(f"D{i:05d}", state=State.DELIVERED, done_at=T0), insert=True)
             for i in range(n)
         ]
-        await s.commit_many([*done, Change(message=msg("LIVE"), insert=True)])
+        for c in done:
+            assert c.message is not None
+            c.carrier_keys.append(("c1", c.message.id.lower(), c.message.id, 1))
+        live = Change(message=msg("LIVE"), insert=True, carrier_keys=[("c1", "k", "LIVE", 1)])
+        soft = [("447700900001", T0, "absent_subscriber")] * n
+        await s.commit_many([*done, live, Change(soft_bounce=soft)])
         commits = s.commits
         assert await s.expire_finished(T0 + 1) == n
+        assert await s.expire_records(T0 + 1) == {
+            "soft_bounces": n,
+            "unmatched_receipts": 0,
+            "suppression": 0,
+        }
         assert s.commits == commits  # slices are plain statements, not group commits
         rows = await s.query("SELECT id FROM messages")
         assert rows == [("LIVE",)]
+        assert await s.query("SELECT message_id FROM carrier_ids") == [("LIVE",)]
+        assert await s.query("SELECT COUNT(*) FROM soft_bounces") == [(0,)]
     finally:
         await s.close()
