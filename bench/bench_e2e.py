@@ -37,7 +37,7 @@ Usage::
     python bench/bench_e2e.py [--messages 20000] [--binds 4] [--window 64]
         [--ack carrier|stored|both] [--feed] [--stores sqlite,postgres]
         [--instances 1,2] [--scaling] [--pg-synchronous-commit on|off] [--json]
-        [--batch-delay S]
+        [--batch-delay S] [--rounds N]
         [--profile DIR [--py-spy BIN]] [--keep]
 
 ``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<label>.prof``
@@ -65,6 +65,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,7 @@ class Result:
     instances: int = 0  # proxy instances (0 for the direct phase)
     ack: str = ""
     feed: bool = False
+    round: int = 1  # with --rounds: which repetition of the phase sequence
     complete: bool = False
     elapsed: float = 0.0  # first submit to the last response and receipt
     submit_elapsed: float = 0.0  # first submit to the last submit_sm_resp
@@ -833,9 +835,13 @@ class Bench:
     def run_direct(self) -> Result:
         return asyncio.run(self.measure("direct", [self.sim_port], DIRECT_ACCOUNT, self._alive()))
 
-    def run_proxy(self, store: str, instances: int, ack: str, feed: bool) -> Result:
+    def run_proxy(
+        self, store: str, instances: int, ack: str, feed: bool, round_no: int = 1
+    ) -> Result:
         """One phase through ``instances`` fresh proxies on a fresh store."""
         label = f"{store}-x{instances}-ack-{ack}" + ("-feed" if feed else "")
+        if round_no > 1:
+            label += f"-r{round_no}"
         phase = phase_name(store, instances, ack, feed)
         store_url: str | None = None
         probe: StoreProbe
@@ -902,6 +908,19 @@ def goal_for(name: str) -> float | None:
     return None
 
 
+def summarize_rounds(results: list[Result]) -> dict[str, tuple[float, float, float, int]]:
+    """Each ratio's (median, lowest, highest, rounds) over the rounds, each round's
+    ratio taken between phases of that round: the machine's speed drifts over a run,
+    and pairs measured a few seconds apart share most of that drift."""
+    by_round: dict[str, list[float]] = {}
+    for rnd in sorted({r.round for r in results}):
+        for name, value in ratios([r for r in results if r.round == rnd]).items():
+            by_round.setdefault(name, []).append(value)
+    return {
+        name: (statistics.median(vs), min(vs), max(vs), len(vs)) for name, vs in by_round.items()
+    }
+
+
 def ratios(results: list[Result]) -> dict[str, float]:
     """proxy / direct, feed=on / feed=off, postgres / sqlite x1 and x2 / x1 (same store)."""
     done = [r for r in results if r.complete and r.rate > 0]
@@ -925,7 +944,11 @@ def ratios(results: list[Result]) -> dict[str, float]:
     return out
 
 
-def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, float]) -> None:
+def print_table(
+    args: argparse.Namespace,
+    results: list[Result],
+    rs: dict[str, tuple[float, float, float, int]],
+) -> None:
     print(
         f"messages={args.messages} binds={args.binds} window={args.window} "
         f"receipt_delay={args.receipt_delay}s warm-up={args.warmup} "
@@ -936,7 +959,12 @@ def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, f
             else ""
         )
     )
-    width = max([len(r.phase) for r in results] + [26])
+    rounds = max(r.round for r in results)
+
+    def shown(r: Result) -> str:
+        return f"{r.phase} #{r.round}" if rounds > 1 else r.phase
+
+    width = max([len(shown(r)) for r in results] + [26])
     head = (
         f"{'phase':<{width}} {'N':>7} {'elapsed s':>9} {'msg/s':>8} {'submit/s':>9} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'receipts':>8}"
@@ -945,7 +973,7 @@ def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, f
     print("-" * len(head))
     for r in results:
         print(
-            f"{r.phase:<{width}} {r.messages:>7} {r.elapsed:>9.2f} {r.rate:>8.0f} "
+            f"{shown(r):<{width}} {r.messages:>7} {r.elapsed:>9.2f} {r.rate:>8.0f} "
             f"{r.submit_rate:>9.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} "
             f"{r.receipts:>8}"
         )
@@ -968,16 +996,22 @@ def print_table(args: argparse.Namespace, results: list[Result], rs: dict[str, f
             )
         for e in extras:
             print(f"{'':<{width + 2}}{e}")
-    for name, value in rs.items():
+    for name, (value, low, high, n) in rs.items():
         goal = goal_for(name)
         verdict = (
             "" if goal is None else f" (goal >= {goal}: {'met' if value >= goal else 'NOT met'})"
         )
-        print(f"ratio {name}: {value:.2f}{verdict}")
+        spread = f" (median of {n} rounds, {low:.2f}-{high:.2f})" if n > 1 else ""
+        print(f"ratio {name}: {value:.2f}{spread}{verdict}")
+    by_phase: dict[str, list[float]] = {}
     for r in results:
         if r.complete and r.store and not r.feed:
-            met = "met" if r.rate >= GOAL_RATE else "NOT met"
-            print(f"{r.phase}: {r.rate:.0f} msg/s with receipts (goal >= {GOAL_RATE:.0f}: {met})")
+            by_phase.setdefault(r.phase, []).append(r.rate)
+    for phase, rates in by_phase.items():
+        rate = statistics.median(rates)
+        met = "met" if rate >= GOAL_RATE else "NOT met"
+        spread = f" (median of {len(rates)} rounds)" if len(rates) > 1 else ""
+        print(f"{phase}: {rate:.0f} msg/s with receipts{spread} (goal >= {GOAL_RATE:.0f}: {met})")
 
 
 def summarize_collapsed(text: str, limit: int = 30) -> str:
@@ -1068,6 +1102,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with fsync off either way; default on)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the whole phase sequence; ratios are taken within each round and "
+        "their median printed (default 1)",
+    )
     p.add_argument("--warmup", type=int, default=1000, help="unmeasured messages per phase")
     p.add_argument("--receipt-delay", type=float, default=0.005, help="simulator receipt delay")
     p.add_argument(
@@ -1091,6 +1132,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("messages", "binds", "window"):
         if getattr(a, name) < 1:
             p.error(f"--{name} must be at least 1")
+    if a.rounds < 1:
+        p.error("--rounds must be at least 1")
     if a.py_spy is not None and a.profile is None:
         p.error("--py-spy needs --profile DIR for its output")
     if a.warmup < 1:
@@ -1150,12 +1193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.start_simulator()
         if args.feed:
             bench.start_broker()
-        results.append(bench.run_direct())
-        for ack in acks:
-            for store, n in args.setups:
-                results.append(bench.run_proxy(store, n, ack, feed=False))
-                if args.feed:
-                    results.append(bench.run_proxy(store, n, ack, feed=True))
+        for rnd in range(1, args.rounds + 1):
+            results.append(bench.run_direct())
+            results[-1].round = rnd
+            for ack in acks:
+                for store, n in args.setups:
+                    results.append(bench.run_proxy(store, n, ack, feed=False, round_no=rnd))
+                    results[-1].round = rnd
+                    if args.feed:
+                        results.append(bench.run_proxy(store, n, ack, feed=True, round_no=rnd))
+                        results[-1].round = rnd
     except (BenchError, OSError, TimeoutError) as exc:
         print(
             f"bench failed: {exc!r}" if not isinstance(exc, BenchError) else f"bench failed: {exc}",
@@ -1172,7 +1219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     if any(not r.complete for r in results):
         rc = 1
-    rs = ratios(results)
+    rs = summarize_rounds(results)
     if args.json:
         doc = {
             "config": {
@@ -1188,11 +1235,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "pg_synchronous_commit",
                     "warmup",
                     "receipt_delay",
+                    "rounds",
                 )
             },
             "cpus": os.cpu_count(),
             "results": [asdict(r) for r in results],
-            "ratios": rs,
+            "ratios": {k: v[0] for k, v in rs.items()},  # the median over the rounds
+            "ratio_ranges": {
+                k: {"median": v[0], "low": v[1], "high": v[2], "rounds": v[3]}
+                for k, v in rs.items()
+            },
             "goals": {
                 "proxy_rate": GOAL_RATE,
                 "proxy_over_direct": GOAL_RATIO,
