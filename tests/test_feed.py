@@ -679,6 +679,29 @@ async def test_inline_publisher_still_available(tmp_path: Path, broker: Mosquitt
         await asyncio.to_thread(s.close)
 
 
+@pytest.mark.parametrize("publisher", ["inline", "process"])
+async def test_qos0_events_are_published_and_leave_the_outbox(
+    tmp_path: Path, broker: MosquittoBroker, publisher: str
+) -> None:
+    """QoS 0: a publish counts as done once written (no PUBACK to wait for)."""
+    extra = f'qos = 0\npublisher = "{publisher}"'
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port, extra=extra))) as gw,
+    ):
+        s = await bind_sender(gw.port, SmpplibSender)
+        mids = [(await submit(s, f"4477009013{i:02d}"))[1] for i in range(5)]
+        await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+        assert {m.qos for m in col.matching("events")} == {0}
+        for _ in range(200):  # rows leave the outbox once written to the broker
+            if await gw.store.outbox_count() == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await gw.store.outbox_count() == 0
+        await asyncio.to_thread(s.close)
+
+
 async def test_a_stalled_publisher_process_is_replaced(
     tmp_path: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
