@@ -439,8 +439,8 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
     from .engine import Publish, SenderReceipt
     from .events import build_event
     from .gateway import policy_from_config
-    from .model import State
-    from .store import Change, ReceiptRow
+    from .model import State, evolve
+    from .store import Change, ReceiptRow, StaleMessage
 
     msg = await store.get(message_id)
     if msg is None:
@@ -450,6 +450,7 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
             EXIT_FAILURE, f"message {message_id} is {msg.state.value}, not held: not cancelled"
         )
     new, actions = engine.decide(msg, engine.Cancel(now), policy_from_config(cfg))
+    new = evolve(new, version=msg.version + 1)
     change = Change(message=new)
     feed = cfg.feed
     for a in actions:
@@ -470,7 +471,12 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
             change.receipts.append(
                 ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
             )
-    await store.commit(change)
+    try:
+        await store.commit(change)
+    except StaleMessage:
+        raise CommandError(
+            EXIT_FAILURE, f"message {message_id} changed while being cancelled: try again"
+        ) from None
     return new
 
 

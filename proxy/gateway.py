@@ -70,7 +70,15 @@ from .pgstore import store_from_config
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
 from .session import SessionClosed
-from .store import Change, PendingReceipt, ReceiptRow, SqliteStore, Store, Suppression
+from .store import (
+    Change,
+    PendingReceipt,
+    ReceiptRow,
+    SqliteStore,
+    StaleMessage,
+    Store,
+    Suppression,
+)
 
 log = logging.getLogger("bounceback.gateway")
 
@@ -88,6 +96,7 @@ STATE_TO_SMPP = {
 
 STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instance
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
+STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is logged)
 # Another instance may have handled the submit_sm_resp and still be committing it.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CACHE_MAX = 200_000
@@ -168,6 +177,20 @@ class LRU(OrderedDict[Any, Any]):
         self.move_to_end(key)
         while len(self) > self.maxsize:
             self.popitem(last=False)
+
+
+def _copy_change(c: Change) -> Change:
+    """A copy of `c` with lists of its own: a decision taken again starts from it."""
+    return Change(
+        message=c.message,
+        events=list(c.events),
+        receipts=list(c.receipts),
+        delete_receipts=list(c.delete_receipts),
+        carrier_keys=list(c.carrier_keys),
+        suppress=list(c.suppress),
+        soft_bounce=list(c.soft_bounce),
+        insert=c.insert,
+    )
 
 
 class Gateway:
@@ -330,10 +353,18 @@ class Gateway:
                 for m in batch
                 if older_than is None or (m.updated_at < older_than and m.id not in self._locks)
             ]
-            changes = [
-                Change(message=evolve(m, state=State.HELD, next_attempt_at=now)) for m in stale
+            held = [
+                evolve(m, state=State.HELD, next_attempt_at=now, version=m.version + 1)
+                for m in stale
             ]
-            await self.store.commit_many(changes)
+            # One commit each (they share transactions): a message that another
+            # instance changed meanwhile is not stuck, and is refused alone.
+            results = await asyncio.gather(
+                *(self.store.commit(Change(message=m)) for m in held), return_exceptions=True
+            )
+            for r in results:
+                if isinstance(r, BaseException) and not isinstance(r, StaleMessage):
+                    raise r
             after = batch[-1].id
             log.info("recovered %d unfinished messages", len(batch))
 
@@ -621,62 +652,87 @@ class Gateway:
     async def process(
         self, mid: str, event: engine.Event, *, extra: Change | None = None
     ) -> Message | None:
-        """Run one event through the engine, persist, then act."""
+        """Run one event through the engine, persist, then act.
+
+        The decision is written only over the version of the message it was taken on:
+        when another instance (or a command) changed the message meanwhile, the store
+        refuses it (`StaleMessage`) and the event is decided again on the stored one.
+        """
         lock = self._lock(mid)
         async with lock:
-            msg = await self._load(mid)
-            if msg is None:
-                log.warning("event for unknown message %s", mid)
-                return None
-            if isinstance(event, engine.SubmitResult):
-                fut = self._waiting.get(mid)
-                event = evolve(event, sender_waiting=fut is not None and not fut.done())
-            new, actions = engine.decide(msg, event, self.policy)
-            change = extra or Change()
-            if new is not msg:
-                change.message = new
-            now = getattr(event, "now", time.time())
-            after: list[Action] = []
-            for a in actions:
-                if isinstance(a, Publish):
-                    self._event(change, new, a.event, dict(a.fields), now)
-                elif isinstance(a, SenderReceipt):
-                    change.receipts.append(
-                        ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
-                    )
-                    after.append(a)
-                elif isinstance(a, SuppressNumber):
-                    ttl = self.cfg.retry.suppression_ttl
-                    change.suppress.append((a.number, a.reason, now, now + ttl, new.account))
-                    self._suppressed[a.number] = now + ttl
-                else:
-                    after.append(a)
-            if new.state == State.HELD and new.verdict is not None and new is not msg:
-                change.soft_bounce.append((new.destination_addr, now, new.verdict.reason))
-            if (
-                change.message is not None
-                or change.events
-                or change.receipts
-                or change.carrier_keys
-                or change.suppress
-            ):
-                started = time.perf_counter()
-                await self.store.commit(change)
-                if self.metrics is not None:
-                    self.metrics.observe_commit(time.perf_counter() - started)
-                if change.events and self.feed is not None:
-                    self.feed.wake.set()
-            if new.state.final or new.state == State.HELD:
-                # Held messages live in the store, not in memory: they are read again by
-                # primary key when due (a million held must not grow the proxy).
-                self._cache.pop(mid, None)
-            else:
-                self._cache.put(mid, new)
+            for attempt in range(1, STALE_RETRIES + 1):
+                try:
+                    done = await self._decide(mid, event, extra)
+                except StaleMessage:
+                    self._cache.pop(mid, None)
+                    self.count("stale_decisions")
+                    if attempt == STALE_RETRIES:
+                        raise
+                    continue
+                break
         if not lock.locked() and self._locks.get(mid) is lock:
             del self._locks[mid]
+        if done is None:
+            return None
+        new, after = done
         for a in after:
             self._act(new, a)
         return new
+
+    async def _decide(
+        self, mid: str, event: engine.Event, extra: Change | None
+    ) -> tuple[Message, list[Action]] | None:
+        """Load, decide and commit one event (under the message's lock)."""
+        msg = await self._load(mid)
+        if msg is None:
+            log.warning("event for unknown message %s", mid)
+            return None
+        if isinstance(event, engine.SubmitResult):
+            fut = self._waiting.get(mid)
+            event = evolve(event, sender_waiting=fut is not None and not fut.done())
+        new, actions = engine.decide(msg, event, self.policy)
+        change = _copy_change(extra) if extra is not None else Change()
+        if new is not msg:
+            new = evolve(new, version=msg.version + 1)
+            change.message = new
+        now = getattr(event, "now", time.time())
+        after: list[Action] = []
+        for a in actions:
+            if isinstance(a, Publish):
+                self._event(change, new, a.event, dict(a.fields), now)
+            elif isinstance(a, SenderReceipt):
+                change.receipts.append(
+                    ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
+                )
+                after.append(a)
+            elif isinstance(a, SuppressNumber):
+                ttl = self.cfg.retry.suppression_ttl
+                change.suppress.append((a.number, a.reason, now, now + ttl, new.account))
+                self._suppressed[a.number] = now + ttl
+            else:
+                after.append(a)
+        if new.state == State.HELD and new.verdict is not None and new is not msg:
+            change.soft_bounce.append((new.destination_addr, now, new.verdict.reason))
+        if (
+            change.message is not None
+            or change.events
+            or change.receipts
+            or change.carrier_keys
+            or change.suppress
+        ):
+            started = time.perf_counter()
+            await self.store.commit(change)
+            if self.metrics is not None:
+                self.metrics.observe_commit(time.perf_counter() - started)
+            if change.events and self.feed is not None:
+                self.feed.wake.set()
+        if new.state.final or new.state == State.HELD:
+            # Held messages live in the store, not in memory: they are read again by
+            # primary key when due (a million held must not grow the proxy).
+            self._cache.pop(mid, None)
+        else:
+            self._cache.put(mid, new)
+        return new, after
 
     def _act(self, msg: Message, a: Action) -> None:
         if isinstance(a, Submit):
@@ -1168,8 +1224,14 @@ class Gateway:
                 pdu=new_pdu.encode(),
                 registered_delivery=new_pdu.registered_delivery,
                 updated_at=time.time(),
+                version=msg.version + 1,
             )
-            await self.store.commit(Change(message=new))
+            try:
+                await self.store.commit(Change(message=new))
+            except StaleMessage:  # changed by another instance meanwhile: ask again
+                self._cache.pop(new.id, None)
+                s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                return
             self._cache.put(new.id, new)
         s.send(pdu.response())
 

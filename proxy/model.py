@@ -119,6 +119,10 @@ class Message:
     text_head: str = ""  # first characters of the text for the receipt's text: field
     parts_ref: str = ""  # concatenation group (ref/seq/total) when the message is a part
     updated_at: float = 0.0
+    # Writes of this message so far. A store writes version v only over version v - 1
+    # (optimistic concurrency): a decision taken on a copy that another instance or
+    # process changed meanwhile is refused, and taken again on the stored message.
+    version: int = 0
 
     def retries_for(self, reason: str) -> int:
         for name, count in self.retries_by_reason:

@@ -47,6 +47,7 @@ from .store import (
     MESSAGE_COLS,
     RECEIPT_COLS,
     Change,
+    Conflicts,
     GroupCommit,
     OutboxEvent,
     PendingReceipt,
@@ -56,6 +57,7 @@ from .store import (
     collect,
     message_from_row,
     receipt_from_row,
+    stale_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -81,9 +83,12 @@ _UPDATE_MESSAGE = ", ".join(
 
 UPSERT_MESSAGE_SQL = (
     f"INSERT INTO messages ({MESSAGE_COLS}) VALUES "
-    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) "
     f"ON CONFLICT (id) DO UPDATE SET {_UPDATE_MESSAGE}, lease_owner = NULL, lease_until = NULL"
 )
+# An update of a known message: the rows are locked and their versions checked first
+# (`_write`); the condition repeats that check.
+UPDATE_MESSAGE_SQL = UPSERT_MESSAGE_SQL + " WHERE messages.version = EXCLUDED.version - 1"
 
 DUE_SQL = (
     f"SELECT {MESSAGE_COLS} FROM messages WHERE next_attempt_at IS NOT NULL"
@@ -369,6 +374,19 @@ class PgStore:
                 async with self.pool.acquire() as conn, conn.transaction():
                     if b.messages:
                         await conn.executemany(UPSERT_MESSAGE_SQL, b.messages)
+                    if b.updates:
+                        # Locked in id order (as every writer does), then checked: an
+                        # update decided on an older version than the stored one is
+                        # refused with the whole transaction, and the others go again.
+                        rows = await conn.fetch(
+                            "SELECT id, version FROM messages WHERE id = ANY($1::text[])"
+                            " ORDER BY id FOR UPDATE",
+                            sorted({r[0] for r in b.updates}),
+                        )
+                        stored = {str(r[0]): int(r[1]) for r in rows}
+                        if stale_ids(b.updates, stored):
+                            raise Conflicts(stored)
+                        await conn.executemany(UPDATE_MESSAGE_SQL, b.updates)
                     if b.events:
                         await conn.executemany(
                             "INSERT INTO outbox (topic, payload) VALUES ($1, $2)", b.events

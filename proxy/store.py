@@ -211,7 +211,8 @@ SCHEMA = [
         done_at REAL,
         reason TEXT NOT NULL DEFAULT '',
         pdu BLOB NOT NULL,
-        data TEXT NOT NULL
+        data TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS messages_due ON messages(next_attempt_at)"
     " WHERE next_attempt_at IS NOT NULL",
@@ -253,20 +254,23 @@ MAX_INSTANCES = MAX_INSTANCE + 1  # instance numbers 0..1023 (10 bits of every m
 
 _COLS = (
     "id, account, source_addr, destination_addr, state, attempts, carrier, "
-    "carrier_message_id, next_attempt_at, created_at, updated_at, done_at, reason, pdu, data"
+    "carrier_message_id, next_attempt_at, created_at, updated_at, done_at, reason, pdu, data, "
+    "version"
 )
 MESSAGE_COLS = _COLS  # the columns of message_row() / message_from_row(), in order
 
 # Insert a new message or update the columns a message's life changes: an update
 # touches only the indexes on those columns (INSERT OR REPLACE rewrote every index).
 _UPSERT_MESSAGE = (
-    f"INSERT INTO messages ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO messages ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
     " ON CONFLICT(id) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,"
     " carrier = excluded.carrier, carrier_message_id = excluded.carrier_message_id,"
     " next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at,"
     " done_at = excluded.done_at, reason = excluded.reason, pdu = excluded.pdu,"
-    " data = excluded.data"
+    " data = excluded.data, version = excluded.version"
 )
+# An update of a known message applies only over the version it was decided on.
+_UPDATE_MESSAGE = _UPSERT_MESSAGE + " WHERE messages.version = excluded.version - 1"
 
 
 def _encode(doc: dict[str, Any]) -> str:
@@ -302,6 +306,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         m.verdict.reason if m.verdict is not None else "",
         m.pdu,
         _encode(data),
+        m.version,
     )
 
 
@@ -323,7 +328,9 @@ def receipt_from_row(r: Sequence[Any]) -> PendingReceipt:
 class Batch:
     """The rows a group of Changes writes, merged (the last state of a message wins)."""
 
-    messages: list[tuple[Any, ...]]  # message_row() values, ordered by id
+    messages: list[tuple[Any, ...]]  # message_row() values of new messages, ordered by id
+    # ... of updates, by id then version: each applies only over the version before it
+    updates: list[tuple[Any, ...]]
     events: list[tuple[str, str]]
     receipts: list[tuple[Any, ...]]  # ReceiptRow fields + created_at
     deletes: list[int]
@@ -335,10 +342,13 @@ class Batch:
 
 def collect(changes: Iterable[Change], now: float) -> Batch:
     msgs: dict[str, tuple[Any, ...]] = {}
-    b = Batch([], [], [], [], [], [], [], set())
+    b = Batch([], [], [], [], [], [], [], [], set())
     for c in changes:
         if c.message is not None:
-            msgs[c.message.id] = message_row(c.message)
+            if c.insert:
+                msgs[c.message.id] = message_row(c.message)
+            else:
+                b.updates.append(message_row(c.message))
         b.events.extend(c.events)
         for r in c.receipts:
             b.receipts.append((*attrs.astuple(r), now))
@@ -348,7 +358,79 @@ def collect(changes: Iterable[Change], now: float) -> Batch:
         b.suppress.extend(c.suppress)
         b.soft_bounces.extend(c.soft_bounce)
     b.messages = [msgs[k] for k in sorted(msgs)]
+    b.updates.sort(key=_id_version)
     return b
+
+
+def _id_version(row: tuple[Any, ...]) -> tuple[str, int]:
+    return row[0], row[15]
+
+
+class _Partial(Exception):
+    """Some message updates did not apply: the transaction is rolled back."""
+
+
+class StaleMessage(Exception):
+    """A write decided on an older version of a message than the store holds."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(f"message {message_id} changed since it was read")
+        self.message_id = message_id
+
+
+class Conflicts(Exception):
+    """Raised by a store's write (which then wrote nothing): some message updates were
+    decided on versions the store no longer holds. `stored`: the stored version of
+    each updated message that exists."""
+
+    def __init__(self, stored: dict[str, int]) -> None:
+        super().__init__("stale message updates")
+        self.stored = stored
+
+
+def split_stale(
+    batch: Sequence[Sequence[Change]], stored: dict[str, int]
+) -> tuple[list[int], list[int]]:
+    """(good, stale) indexes of `batch` (the submissions of one transaction, in order):
+    a submission is good when each of its message updates follows the version stored
+    or written by a good submission before it."""
+    current = dict(stored)
+    good: list[int] = []
+    stale: list[int] = []
+    for i, changes in enumerate(batch):
+        ups = sorted(
+            (c.message for c in changes if c.message is not None and not c.insert),
+            key=lambda m: m.version,
+        )
+        trial: dict[str, int] = {}
+        ok = True
+        for m in ups:
+            have = trial[m.id] if m.id in trial else current.get(m.id)
+            if have is not None and m.version != have + 1:
+                ok = False
+                break
+            trial[m.id] = m.version
+        if ok:
+            current.update(trial)
+            good.append(i)
+        else:
+            stale.append(i)
+    return good, stale
+
+
+def stale_ids(updates: Sequence[tuple[Any, ...]], stored: dict[str, int]) -> set[str]:
+    """Ids among `updates` (message rows ordered by id then version) whose versions do
+    not each follow the one before, starting from the stored one (`stored`: id ->
+    version; an id not stored is a new row and may start anywhere)."""
+    bad: set[str] = set()
+    last: dict[str, int | None] = {}
+    for row in updates:
+        mid, version = row[0], row[15]
+        have = last[mid] if mid in last else stored.get(mid)
+        if have is not None and version != have + 1:
+            bad.add(mid)
+        last[mid] = version
+    return bad
 
 
 class GroupCommit:
@@ -395,6 +477,17 @@ class GroupCommit:
             changes = [c for cs, _ in batch for c in cs]
             try:
                 await self.write(changes)
+            except Conflicts as exc:
+                # Refuse the submissions with a stale update; the rest go again at once.
+                good, stale = split_stale([cs for cs, _ in batch], exc.stored)
+                for i in stale if stale else range(len(batch)):
+                    cs, fut = batch[i]
+                    if not fut.done():
+                        mid = next((c.message.id for c in cs if c.message is not None), "")
+                        fut.set_exception(StaleMessage(mid) if stale else exc)
+                if stale:
+                    self._queue = [batch[i] for i in good] + self._queue
+                continue
             except BaseException as exc:  # every waiter learns the transaction failed
                 for _, fut in batch:
                     if not fut.done():
@@ -451,6 +544,7 @@ def message_from_row(r: Sequence[Any]) -> Message:
         text_head=data["text_head"],
         parts_ref=data["parts_ref"],
         updated_at=r[10],
+        version=int(r[15]),
     )
 
 
@@ -521,6 +615,9 @@ class SqliteStore:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         for stmt in SCHEMA:
             conn.execute(stmt)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)").fetchall()}
+        if "version" not in columns:  # a file from before message versions
+            conn.execute("ALTER TABLE messages ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
         self._wconn = conn
 
     def _open_reader(self) -> None:
@@ -589,38 +686,53 @@ class SqliteStore:
         deletes = [(seq,) for seq in b.deletes]
         keys, supp, soft = b.carrier_keys, b.suppress, b.soft_bounces
         receipts: list[tuple[Any, ...]] = []
-        with _immediate(conn):
-            if b.receipts:
-                receipts = self._number_receipts(conn, b.receipts)
-            if msgs:
-                conn.executemany(_UPSERT_MESSAGE, msgs)
-            if events:
-                conn.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", events)
-            if receipts:
-                conn.executemany(
-                    "INSERT INTO sender_receipts (seq, account, message_id, stat, err, done_at,"
-                    " intermediate, source_addr, destination_addr, submit_date, text,"
-                    " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    receipts,
-                )
-            if deletes:
-                conn.executemany("DELETE FROM sender_receipts WHERE seq = ?", deletes)
-            if keys:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO carrier_ids (carrier, key, message_id, attempt)"
-                    " VALUES (?,?,?,?)",
-                    keys,
-                )
-            if supp:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO suppression (number, reason, created_at, expires_at,"
-                    " account) VALUES (?,?,?,?,?)",
-                    supp,
-                )
-            if soft:
-                conn.executemany(
-                    "INSERT INTO soft_bounces (number, at, reason) VALUES (?,?,?)", soft
-                )
+        try:
+            with _immediate(conn):
+                if b.receipts:
+                    receipts = self._number_receipts(conn, b.receipts)
+                if msgs:
+                    conn.executemany(_UPSERT_MESSAGE, msgs)
+                if b.updates:
+                    # Each row applies only over the version before it (rowcount tells).
+                    applied = conn.executemany(_UPDATE_MESSAGE, b.updates).rowcount
+                    if applied != len(b.updates):
+                        raise _Partial
+                if events:
+                    conn.executemany("INSERT INTO outbox (topic, payload) VALUES (?, ?)", events)
+                if receipts:
+                    conn.executemany(
+                        "INSERT INTO sender_receipts (seq, account, message_id, stat, err, done_at,"
+                        " intermediate, source_addr, destination_addr, submit_date, text,"
+                        " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        receipts,
+                    )
+                if deletes:
+                    conn.executemany("DELETE FROM sender_receipts WHERE seq = ?", deletes)
+                if keys:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO carrier_ids (carrier, key, message_id, attempt)"
+                        " VALUES (?,?,?,?)",
+                        keys,
+                    )
+                if supp:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO suppression (number, reason, created_at,"
+                        " expires_at, account) VALUES (?,?,?,?,?)",
+                        supp,
+                    )
+                if soft:
+                    conn.executemany(
+                        "INSERT INTO soft_bounces (number, at, reason) VALUES (?,?,?)", soft
+                    )
+        except _Partial:
+            ids = sorted({r[0] for r in b.updates})
+            stored = dict(
+                conn.execute(
+                    f"SELECT id, version FROM messages WHERE id IN ({','.join('?' * len(ids))})",
+                    ids,
+                ).fetchall()
+            )
+            raise Conflicts(stored) from None
         self.commits += 1
         if receipts:
             self._receipt_seq = receipts[-1][0]
@@ -637,7 +749,8 @@ class SqliteStore:
                 for seq in b.deletes:
                     pending.pop(seq, None)
         # A rough page count: what matters is that checkpoints keep pace with writes.
-        self._maybe_checkpoint(1 + (len(msgs) + len(events) + len(receipts) + len(keys)) // 8)
+        rows = len(msgs) + len(b.updates) + len(events) + len(receipts) + len(keys)
+        self._maybe_checkpoint(1 + rows // 8)
 
     def _number_receipts(
         self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]

@@ -25,10 +25,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
+from bounceback import engine
 from bounceback.access import ConnectionLimits, FailedBinds, address_key
 from bounceback.config import load_config
 from bounceback.gateway import Gateway
+from bounceback.model import State
 from bounceback.server import EsmeSession
 from bounceback.session import READ_SIZE, WRITE_BUFFER_LIMIT
 from bounceback.store import Change, SqliteStore
@@ -933,6 +936,46 @@ async def test_retention_removes_finished_messages(
             assert rows == [("recent",)]
             kept = await gw.store.get(open_)  # not final: kept whatever its age
             assert kept is not None and not kept.state.final
+            await asyncio.to_thread(s.close)
+
+
+async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: Path) -> None:
+    """Another writer (a second instance, or a command on the same store) finishes a
+    message the proxy holds in memory. An event the proxy then decides on its stale
+    copy must not overwrite that: the store refuses it and the proxy decides again on
+    the stored message (here: a cancel of a message that was delivered meanwhile does
+    nothing)."""
+    scen = dict(SIM, rules=[{"number": "447700900997", "outcomes": ["no_receipt"]}])
+    async with simulator(scen) as sim:
+        cfg = hardening_config(tmp_path, sim.port or 0)
+        async with gateway(cfg) as gw:
+            s = SmpplibSender("127.0.0.1", gw.port)
+            assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
+            s.listen()
+            seq = await asyncio.to_thread(s.submit, "447700900997", b"in flight")
+            status, mid = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+            sent = await gw.store.get(mid)
+            assert sent is not None and sent.state.value == "submitted"
+            other = SqliteStore(tmp_path / "proxy.db")
+            await other.open()
+            try:
+                delivered = attrs.evolve(
+                    sent,
+                    state=State.DELIVERED,
+                    final_stat="DELIVRD",
+                    done_at=time.time(),
+                    version=sent.version + 1,
+                )
+                await other.commit(Change(message=delivered))
+            finally:
+                await other.close()
+            got = await gw.process(mid, engine.Cancel(time.time()))
+            assert got is not None and got.state == State.DELIVERED
+            stored = await gw.store.get(mid)
+            assert stored is not None
+            assert stored.state == State.DELIVERED and stored.version == delivered.version
+            assert gw.counters.get("stale_decisions") == 1
             await asyncio.to_thread(s.close)
 
 

@@ -97,7 +97,13 @@ async def test_a_dead_instances_lease_expires_and_another_takes_over(
     rows = await b.query("SELECT DISTINCT lease_owner FROM messages")
     assert rows == [("bb-b",)]
     # A commit by the new owner clears the lease; the message is then claimable again.
-    done = attrs.evolve(taken[0], state=State.DELIVERED, next_attempt_at=None, done_at=T0 + 50)
+    done = attrs.evolve(
+        taken[0],
+        state=State.DELIVERED,
+        next_attempt_at=None,
+        done_at=T0 + 50,
+        version=taken[0].version + 1,
+    )
     await b.commit(Change(message=done))
     assert await b.query("SELECT lease_owner FROM messages WHERE id = 'D0'") == [(None,)]
 
@@ -243,7 +249,7 @@ def test_migrate_main_reports_what_it_did(
     )
     assert migrate_main(str(cfg)) == 0
     out = capsys.readouterr().out
-    assert "applied 0001_initial" in out and "applied 0002_retention" in out
+    assert "applied 0001_initial" in out and "applied 0003_message_version" in out
     assert migrate_main(str(cfg)) == 0
     latest = migrations()[-1][0]
     assert f"schema up to date (version {latest})" in capsys.readouterr().out

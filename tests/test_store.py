@@ -11,7 +11,7 @@ import attrs
 import pytest
 from bounceback.model import Message, State, Verdict
 from bounceback.pgstore import PgStore
-from bounceback.store import Change, ReceiptRow, SqliteStore, Store, Suppression
+from bounceback.store import Change, ReceiptRow, SqliteStore, StaleMessage, Store, Suppression
 
 pytest_plugins = ["pg_fixture"]
 
@@ -98,23 +98,53 @@ async def test_message_round_trip_keeps_every_field(store: Store) -> None:
         text_head="héllo wörld ✓",
         parts_ref="12/1/3",
         updated_at=T0 + 61.0,
+        version=3,
     )
     await store.commit(Change(message=full, insert=True))
     assert await store.get(full.id) == full
     assert await store.get("nope") is None
-    # A later commit of the same message replaces it.
-    later = attrs.evolve(full, state=State.DELIVERED, verdict=None, next_attempt_at=None)
+    # A later commit of the same message (the next version) replaces it.
+    later = attrs.evolve(full, state=State.DELIVERED, verdict=None, next_attempt_at=None, version=4)
     await store.commit(Change(message=later))
     assert await store.get(full.id) == later
 
 
 async def test_last_state_in_one_batch_wins(store: Store) -> None:
     m = msg("A1")
-    await store.commit_many(
-        [Change(message=m), Change(message=attrs.evolve(m, attempts=2, state=State.SUBMITTED))]
+    await store.commit(Change(message=m, insert=True))
+    v1 = attrs.evolve(m, attempts=1, state=State.SUBMITTING, version=1)
+    v2 = attrs.evolve(m, attempts=2, state=State.SUBMITTED, version=2)
+    await store.commit_many([Change(message=v2), Change(message=v1)])  # applied in order
+    assert await store.get("A1") == v2
+
+
+async def test_an_update_decided_on_an_old_version_is_refused_alone(store: Store) -> None:
+    """Two writers decide on the same version: the first to commit wins, the other's
+    whole change (its events too) is refused, and what shared its transaction is not."""
+    m = msg("S1", state=State.SUBMITTED)
+    await store.commit(Change(message=m, insert=True))
+    delivered = attrs.evolve(m, state=State.DELIVERED, done_at=T0 + 5, version=1)
+    cancelled = attrs.evolve(m, state=State.CANCELLED, done_at=T0 + 6, version=1)
+    results = await asyncio.gather(
+        store.commit(Change(message=delivered, events=[("t/delivered", "{}")])),
+        store.commit(Change(message=msg("S2"), insert=True)),
+        store.commit(Change(message=cancelled, events=[("t/cancelled", "{}")])),
+        return_exceptions=True,
     )
-    got = await store.get("A1")
-    assert got is not None and got.attempts == 2 and got.state == State.SUBMITTED
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], StaleMessage) and results[2].message_id == "S1"
+    assert await store.get("S1") == delivered
+    assert await store.get("S2") is not None
+    rows = await store.query("SELECT topic FROM outbox")
+    assert rows == [("t/delivered",)]
+    # Decided again on what is stored (version 1), the update goes in.
+    again = attrs.evolve(delivered, attempts=1, version=2)
+    await store.commit(Change(message=again))
+    assert await store.get("S1") == again
+    # A version from the past is refused too.
+    with pytest.raises(StaleMessage):
+        await store.commit(Change(message=attrs.evolve(m, attempts=9, version=2)))
+    assert await store.get("S1") == again
 
 
 async def test_concurrent_commits_share_one_transaction(store: Store) -> None:
@@ -362,7 +392,7 @@ async def test_claim_due_is_exclusive_until_the_lease_runs_out(store: Store) -> 
     await store.release(["C0"])
     c1 = await store.get("C1")
     assert c1 is not None
-    await store.commit(Change(message=attrs.evolve(c1, attempts=1)))
+    await store.commit(Change(message=attrs.evolve(c1, attempts=1, version=c1.version + 1)))
     assert [m.id for m in await store.claim_due("bb-c", now + 2, 10, 30)] == ["C0", "C1"]
     # bb-b's lease (until now+30) runs out: its messages can be taken over.
     assert [m.id for m in await store.claim_due("bb-c", now + 31, 10, 30)] == [
@@ -480,3 +510,23 @@ async def test_expire_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
         assert await s.query("SELECT COUNT(*) FROM soft_bounces") == [(0,)]
     finally:
         await s.close()
+
+
+def test_split_stale_follows_each_message_version_chain() -> None:
+    from bounceback.store import split_stale
+
+    a0, b0 = msg("A"), msg("B")
+
+    def up(m: Message, v: int) -> Change:
+        return Change(message=attrs.evolve(m, version=v))
+
+    batch = [
+        [up(a0, 4)],  # follows the stored 3
+        [up(a0, 4)],  # decided on 3 as well: stale
+        [up(a0, 5), up(b0, 1)],  # follows the first; B is not stored: any start
+        [up(b0, 3)],  # B is at 1 now: stale
+        [Change(message=attrs.evolve(a0, version=0), insert=True)],  # inserts are not checked
+        [up(b0, 2)],
+    ]
+    assert split_stale(batch, {"A": 3}) == ([0, 2, 4, 5], [1, 3])
+    assert split_stale(batch[:1], {"A": 4}) == ([], [0])
