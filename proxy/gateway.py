@@ -179,6 +179,10 @@ class LRU(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
+class _Recheck(Exception):
+    """Decide again on the stored message (`Gateway.process`)."""
+
+
 def _copy_change(c: Change) -> Change:
     """A copy of `c` with lists of its own: a decision taken again starts from it."""
     return Change(
@@ -617,8 +621,13 @@ class Gateway:
             lock = self._locks[mid] = asyncio.Lock()
         return lock
 
-    async def _load(self, mid: str) -> Message | None:
-        msg: Message | None = None if self.shared else self._cache.get(mid)
+    async def _load(self, mid: str, *, fresh: bool = False) -> Message | None:
+        """The message from memory, else (or when `fresh`) from the store.
+
+        With a shared store another instance may have changed a message held in memory;
+        a decision taken on such a copy is refused by the store's version check and
+        taken again on a fresh read (see `process`)."""
+        msg: Message | None = None if fresh else self._cache.get(mid)
         if msg is None:
             msg = await self.store.get(mid)
         return msg
@@ -660,14 +669,19 @@ class Gateway:
         """
         lock = self._lock(mid)
         async with lock:
+            fresh = False
             for attempt in range(1, STALE_RETRIES + 1):
                 try:
-                    done = await self._decide(mid, event, extra)
+                    done = await self._decide(mid, event, extra, fresh=fresh)
                 except StaleMessage:
                     self._cache.pop(mid, None)
                     self.count("stale_decisions")
                     if attempt == STALE_RETRIES:
                         raise
+                    fresh = True
+                    continue
+                except _Recheck:
+                    fresh = True
                     continue
                 break
         if not lock.locked() and self._locks.get(mid) is lock:
@@ -680,10 +694,10 @@ class Gateway:
         return new
 
     async def _decide(
-        self, mid: str, event: engine.Event, extra: Change | None
+        self, mid: str, event: engine.Event, extra: Change | None, *, fresh: bool
     ) -> tuple[Message, list[Action]] | None:
         """Load, decide and commit one event (under the message's lock)."""
-        msg = await self._load(mid)
+        msg = await self._load(mid, fresh=fresh)
         if msg is None:
             log.warning("event for unknown message %s", mid)
             return None
@@ -691,6 +705,11 @@ class Gateway:
             fut = self._waiting.get(mid)
             event = evolve(event, sender_waiting=fut is not None and not fut.done())
         new, actions = engine.decide(msg, event, self.policy)
+        if new is msg and self.shared and not fresh:
+            # Nothing to write (a receipt for an older attempt, an intermediate one, a
+            # retry that is not due on this copy): with no version check to say whether
+            # the copy in memory is current, decide again on the stored message.
+            raise _Recheck
         change = _copy_change(extra) if extra is not None else Change()
         if new is not msg:
             new = evolve(new, version=msg.version + 1)
@@ -1144,7 +1163,7 @@ class Gateway:
 
     # ------------------------------------------------------------ query / cancel / replace
     async def _own(self, s: EsmeSession, mid: str) -> Message | None:
-        msg = await self._load(mid)
+        msg = await self._load(mid, fresh=self.shared)
         if msg is None or s.account is None or msg.account != s.account.system_id:
             return None
         return msg
@@ -1186,7 +1205,7 @@ class Gateway:
             s.send(pdu.response(command_status=S.ESME_RINVMSGID))
             return
         async with self._lock(msg.id):
-            msg = await self._load(msg.id)
+            msg = await self._load(msg.id, fresh=self.shared)
             if msg is None or msg.state.final:
                 s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
                 return

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
-from harness import ProxyProcess, bind_sender, free_port, retry_toml, simulator, write_config
+import attrs
+from bounceback import engine
+from bounceback.model import State
+from bounceback.pgstore import PgStore
+from bounceback.store import Change
+from harness import (
+    ProxyProcess,
+    bind_sender,
+    free_port,
+    gateway,
+    retry_toml,
+    simulator,
+    wait_until,
+    write_config,
+)
 from mqtt_broker import Collector, MosquittoBroker
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -107,3 +122,43 @@ async def test_two_instances_one_store_kill9_one(tmp_path: Path, pg_url: str) ->
             await asyncio.to_thread(a.terminate)
             await asyncio.to_thread(b.terminate)
             broker.stop()
+
+
+async def test_an_instance_acts_on_what_another_wrote_not_on_its_copy(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Instance a keeps the messages it sends in memory. Another instance then
+    soft-bounces one (it got the receipt) and it falls due: a's decision must be taken
+    on the stored message, whether its stale copy would lead to a write (refused by the
+    version check) or to nothing at all (checked against the store)."""
+    number = "447700950200"
+    scen = {"receipt_delay": 0.05, "rules": [{"number": number, "outcomes": ["no_receipt"]}]}
+    async with simulator(scen) as sim:
+        cfg = write_config(tmp_path, sim.port or 0, retry=RETRY)
+        cfg.write_text(
+            cfg.read_text().replace('[store]\npath = "proxy.db"', f'[store]\nurl = "{pg_url}"')
+        )
+        async with gateway(cfg) as gw:
+            assert gw.shared
+            s = await bind_sender(gw.port, SmpplibSender)
+            seq = await asyncio.to_thread(s.submit, number)
+            status, mid = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+            sent = await gw.store.get(mid)
+            assert sent is not None and sent.state == State.SUBMITTED
+            other = PgStore(pg_url, pool_min=1, pool_max=2)
+            await other.open()
+            try:
+                now = time.time()
+                held = attrs.evolve(
+                    sent, state=State.HELD, next_attempt_at=now, version=sent.version + 1
+                )
+                await other.commit(Change(message=held))
+            finally:
+                await other.close()
+            # On a's copy (submitted) a due timer does nothing; on the stored one
+            # (held, due) it starts the next attempt.
+            got = await gw.process(mid, engine.Due(time.time()))
+            assert got is not None and got.state == State.SUBMITTING and got.attempts == 2
+            await wait_until(lambda: sim.count_for(number) == 2, timeout=10)
+            await asyncio.to_thread(s.close)
