@@ -1,7 +1,8 @@
 """Feed events: one JSON document per message transition (schema bounceback.event/1).
 
 Built here from the engine's `Publish` actions and written to the outbox in the
-same transaction as the state change; the MQTT publisher drains the outbox.
+same transaction as the state change (as compact records); the MQTT publisher drains
+the outbox and renders each record into its document.
 """
 
 from __future__ import annotations
@@ -112,6 +113,99 @@ def topic_for(prefix: str, account: str, message_id: str, event: str) -> str:
     return f"{prefix}/events/{account}/{message_id}/{event}"
 
 
+# The outbox keeps an event as a compact record, a JSON array (`event_record`): less to
+# build and to write in the proxy's transaction than the whole document, which the
+# publisher renders from it (`render`) just before publishing. A payload that is
+# already a JSON object (written by an earlier version) is published as it is.
+_RECORD = 1  # the record layout's version, its first element
+
+
+def event_record(
+    msg: Message,
+    event: str,
+    fields: Mapping[str, object],
+    *,
+    now: float,
+    instance: str,
+    prefix: str,
+    mask: bool,
+    mask_keep: int,
+) -> tuple[str, str]:
+    """(topic, compact record) for one transition of `msg`; `render` makes the
+    document."""
+    country, operator = number_info(msg.destination_addr)
+    shown = mask_number(msg.destination_addr, mask_keep) if mask else msg.destination_addr
+    record = (
+        _RECORD,
+        event,
+        now,
+        instance,
+        msg.account,
+        msg.id,
+        msg.carrier,
+        msg.carrier_message_id,
+        msg.source_addr,
+        shown,
+        country,
+        operator,
+        msg.attempts,
+        msg.state.value,
+        fields,
+    )
+    return topic_for(prefix, msg.account, msg.id, event), orjson.dumps(record).decode()
+
+
+def render(payload: str) -> str:
+    """The event document (JSON) of an outbox payload: a compact record rendered, a
+    document as it is."""
+    if not payload.startswith("["):
+        return payload
+    (
+        layout,
+        event,
+        now,
+        instance,
+        account,
+        message_id,
+        carrier,
+        carrier_message_id,
+        source_addr,
+        destination,
+        country,
+        operator,
+        attempt,
+        state,
+        fields,
+    ) = orjson.loads(payload)
+    if layout != _RECORD:
+        raise ValueError(f"unknown event record layout {layout!r}")
+    doc: dict[str, object] = {
+        "schema": SCHEMA,
+        # Deterministic: one event of a kind per attempt, so a consumer can
+        # de-duplicate QoS 1 redeliveries by event_id.
+        "event_id": f"{message_id}:{attempt}:{event}",
+        "event": event,
+        "at": iso(now),
+        "instance": instance,
+        "account": account,
+        "message_id": message_id,
+        "carrier": carrier or None,
+        "carrier_message_id": carrier_message_id or None,
+        "source_addr": source_addr,
+        "destination": destination,
+        "country": country or None,
+        "operator": operator or None,
+        "attempt": attempt,
+        "state": state,
+    }
+    for key, value in fields.items():
+        if key == "next_attempt_at" and isinstance(value, float):
+            doc[key] = iso(value)
+        else:
+            doc[key] = value
+    return _encode(doc)
+
+
 def build_event(
     msg: Message,
     event: str,
@@ -123,32 +217,15 @@ def build_event(
     mask: bool,
     mask_keep: int,
 ) -> tuple[str, str]:
-    """(topic, JSON payload) for one transition of `msg`."""
-    country, operator = number_info(msg.destination_addr)
-    payload: dict[str, object] = {
-        "schema": SCHEMA,
-        # Deterministic: one event of a kind per attempt, so a consumer can
-        # de-duplicate QoS 1 redeliveries by event_id.
-        "event_id": f"{msg.id}:{msg.attempts}:{event}",
-        "event": event,
-        "at": iso(now),
-        "instance": instance,
-        "account": msg.account,
-        "message_id": msg.id,
-        "carrier": msg.carrier or None,
-        "carrier_message_id": msg.carrier_message_id or None,
-        "source_addr": msg.source_addr,
-        "destination": mask_number(msg.destination_addr, mask_keep)
-        if mask
-        else msg.destination_addr,
-        "country": country or None,
-        "operator": operator or None,
-        "attempt": msg.attempts,
-        "state": msg.state.value,
-    }
-    for key, value in fields.items():
-        if key == "next_attempt_at" and isinstance(value, float):
-            payload[key] = iso(value)
-        else:
-            payload[key] = value
-    return topic_for(prefix, msg.account, msg.id, event), _encode(payload)
+    """(topic, JSON document) for one transition of `msg`."""
+    topic, record = event_record(
+        msg,
+        event,
+        fields,
+        now=now,
+        instance=instance,
+        prefix=prefix,
+        mask=mask,
+        mask_keep=mask_keep,
+    )
+    return topic, render(record)

@@ -36,7 +36,7 @@ import aiomqtt
 
 from . import __version__
 from .config import FeedConfig
-from .events import iso
+from .events import iso, render
 from .store import OutboxEvent, Store
 
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ class FeedPublisher(_Backlog):
         paho = client._client  # the MQTT client that aiomqtt drives on our loop
         infos = []
         for e in batch:
-            info = paho.publish(e.topic, e.payload, qos=self.cfg.qos)
+            info = paho.publish(e.topic, _document(e), qos=self.cfg.qos)
             if info.rc != 0:
                 raise aiomqtt.MqttCodeError(info.rc, "could not publish")
             infos.append(info)
@@ -299,6 +299,16 @@ class FeedPublisher(_Backlog):
                     qos=1,
                     retain=True,
                 )
+
+
+def _document(e: OutboxEvent) -> str:
+    """The event's JSON document; a record that cannot be rendered goes out as it is
+    stored (with an error in the log) rather than stopping the feed."""
+    try:
+        return render(e.payload)
+    except (ValueError, TypeError) as exc:
+        log.error("feed: outbox event %d cannot be rendered (%s); published as stored", e.seq, exc)
+        return e.payload
 
 
 def _close_abandoned(client: aiomqtt.Client) -> None:

@@ -61,7 +61,7 @@ from .engine import (
     Submit,
     SuppressNumber,
 )
-from .events import build_event, mask_number
+from .events import event_record, mask_number
 from .feed import FeedProcess, FeedPublisher
 from .ids import IdGenerator
 from .metrics import Metrics
@@ -646,7 +646,7 @@ class Gateway:
                 log.error("feed outbox full (%d events): dropping new events", self.feed.backlog)
             return
         change.events.append(
-            build_event(
+            event_record(
                 msg,
                 name,
                 fields,

@@ -22,7 +22,7 @@ import bounceback
 import jsonschema
 import pytest
 from bounceback import engine
-from bounceback.events import EVENT_NAMES, build_event
+from bounceback.events import EVENT_NAMES, build_event, event_record, iso, render
 from bounceback.feed import FeedProcess, FeedPublisher
 from bounceback.gateway import Gateway
 from bounceback.model import Message, State
@@ -36,6 +36,8 @@ from harness import (
     wait_until,
     write_config,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from mqtt_broker import Collector, Gate, MosquittoBroker, Received
 from smppcodecs.errors import SOFT_REASONS
 from smpplib_peer import SmpplibSender, receipt_fields
@@ -191,6 +193,49 @@ def test_schemas_match_the_code() -> None:
     assert schema["properties"]["event"]["enum"] == list(EVENT_NAMES)
     assert schema["properties"]["state"]["enum"] == [s.value for s in State]
     assert schema["$defs"]["soft_reason"]["enum"] == sorted(SOFT_REASONS)
+
+
+@given(
+    now=st.floats(1.0e9, 4.0e9),
+    fields=st.dictionaries(
+        st.sampled_from(["reason", "code", "attempt", "next_attempt_at", "recovered"]),
+        st.none() | st.booleans() | st.integers(-5, 10**9) | st.floats(1.0e9, 4.0e9) | st.text(),
+    ),
+)
+def test_a_stored_record_renders_the_document_it_was_built_from(
+    now: float, fields: dict[str, object]
+) -> None:
+    """The outbox keeps compact records; what the publisher renders from one is the
+    document built directly from the message (timestamps to the millisecond)."""
+    msg = Message(
+        id="01A2B3C4D5E6F708",
+        account="acme",
+        source_addr="Acme",
+        destination_addr="447700900123",
+        pdu=b"",
+        registered_delivery=1,
+        created_at=1_750_000_000.0,
+        deadline=1_750_100_000.0,
+        deadline_is_validity=False,
+        submit_date=1_750_000_000.0,
+        state=State.HELD,
+        attempts=2,
+        carrier="sim",
+        carrier_message_id="",
+    )
+    kw: dict[str, Any] = dict(now=now, instance="bb-1", prefix=PREFIX, mask=True, mask_keep=4)
+    topic, record = event_record(msg, "soft_bounce", fields, **kw)
+    assert record.startswith("[") and topic == build_event(msg, "soft_bounce", fields, **kw)[0]
+    doc = json.loads(render(record))
+    assert doc["at"] == iso(now) and doc["event_id"] == "01A2B3C4D5E6F708:2:soft_bounce"
+    assert doc["destination"] == "********0123" and doc["carrier_message_id"] is None
+    for key, value in fields.items():
+        want = iso(value) if key == "next_attempt_at" and isinstance(value, float) else value
+        assert doc[key] == want
+    # A document (as earlier versions stored) is published as it is.
+    assert render('{"schema":"x"}') == '{"schema":"x"}'
+    with pytest.raises(ValueError):
+        render("[99]")
 
 
 def test_event_schema_rejects_what_it_should() -> None:
