@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import bounceback
 import jsonschema
 import pytest
@@ -143,8 +144,8 @@ def assert_redeliveries_only(col: Collector) -> None:
 # ---------------------------------------------------------------- schemas, no broker
 
 
-def sample(event: str, fields: dict[str, object], state: State = State.HELD) -> dict[str, Any]:
-    msg = Message(
+def sample_message(state: State = State.HELD, **kw: Any) -> Message:
+    base = Message(
         id="01A2B3C4D5E6F708",
         account="acme",
         source_addr="Acme",
@@ -160,6 +161,11 @@ def sample(event: str, fields: dict[str, object], state: State = State.HELD) -> 
         carrier="sim",
         carrier_message_id="1F",
     )
+    return attrs.evolve(base, **kw)
+
+
+def sample(event: str, fields: dict[str, object], state: State = State.HELD) -> dict[str, Any]:
+    msg = sample_message(state)
     topic, payload = build_event(
         msg,
         event,
@@ -207,22 +213,7 @@ def test_a_stored_record_renders_the_document_it_was_built_from(
 ) -> None:
     """The outbox keeps compact records; what the publisher renders from one is the
     document built directly from the message (timestamps to the millisecond)."""
-    msg = Message(
-        id="01A2B3C4D5E6F708",
-        account="acme",
-        source_addr="Acme",
-        destination_addr="447700900123",
-        pdu=b"",
-        registered_delivery=1,
-        created_at=1_750_000_000.0,
-        deadline=1_750_100_000.0,
-        deadline_is_validity=False,
-        submit_date=1_750_000_000.0,
-        state=State.HELD,
-        attempts=2,
-        carrier="sim",
-        carrier_message_id="",
-    )
+    msg = sample_message(attempts=2, carrier_message_id="")
     kw: dict[str, Any] = dict(now=now, instance="bb-1", prefix=PREFIX, mask=True, mask_keep=4)
     topic, record = event_record(msg, "soft_bounce", fields, **kw)
     assert record.startswith("[") and topic == build_event(msg, "soft_bounce", fields, **kw)[0]

@@ -35,7 +35,7 @@ from bounceback.model import State
 from bounceback.server import EsmeSession
 from bounceback.session import READ_SIZE, WRITE_BUFFER_LIMIT
 from bounceback.store import Change, SqliteStore
-from harness import gateway, simulator, wait_until, write_config
+from harness import bind_sender, gateway, simulator, wait_until, write_config
 from smppcodecs.constants import CommandId
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.framer import Framer
@@ -949,9 +949,7 @@ async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: P
     async with simulator(scen) as sim:
         cfg = hardening_config(tmp_path, sim.port or 0)
         async with gateway(cfg) as gw:
-            s = SmpplibSender("127.0.0.1", gw.port)
-            assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
-            s.listen()
+            s = await bind_sender(gw.port, SmpplibSender)
             seq = await asyncio.to_thread(s.submit, "447700900997", b"in flight")
             status, mid = await asyncio.to_thread(s.wait_resp, seq)
             assert status == 0
