@@ -124,6 +124,12 @@ class Metrics:
             "Submissions refused because the number is on the suppression list.",
             registry=r,
         )
+        self.stale_decisions = Counter(
+            "bounceback_stale_decisions",
+            "Decisions the store refused because another instance or a command changed "
+            "the message first; each is taken again on the stored message.",
+            registry=r,
+        )
         self.outbox_backlog = Gauge(
             "bounceback_outbox_backlog", "Feed events waiting in the outbox.", registry=r
         )
@@ -196,6 +202,8 @@ class Metrics:
             child.inc(n)
         elif name == "suppression_hits":
             self.suppression_hits.inc(n)
+        elif name == "stale_decisions":
+            self.stale_decisions.inc(n)
 
     def observe_commit(self, seconds: float) -> None:
         self.store_commit.observe(seconds)

@@ -947,7 +947,8 @@ async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: P
     nothing)."""
     scen = dict(SIM, rules=[{"number": "447700900997", "outcomes": ["no_receipt"]}])
     async with simulator(scen) as sim:
-        cfg = hardening_config(tmp_path, sim.port or 0)
+        metrics = '[metrics]\nhost = "127.0.0.1"\nport = 0\n'
+        cfg = hardening_config(tmp_path, sim.port or 0, extra=metrics)
         async with gateway(cfg) as gw:
             s = await bind_sender(gw.port, SmpplibSender)
             seq = await asyncio.to_thread(s.submit, "447700900997", b"in flight")
@@ -974,6 +975,8 @@ async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: P
             assert stored is not None
             assert stored.state == State.DELIVERED and stored.version == delivered.version
             assert gw.counters.get("stale_decisions") == 1
+            assert gw.metrics is not None
+            assert "bounceback_stale_decisions_total 1.0" in gw.metrics.render().decode()
             await asyncio.to_thread(s.close)
 
 
