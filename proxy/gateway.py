@@ -183,18 +183,19 @@ class _Recheck(Exception):
     """Decide again on the stored message (`Gateway.process`)."""
 
 
-def _copy_change(c: Change) -> Change:
-    """A copy of `c` with lists of its own: a decision taken again starts from it."""
-    return Change(
-        message=c.message,
-        events=list(c.events),
-        receipts=list(c.receipts),
-        delete_receipts=list(c.delete_receipts),
-        carrier_keys=list(c.carrier_keys),
-        suppress=list(c.suppress),
-        soft_bounce=list(c.soft_bounce),
-        insert=c.insert,
-    )
+_Mark = tuple[Message | None, int, int, int, int]
+
+
+def _mark(c: Change) -> _Mark:
+    """What a decision adds to `c` (it only sets the message and appends)..."""
+    return c.message, len(c.events), len(c.receipts), len(c.suppress), len(c.soft_bounce)
+
+
+def _rewind(c: Change, mark: _Mark) -> None:
+    """... and taking it back, for a decision taken again."""
+    c.message = mark[0]
+    del c.events[mark[1] :], c.receipts[mark[2] :], c.suppress[mark[3] :]
+    del c.soft_bounce[mark[4] :]
 
 
 class Gateway:
@@ -668,20 +669,24 @@ class Gateway:
         refuses it (`StaleMessage`) and the event is decided again on the stored one.
         """
         lock = self._lock(mid)
+        change = extra if extra is not None else Change()
+        mark = _mark(change)
         async with lock:
             fresh = False
             for attempt in range(1, STALE_RETRIES + 1):
                 try:
-                    done = await self._decide(mid, event, extra, fresh=fresh)
+                    done = await self._decide(mid, event, change, fresh=fresh)
                 except StaleMessage:
                     self._cache.pop(mid, None)
                     self.count("stale_decisions")
                     if attempt == STALE_RETRIES:
                         raise
                     fresh = True
+                    _rewind(change, mark)
                     continue
                 except _Recheck:
                     fresh = True
+                    _rewind(change, mark)
                     continue
                 break
         if not lock.locked() and self._locks.get(mid) is lock:
@@ -694,9 +699,10 @@ class Gateway:
         return new
 
     async def _decide(
-        self, mid: str, event: engine.Event, extra: Change | None, *, fresh: bool
+        self, mid: str, event: engine.Event, change: Change, *, fresh: bool
     ) -> tuple[Message, list[Action]] | None:
-        """Load, decide and commit one event (under the message's lock)."""
+        """Load, decide and commit one event (under the message's lock), adding to
+        `change` (see `_mark`)."""
         msg = await self._load(mid, fresh=fresh)
         if msg is None:
             log.warning("event for unknown message %s", mid)
@@ -710,7 +716,6 @@ class Gateway:
             # retry that is not due on this copy): with no version check to say whether
             # the copy in memory is current, decide again on the stored message.
             raise _Recheck
-        change = _copy_change(extra) if extra is not None else Change()
         if new is not msg:
             new = evolve(new, version=msg.version + 1)
             change.message = new

@@ -35,7 +35,7 @@ from bounceback.model import State
 from bounceback.server import EsmeSession
 from bounceback.session import READ_SIZE, WRITE_BUFFER_LIMIT
 from bounceback.store import Change, SqliteStore
-from harness import bind_sender, gateway, simulator, wait_until, write_config
+from harness import bind_sender, free_port, gateway, simulator, wait_until, write_config
 from smppcodecs.constants import CommandId
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.framer import Framer
@@ -948,7 +948,9 @@ async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: P
     scen = dict(SIM, rules=[{"number": "447700900997", "outcomes": ["no_receipt"]}])
     async with simulator(scen) as sim:
         metrics = '[metrics]\nhost = "127.0.0.1"\nport = 0\n'
-        cfg = hardening_config(tmp_path, sim.port or 0, extra=metrics)
+        # A feed whose broker is away: its events stay in the outbox to be read here.
+        feed = f'[feed]\nhost = "127.0.0.1"\nport = {free_port()}\npublisher = "inline"\n'
+        cfg = hardening_config(tmp_path, sim.port or 0, extra=metrics + feed)
         async with gateway(cfg) as gw:
             s = await bind_sender(gw.port, SmpplibSender)
             seq = await asyncio.to_thread(s.submit, "447700900997", b"in flight")
@@ -975,6 +977,9 @@ async def test_a_decision_on_a_copy_changed_elsewhere_is_taken_again(tmp_path: P
             assert stored is not None
             assert stored.state == State.DELIVERED and stored.version == delivered.version
             assert gw.counters.get("stale_decisions") == 1
+            # The refused decision's event was not written, nor kept for the next one.
+            topics = [t for (t,) in await gw.store.query("SELECT topic FROM outbox")]
+            assert [t.rsplit("/", 1)[1] for t in topics if mid in t] == ["accepted", "submitted"]
             assert gw.metrics is not None
             assert "bounceback_stale_decisions_total 1.0" in gw.metrics.render().decode()
             await asyncio.to_thread(s.close)
