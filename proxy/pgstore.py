@@ -72,6 +72,11 @@ INSTANCE_LOCK = 0x6262_696E_7374  # "bbinst"
 RECEIPT_CHANNEL = "bounceback_receipts"
 OUTBOX_JOB = "outbox"
 
+
+class _Refused(Exception):
+    """A message update did not apply (its version is not the next): roll back."""
+
+
 _RETRY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.SerializationError,
@@ -86,9 +91,20 @@ UPSERT_MESSAGE_SQL = (
     "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) "
     f"ON CONFLICT (id) DO UPDATE SET {_UPDATE_MESSAGE}, lease_owner = NULL, lease_until = NULL"
 )
-# An update of a known message: the rows are locked and their versions checked first
-# (`_write`); the condition repeats that check.
+# An update of a known message applies only over the version before it.
 UPDATE_MESSAGE_SQL = UPSERT_MESSAGE_SQL + " WHERE messages.version = EXCLUDED.version - 1"
+# The same for a batch in one statement, one array per column; it returns the ids it
+# wrote, so a refused update is seen without a query of its own.
+_MESSAGE_TYPES = (
+    "text", "text", "text", "text", "text", "integer", "text", "text",
+    "float8", "float8", "float8", "float8", "text", "bytea", "text", "bigint",
+)  # fmt: skip
+UPDATE_MESSAGES_SQL = (
+    f"INSERT INTO messages ({MESSAGE_COLS}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_MESSAGE_TYPES, 1))
+    + f") ON CONFLICT (id) DO UPDATE SET {_UPDATE_MESSAGE}, lease_owner = NULL,"
+    " lease_until = NULL WHERE messages.version = EXCLUDED.version - 1 RETURNING id"
+)
 
 DUE_SQL = (
     f"SELECT {MESSAGE_COLS} FROM messages WHERE next_attempt_at IS NOT NULL"
@@ -375,18 +391,7 @@ class PgStore:
                     if b.messages:
                         await conn.executemany(UPSERT_MESSAGE_SQL, b.messages)
                     if b.updates:
-                        # Locked in id order (as every writer does), then checked: an
-                        # update decided on an older version than the stored one is
-                        # refused with the whole transaction, and the others go again.
-                        rows = await conn.fetch(
-                            "SELECT id, version FROM messages WHERE id = ANY($1::text[])"
-                            " ORDER BY id FOR UPDATE",
-                            sorted({r[0] for r in b.updates}),
-                        )
-                        stored = {str(r[0]): int(r[1]) for r in rows}
-                        if stale_ids(b.updates, stored):
-                            raise Conflicts(stored)
-                        await conn.executemany(UPDATE_MESSAGE_SQL, b.updates)
+                        await self._update_messages(conn, b.updates)
                     if b.events:
                         await conn.executemany(
                             "INSERT INTO outbox (topic, payload) VALUES ($1, $2)", b.events
@@ -430,8 +435,36 @@ class PgStore:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
                 continue
+            except _Refused:
+                # Rolled back: tell the group commit what is stored, so that it can
+                # refuse the stale submissions and write the others again.
+                rows = await self._fetch(
+                    "SELECT id, version FROM messages WHERE id = ANY($1::text[])",
+                    sorted({r[0] for r in b.updates}),
+                )
+                raise Conflicts({str(r[0]): int(r[1]) for r in rows}) from None
             self.commits += 1
             return
+
+    @staticmethod
+    async def _update_messages(conn: Any, updates: list[tuple[Any, ...]]) -> None:
+        """Write message updates (rows ordered by id: locks are taken in that order by
+        every writer), each only over the version before it; `_Refused` if one was
+        decided on another version than the stored one."""
+        if len({r[0] for r in updates}) == len(updates):
+            written = await conn.fetch(UPDATE_MESSAGES_SQL, *zip(*updates, strict=True))
+            if len(written) != len(updates):
+                raise _Refused
+            return
+        # Several versions of one message in the batch (one statement may not update a
+        # row twice): lock and check them first, then write them in order.
+        rows = await conn.fetch(
+            "SELECT id, version FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            sorted({r[0] for r in updates}),
+        )
+        if stale_ids(updates, {str(r[0]): int(r[1]) for r in rows}):
+            raise _Refused
+        await conn.executemany(UPDATE_MESSAGE_SQL, updates)
 
     async def _exec(self, sql: str, *params: Any) -> int:
         status: str = await self.pool.execute(sql, *params)
