@@ -57,7 +57,6 @@ from .store import (
     collect,
     message_from_row,
     receipt_from_row,
-    stale_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -91,10 +90,9 @@ UPSERT_MESSAGE_SQL = (
     "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) "
     f"ON CONFLICT (id) DO UPDATE SET {_UPDATE_MESSAGE}, lease_owner = NULL, lease_until = NULL"
 )
-# An update of a known message applies only over the version before it.
-UPDATE_MESSAGE_SQL = UPSERT_MESSAGE_SQL + " WHERE messages.version = EXCLUDED.version - 1"
-# The same for a batch in one statement, one array per column; it returns the ids it
-# wrote, so a refused update is seen without a query of its own.
+# Updates of known messages in one statement, one array per column, each applying
+# only over the version before it; it returns the ids it wrote, so a refused update is
+# seen without a query of its own.
 _MESSAGE_TYPES = (
     "text", "text", "text", "text", "text", "integer", "text", "text",
     "float8", "float8", "float8", "float8", "text", "bytea", "text", "bigint",
@@ -451,20 +449,19 @@ class PgStore:
         """Write message updates (rows ordered by id: locks are taken in that order by
         every writer), each only over the version before it; `_Refused` if one was
         decided on another version than the stored one."""
-        if len({r[0] for r in updates}) == len(updates):
-            written = await conn.fetch(UPDATE_MESSAGES_SQL, *zip(*updates, strict=True))
-            if len(written) != len(updates):
+        # One statement may not update a row twice: several versions of one message
+        # in the batch go in rounds, the first of each message, then the second, ...
+        rounds: list[list[tuple[Any, ...]]] = []
+        seen: dict[str, int] = {}
+        for row in updates:
+            n = seen[row[0]] = seen.get(row[0], -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(row)
+        for rows in rounds:
+            written = await conn.fetch(UPDATE_MESSAGES_SQL, *zip(*rows, strict=True))
+            if len(written) != len(rows):
                 raise _Refused
-            return
-        # Several versions of one message in the batch (one statement may not update a
-        # row twice): lock and check them first, then write them in order.
-        rows = await conn.fetch(
-            "SELECT id, version FROM messages WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            sorted({r[0] for r in updates}),
-        )
-        if stale_ids(updates, {str(r[0]): int(r[1]) for r in rows}):
-            raise _Refused
-        await conn.executemany(UPDATE_MESSAGE_SQL, updates)
 
     async def _exec(self, sql: str, *params: Any) -> int:
         status: str = await self.pool.execute(sql, *params)

@@ -418,21 +418,6 @@ def split_stale(
     return good, stale
 
 
-def stale_ids(updates: Sequence[tuple[Any, ...]], stored: dict[str, int]) -> set[str]:
-    """Ids among `updates` (message rows ordered by id then version) whose versions do
-    not each follow the one before, starting from the stored one (`stored`: id ->
-    version; an id not stored is a new row and may start anywhere)."""
-    bad: set[str] = set()
-    last: dict[str, int | None] = {}
-    for row in updates:
-        mid, version = row[0], row[15]
-        have = last[mid] if mid in last else stored.get(mid)
-        if have is not None and version != have + 1:
-            bad.add(mid)
-        last[mid] = version
-    return bad
-
-
 class GroupCommit:
     """Group commit: every `submit()` made while a transaction is being written, or
     within `batch_delay` of the first, shares the next transaction (up to `batch_max`
