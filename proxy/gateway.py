@@ -676,19 +676,15 @@ class Gateway:
             for attempt in range(1, STALE_RETRIES + 1):
                 try:
                     done = await self._decide(mid, event, change, fresh=fresh)
-                except StaleMessage:
-                    self._cache.pop(mid, None)
-                    self.count("stale_decisions")
-                    if attempt == STALE_RETRIES:
-                        raise
+                    break
+                except (StaleMessage, _Recheck) as exc:
+                    if isinstance(exc, StaleMessage):
+                        self._cache.pop(mid, None)
+                        self.count("stale_decisions")
+                        if attempt == STALE_RETRIES:
+                            raise
                     fresh = True
                     _rewind(change, mark)
-                    continue
-                except _Recheck:
-                    fresh = True
-                    _rewind(change, mark)
-                    continue
-                break
         if not lock.locked() and self._locks.get(mid) is lock:
             del self._locks[mid]
         if done is None:
