@@ -4,21 +4,23 @@ baseline in the same run.
 Starts a Mosquitto broker on a free port on 127.0.0.1 and publishes N feed events
 (a real event payload, QoS 1, one topic per event as the feed does) three ways:
 
-* ``aiomqtt publish``: one ``await client.publish(...)`` per event, `--concurrency`
-  at a time (aiomqtt's own API: a coroutine, a future and a wait per publish);
-* ``batch, 20 in flight``: the feed's `FeedPublisher._publish_batch` (the whole batch
-  handed to the MQTT client, one wait for every PUBACK) with paho's default
-  in-flight limit of 20;
-* ``batch, unlimited``: the same with no in-flight limit, as the feed runs for MQTT
-  3.1.1 (the drained batch bounds what is in flight).
+* ``aiomqtt publish``: a general client's own API, one ``await client.publish(...)``
+  per event, `--concurrency` at a time (a coroutine, a future and a wait per
+  publish) — the baseline;
+* ``paho batch``: the batch path the feed used before it had its own client: the
+  whole batch handed to paho (under aiomqtt) with no in-flight limit, then one wait
+  for every PUBACK;
+* ``feed client``: the feed's `FeedPublisher._publish_batch` on its own client
+  (`bounceback.mqttclient`): the batch written as one buffer, PUBACKs read as four
+  octets each.
 
 For each it prints the CPU time of this process per event (user + system, the
 publisher's whole cost apart from the store), events per second, and the ratio of
-CPU per event to the baseline (``aiomqtt publish``). Every event is acknowledged by
-the broker before a run counts as done.
+CPU per event to the baseline. Every event is acknowledged by the broker before a
+run counts as done.
 
 Usage: ``python bench/bench_feed.py [--events 30000] [--batch 500]
-[--concurrency 64]``.
+[--concurrency 64] [--protocol 3.1.1|5]``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 from bounceback.config import FeedConfig
@@ -94,22 +97,37 @@ def events(n: int) -> list[OutboxEvent]:
     ]
 
 
-async def measure(
-    port: int,
-    n: int,
-    inflight: int,
-    run: Callable[[FeedPublisher, aiomqtt.Client], Awaitable[None]],
-) -> tuple[float, float]:
-    """(CPU microseconds per event, events per second) of `run` publishing n events
-    with at most `inflight` unacknowledged (0: no limit)."""
-    pub = FeedPublisher(FeedConfig(host="127.0.0.1", port=port), None, "bench")  # type: ignore[arg-type]
-    client = pub._client_for()
-    client._client.max_inflight_messages_set(inflight)
-    async with client:
-        cpu, wall = time.process_time(), time.perf_counter()
-        await run(pub, client)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+def general_client(port: int, protocol: str, inflight: int) -> aiomqtt.Client:
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier="bench-general",
+        protocol=aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311,
+        max_inflight_messages=inflight,
+    )
+    client.pending_calls_threshold = 1000
+    return client
+
+
+async def measure(run: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
+    """(CPU microseconds per event, events per second) of `run` publishing n events."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    await run()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     return cpu * 1e6 / n, n / wall
+
+
+async def paho_batch(client: aiomqtt.Client, batch: list[OutboxEvent]) -> None:
+    """Hand a batch to paho, then poll until every PUBACK is in."""
+    paho = client._client
+    infos = [paho.publish(e.topic, e.payload, qos=1) for e in batch]
+    done = 0
+    while True:
+        while done < len(infos) and infos[done].is_published():
+            done += 1
+        if done == len(infos):
+            return
+        await asyncio.sleep(0.002)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,34 +135,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=30000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--protocol", choices=["3.1.1", "5"], default="3.1.1")
     args = parser.parse_args(argv)
     n = args.events - args.events % args.batch
     batch = events(args.batch)
 
-    async def one_by_one(pub: FeedPublisher, client: aiomqtt.Client) -> None:
-        todo = iter(batch * (n // args.batch))
+    rounds = n // args.batch
 
-        async def worker() -> None:
+    async def aiomqtt_publish(port: int) -> tuple[float, float]:
+        todo = iter(batch * rounds)
+
+        async def worker(client: aiomqtt.Client) -> None:
             for e in todo:
                 await client.publish(e.topic, e.payload, qos=1)
 
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        async with general_client(port, args.protocol, 20) as client:  # aiomqtt's default
+            return await measure(
+                lambda: asyncio.gather(*(worker(client) for _ in range(args.concurrency))), n
+            )
 
-    async def batched(pub: FeedPublisher, client: aiomqtt.Client) -> None:
-        for _ in range(n // args.batch):
-            await pub._publish_batch(client, batch)
+    async def paho_batches(port: int) -> tuple[float, float]:
+        async with general_client(port, args.protocol, 0) as client:
 
-    runs = [
-        ("aiomqtt publish", 20, one_by_one),  # aiomqtt's defaults
-        ("batch, 20 in flight", 20, batched),
-        ("batch, unlimited", 0, batched),  # the feed, MQTT 3.1.1
+            async def run() -> None:
+                for _ in range(rounds):
+                    await paho_batch(client, batch)
+
+            return await measure(run, n)
+
+    async def feed_client(port: int) -> tuple[float, float]:
+        cfg = FeedConfig(host="127.0.0.1", port=port, protocol=args.protocol)
+        pub = FeedPublisher(cfg, None, "bench")  # type: ignore[arg-type]
+        async with pub._client_for() as client:
+
+            async def run() -> None:
+                for _ in range(rounds):
+                    await pub._publish_batch(client, batch)
+
+            return await measure(run, n)
+
+    runs: list[tuple[str, Callable[[int], Coroutine[Any, Any, tuple[float, float]]]]] = [
+        ("aiomqtt publish", aiomqtt_publish),
+        ("paho batch", paho_batches),
+        ("feed client", feed_client),
     ]
-    print(f"events={n} batch={args.batch} concurrency={args.concurrency} (QoS 1, MQTT 3.1.1)")
+    print(
+        f"events={n} batch={args.batch} concurrency={args.concurrency} "
+        f"(QoS 1, MQTT {args.protocol})"
+    )
     print(f"{'path':<22} {'cpu us/event':>12} {'events/s':>9} {'cpu vs baseline':>15}")
     base: float | None = None
     with mosquitto() as port:
-        for name, inflight, run in runs:
-            us, rate = asyncio.run(measure(port, n, inflight, run))
+        for name, run in runs:
+            us, rate = asyncio.run(run(port))
             base = base or us
             print(f"{name:<22} {us:>12.1f} {rate:>9.0f} {us / base:>15.2f}")
     return 0

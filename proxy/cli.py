@@ -224,9 +224,8 @@ def cmd_feed_publisher(args: argparse.Namespace) -> int:
         raise CommandError(EXIT_CONFIG, f"{cfg.source}: [feed]: no feed is configured")
     _setup_logging(cfg.logging.level, cfg.logging.json)
     try:
-        # asyncio, not uvloop: the publisher's time is the MQTT client's (uvloop saved
-        # nothing measurable there), and aiomqtt drives paho's socket through the
-        # loop's add_reader/add_writer, which it is built and tested on asyncio for.
+        # The standard event loop: the publisher spends its time reading the outbox
+        # and rendering records, with one socket write per batch of events.
         asyncio.run(run_publisher_process(cfg, args.instance))
     except OSError as exc:  # the store cannot be opened, ...
         raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None

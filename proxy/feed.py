@@ -32,11 +32,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import aiomqtt
-
 from . import __version__
 from .config import FeedConfig
 from .events import iso, render
+from .mqtt import Will
+from .mqttclient import MqttClient, MqttError
 from .store import OutboxEvent, Store
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class FeedPublisher(_Backlog):
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._client: aiomqtt.Client | None = None
+        self._client: MqttClient | None = None
         self.stats_source: StatsSource = functools.partial(stats_documents, store)
 
     @property
@@ -159,32 +159,22 @@ class FeedPublisher(_Backlog):
             separators=(",", ":"),
         )
 
-    def _client_for(self) -> aiomqtt.Client:
+    def _client_for(self) -> MqttClient:
         tls: ssl.SSLContext | None = None
         if self.cfg.tls:
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
-        client = aiomqtt.Client(
+        return MqttClient(
             self.cfg.host,
             self.cfg.port,
-            username=self.cfg.username or None,
-            password=self.cfg.password or None,
-            identifier=self.cfg.client_id or f"bounceback-{self.instance}",
-            protocol=aiomqtt.ProtocolVersion.V5
-            if self.cfg.protocol == "5"
-            else aiomqtt.ProtocolVersion.V311,
-            will=aiomqtt.Will(self.status_topic, self._status("offline"), qos=1, retain=True),
+            client_id=self.cfg.client_id or f"bounceback-{self.instance}",
+            protocol=self.cfg.protocol,
             keepalive=self.cfg.keepalive,
-            tls_context=tls,
+            username=self.cfg.username,
+            password=self.cfg.password,
+            will=Will(self.status_topic, self._status("offline").encode(), qos=1, retain=True),
+            tls=tls,
             timeout=10,
-            # MQTT 3.1.1 has no flow control: let a whole drained batch (at most 500) go
-            # at once. paho's default limit of 20 makes it walk its outgoing queue on
-            # every PUBACK (a fifth of the publisher's CPU). MQTT 5 brokers announce a
-            # Receive Maximum that paho does not read, so there paho's limit stays.
-            max_inflight_messages=0 if self.cfg.protocol == "3.1.1" else None,
         )
-        # A drained batch is up to 500 QoS 1 publishes in flight on purpose: no warning.
-        client.pending_calls_threshold = 1000
-        return client
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="feed")
@@ -225,12 +215,10 @@ class FeedPublisher(_Backlog):
                         await client.publish(
                             self.status_topic, self._status("offline"), qos=1, retain=True
                         )
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 log.warning("feed: broker unavailable (%s); retrying in %.1f s", exc, delay)
             except Exception:
                 log.exception("feed: unexpected error")
-            finally:
-                _close_abandoned(client)
             self.connected = False
             self._client = None
             if self._stop.is_set():
@@ -239,7 +227,7 @@ class FeedPublisher(_Backlog):
                 await asyncio.wait_for(self._stop.wait(), delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
-    async def _drain(self, client: aiomqtt.Client) -> None:
+    async def _drain(self, client: MqttClient) -> None:
         waiting = await self.store.outbox_count()
         if waiting:
             log.info("feed: %d events waiting in the outbox", waiting)
@@ -252,44 +240,22 @@ class FeedPublisher(_Backlog):
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.idle_poll)
+                client.check()  # a connection lost while idle: reconnect now, not later
                 continue
             await self._publish_batch(client, batch)
             await self.store.outbox_delete([e.seq for e in batch])
             self.published += len(batch)
 
-    async def _publish_batch(self, client: aiomqtt.Client, batch: list[OutboxEvent]) -> None:
-        """Hand the whole batch to the MQTT client in order, then wait until the broker
-        acknowledged every message (QoS 1: PUBACK; QoS 0: written).
+    async def _publish_batch(self, client: MqttClient, batch: list[OutboxEvent]) -> None:
+        """Write the whole batch in order, then wait until the broker acknowledged every
+        message (QoS 1: PUBACK; QoS 0: written)."""
+        await client.publish_many(
+            [(e.topic, _document(e).encode()) for e in batch],
+            qos=self.cfg.qos,
+            timeout=PUBLISH_TIMEOUT,
+        )
 
-        One call per event to the underlying client and one wait for the batch: a
-        coroutine, a task and an event per publish (the client's own `publish`) cost the
-        proxy's main loop as much as the message path itself.
-        """
-        paho = client._client  # the MQTT client that aiomqtt drives on our loop
-        infos = []
-        for e in batch:
-            info = paho.publish(e.topic, _document(e), qos=self.cfg.qos)
-            if info.rc != 0:
-                raise aiomqtt.MqttCodeError(info.rc, "could not publish")
-            infos.append(info)
-        deadline = time.monotonic() + PUBLISH_TIMEOUT
-        done = 0  # acknowledgements come (nearly always) in order: check from the oldest
-        while True:
-            while done < len(infos) and infos[done].is_published():
-                done += 1
-            if done == len(infos):
-                return
-            gone = getattr(client, "_disconnected", None)
-            if gone is not None and gone.done():
-                raise aiomqtt.MqttError(f"connection lost with {len(infos) - done} unacknowledged")
-            if time.monotonic() > deadline:
-                raise aiomqtt.MqttError(
-                    f"{len(infos) - done} of {len(infos)} publishes not acknowledged "
-                    f"within {PUBLISH_TIMEOUT:.0f} s"
-                )
-            await asyncio.sleep(0.002)
-
-    async def _stats_loop(self, client: aiomqtt.Client) -> None:
+    async def _stats_loop(self, client: MqttClient) -> None:
         while True:
             await asyncio.sleep(self.cfg.stats_interval)
             for kind, name, doc in await self.stats_source():
@@ -309,13 +275,6 @@ def _document(e: OutboxEvent) -> str:
     except (ValueError, TypeError) as exc:
         log.error("feed: outbox event %d cannot be rendered (%s); published as stored", e.seq, exc)
         return e.payload
-
-
-def _close_abandoned(client: aiomqtt.Client) -> None:
-    """Close the socket of a connection attempt that never got its CONNACK: aiomqtt
-    leaves it open when the wait times out, one socket per attempt."""
-    with contextlib.suppress(Exception):
-        client._client.disconnect()
 
 
 class FeedProcess(_Backlog):

@@ -1,0 +1,530 @@
+"""The MQTT client protocol the feed speaks (3.1.1 and 5), sans I/O.
+
+The feed only publishes: it connects (with a last will), sends PUBLISH packets at
+QoS 0 or 1, reads PUBACKs, pings when idle and disconnects. This module is that
+much of MQTT as pure code: `Connection` turns those intentions into bytes and the
+broker's bytes into events, and keeps the protocol's state (packet identifiers in
+flight, the broker's Receive Maximum). It reads no socket and no clock; the asyncio
+shell is `mqttclient.MqttClient`.
+
+Why not a general client library: the feed publishes every message's life, several
+events per message, and a general client (paho under aiomqtt) builds a message
+object, a lock, a condition and, for every acknowledgement, reason-code and
+property objects, whatever the protocol version. Here a publish is one packet built
+from bytes and an acknowledgement is four octets read (see ``bench/bench_feed.py``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+import attrs
+
+# The protocol levels a CONNECT names.
+LEVELS = {"3.1.1": 4, "5": 5}
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+PINGREQ_TYPE, PINGRESP, DISCONNECT = 12, 13, 14
+
+PINGREQ = b"\xc0\x00"
+MAX_REMAINING = 268_435_455  # what four octets of remaining length can say
+MAX_PACKET_ID = 0xFFFF
+MAX_INBOUND = 1 << 20  # the largest packet accepted from a broker (a publisher gets small ones)
+
+# MQTT 3.1.1 CONNACK return codes (3.2.2.3).
+CONNACK_V3 = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+}
+
+# MQTT 5 reason codes a publisher meets (2.4), for messages.
+REASONS_V5 = {
+    0x00: "success",
+    0x04: "disconnect with will message",
+    0x10: "no matching subscribers",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x83: "implementation specific error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8B: "server shutting down",
+    0x8C: "bad authentication method",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over",
+    0x90: "topic name invalid",
+    0x93: "receive maximum exceeded",
+    0x94: "topic alias invalid",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x98: "administrative action",
+    0x99: "payload format invalid",
+    0x9A: "retain not supported",
+    0x9B: "QoS not supported",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9F: "connection rate exceeded",
+}
+
+# MQTT 5 properties (2.2.2.2): identifier -> how its value is encoded.
+_BYTE, _U16, _U32, _VARINT, _UTF8, _BINARY, _PAIR = range(7)
+_PROPERTIES = {
+    0x01: _BYTE,  # payload format indicator
+    0x02: _U32,  # message expiry interval
+    0x03: _UTF8,  # content type
+    0x08: _UTF8,  # response topic
+    0x09: _BINARY,  # correlation data
+    0x0B: _VARINT,  # subscription identifier
+    0x11: _U32,  # session expiry interval
+    0x12: _UTF8,  # assigned client identifier
+    0x13: _U16,  # server keep alive
+    0x15: _UTF8,  # authentication method
+    0x16: _BINARY,  # authentication data
+    0x17: _BYTE,  # request problem information
+    0x18: _U32,  # will delay interval
+    0x19: _BYTE,  # request response information
+    0x1A: _UTF8,  # response information
+    0x1C: _UTF8,  # server reference
+    0x1F: _UTF8,  # reason string
+    0x21: _U16,  # receive maximum
+    0x22: _U16,  # topic alias maximum
+    0x23: _U16,  # topic alias
+    0x24: _BYTE,  # maximum QoS
+    0x25: _BYTE,  # retain available
+    0x26: _PAIR,  # user property
+    0x27: _U32,  # maximum packet size
+    0x28: _BYTE,  # wildcard subscription available
+    0x29: _BYTE,  # subscription identifier available
+    0x2A: _BYTE,  # shared subscription available
+}
+RECEIVE_MAXIMUM, MAXIMUM_QOS, RETAIN_AVAILABLE, MAXIMUM_PACKET_SIZE = 0x21, 0x24, 0x25, 0x27
+SERVER_KEEP_ALIVE, REASON_STRING = 0x13, 0x1F
+
+
+class MqttProtocolError(Exception):
+    """The broker sent what MQTT does not allow here (or we were asked to)."""
+
+
+@attrs.frozen
+class Will:
+    """The last will: published by the broker when the connection ends without a
+    DISCONNECT (the process died, the network went)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@attrs.frozen
+class ConnAck:
+    """The broker's answer to CONNECT. `code` 0 is success; `refusal` says why not.
+    The limits come from MQTT 5 CONNACK properties (3.1.1 brokers state none)."""
+
+    code: int
+    session_present: bool = False
+    receive_maximum: int = MAX_PACKET_ID
+    maximum_qos: int = 2
+    retain_available: bool = True
+    maximum_packet_size: int = 0  # 0: no limit stated
+    server_keep_alive: int | None = None
+    reason: str = ""
+
+    @property
+    def refusal(self) -> str:
+        return self.reason or f"code {self.code}"
+
+
+@attrs.frozen
+class PubAck:
+    packet_id: int
+    code: int = 0  # MQTT 5 reason code; >= 0x80 means the broker refused the message
+
+
+@attrs.frozen
+class PingResp:
+    pass
+
+
+@attrs.frozen
+class Disconnect:
+    """The broker ends the connection (MQTT 5 only sends this)."""
+
+    code: int = 0
+    reason: str = ""
+
+
+Event = ConnAck | PubAck | PingResp | Disconnect
+
+
+# ------------------------------------------------------------------ encoding
+def varint(n: int) -> bytes:
+    """A Variable Byte Integer (remaining length, property lengths)."""
+    if not 0 <= n <= MAX_REMAINING:
+        raise MqttProtocolError(f"length {n} out of range")
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | 0x80 if n else digit)
+        if not n:
+            return bytes(out)
+
+
+def utf8(s: str) -> bytes:
+    """A UTF-8 Encoded String: two octets of length, then the text."""
+    data = s.encode()
+    return binary(data)
+
+
+def binary(data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise MqttProtocolError(f"string of {len(data)} octets (at most 65535)")
+    return struct.pack(">H", len(data)) + data
+
+
+def connect_packet(
+    client_id: str,
+    *,
+    level: int = 4,
+    keepalive: int = 60,
+    username: str = "",
+    password: str = "",
+    will: Will | None = None,
+    clean: bool = True,
+) -> bytes:
+    """CONNECT (3.1): with a will, user name and password when given."""
+    if level not in (4, 5):
+        raise MqttProtocolError(f"protocol level {level} (4 or 5)")
+    if not 0 <= keepalive <= 0xFFFF:
+        raise MqttProtocolError(f"keep alive {keepalive} out of range")
+    flags = 0x02 if clean else 0
+    payload = [utf8(client_id)]
+    if will is not None:
+        if will.qos not in (0, 1, 2):
+            raise MqttProtocolError(f"will QoS {will.qos}")
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        if level == 5:
+            payload.append(b"\x00")  # no will properties
+        payload += [utf8(will.topic), binary(will.payload)]
+    if username:
+        flags |= 0x80
+        payload.append(utf8(username))
+    if password:
+        flags |= 0x40
+        payload.append(binary(password.encode()))
+    head = b"\x00\x04MQTT" + bytes((level, flags)) + struct.pack(">H", keepalive)
+    if level == 5:
+        head += b"\x00"  # no properties
+    body = head + b"".join(payload)
+    return b"\x10" + varint(len(body)) + body
+
+
+def publish_packet(
+    topic: bytes, payload: bytes, *, qos: int, retain: bool, packet_id: int, level: int
+) -> bytes:
+    """PUBLISH (3.3) of an already encoded topic name."""
+    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    mid = struct.pack(">H", packet_id) if qos else b""
+    props = b"\x00" if level == 5 else b""
+    size = 2 + len(topic) + len(mid) + len(props) + len(payload)
+    if len(topic) > 0xFFFF:
+        raise MqttProtocolError(f"topic of {len(topic)} octets (at most 65535)")
+    return b"".join(
+        (
+            bytes((first,)),
+            varint(size),
+            struct.pack(">H", len(topic)),
+            topic,
+            mid,
+            props,
+            payload,
+        )
+    )
+
+
+def disconnect_packet(level: int) -> bytes:
+    """DISCONNECT, normal (the broker discards the will)."""
+    return b"\xe0\x00"  # in MQTT 5 a remaining length of 0 means reason 0x00
+
+
+# ------------------------------------------------------------------ decoding
+class Reader:
+    """Splits the broker's byte stream into packets and decodes the ones a publisher
+    gets. A packet a client must never receive, or one that does not parse, raises
+    MqttProtocolError (the connection is then closed: MQTT has no error reply)."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Event]:
+        buf = self._buf + data if self._buf else data
+        events: list[Event] = []
+        i, n = 0, len(buf)
+        while i < n:
+            first = buf[i]
+            # Fast path: a 3.1.1 PUBACK, or a 5 one without reason code, is 4 octets.
+            if first == 0x40 and i + 1 < n and buf[i + 1] == 2:
+                if i + 4 > n:
+                    break
+                events.append(PubAck((buf[i + 2] << 8) | buf[i + 3]))
+                i += 4
+                continue
+            size = 0
+            shift = 0
+            j = i + 1
+            while True:
+                if j >= n:
+                    self._buf = buf[i:]
+                    return events
+                b = buf[j]
+                size |= (b & 0x7F) << shift
+                j += 1
+                if not b & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise MqttProtocolError("remaining length longer than four octets")
+            if size > MAX_INBOUND:
+                raise MqttProtocolError(f"a packet of {size} octets from the broker")
+            if j + size > n:
+                break
+            events.append(self._decode(first, buf[j : j + size]))
+            i = j + size
+        self._buf = buf[i:]
+        return events
+
+    def _decode(self, first: int, body: bytes) -> Event:
+        kind, flags = first >> 4, first & 0x0F
+        if kind == PUBACK and flags == 0:
+            return self._puback(body)
+        if kind == CONNACK and flags == 0:
+            return self._connack(body)
+        if kind == PINGRESP and flags == 0 and not body:
+            return PingResp()
+        if kind == DISCONNECT and flags == 0 and self.level == 5:
+            code = body[0] if body else 0
+            props = _properties(body, 1) if len(body) > 1 else {}
+            return Disconnect(code, str(props.get(REASON_STRING, "")) or _reason(code))
+        raise MqttProtocolError(
+            f"unexpected packet type {kind} flags {flags:#x} ({len(body)} octets)"
+        )
+
+    def _puback(self, body: bytes) -> PubAck:
+        if len(body) < 2 or (self.level == 4 and len(body) != 2):
+            raise MqttProtocolError(f"PUBACK of {len(body)} octets")
+        code = body[2] if len(body) > 2 else 0
+        if len(body) > 3:
+            _properties(body, 3)  # validated, not used
+        return PubAck((body[0] << 8) | body[1], code)
+
+    def _connack(self, body: bytes) -> ConnAck:
+        if len(body) < 2 or (self.level == 4 and len(body) != 2) or body[0] & 0xFE:
+            raise MqttProtocolError(f"malformed CONNACK ({body.hex()})")
+        present, code = bool(body[0] & 1), body[1]
+        if self.level == 4:
+            return ConnAck(code, present, reason=CONNACK_V3.get(code, ""))
+        props = _properties(body, 2) if len(body) > 2 else {}
+        keep = props.get(SERVER_KEEP_ALIVE)
+        limit = props.get(MAXIMUM_PACKET_SIZE, 0)
+        return ConnAck(
+            code,
+            present,
+            receive_maximum=int(props.get(RECEIVE_MAXIMUM, MAX_PACKET_ID)),
+            maximum_qos=int(props.get(MAXIMUM_QOS, 2)),
+            retain_available=bool(props.get(RETAIN_AVAILABLE, 1)),
+            maximum_packet_size=int(limit) if isinstance(limit, int) else 0,
+            server_keep_alive=int(keep) if isinstance(keep, int) else None,
+            reason=str(props.get(REASON_STRING, "")) or (_reason(code) if code else ""),
+        )
+
+
+def _reason(code: int) -> str:
+    return REASONS_V5.get(code, f"reason code {code:#04x}")
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(data):
+            raise MqttProtocolError("truncated variable byte integer")
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            return value, i
+        shift += 7
+        if shift > 21:
+            raise MqttProtocolError("variable byte integer longer than four octets")
+
+
+def _properties(data: bytes, i: int) -> dict[int, int | str | bytes]:
+    """The property list at `data[i:]` (its length first), to the end of `data`."""
+    size, i = _read_varint(data, i)
+    end = i + size
+    if end != len(data):
+        raise MqttProtocolError(f"properties of {size} octets in {len(data) - i}")
+    props: dict[int, int | str | bytes] = {}
+    try:
+        while i < end:
+            pid, i = _read_varint(data, i)
+            kind = _PROPERTIES.get(pid)
+            value: int | str | bytes
+            if kind is None:
+                raise MqttProtocolError(f"unknown property {pid:#04x}")
+            if kind == _BYTE:
+                value, i = data[i], i + 1
+            elif kind == _U16:
+                (value,), i = struct.unpack_from(">H", data, i), i + 2
+            elif kind == _U32:
+                (value,), i = struct.unpack_from(">I", data, i), i + 4
+            elif kind == _VARINT:
+                value, i = _read_varint(data, i)
+            else:
+                (length,) = struct.unpack_from(">H", data, i)
+                raw = data[i + 2 : i + 2 + length]
+                if len(raw) != length:
+                    raise MqttProtocolError("truncated property")
+                i += 2 + length
+                value = raw if kind == _BINARY else raw.decode()
+                if kind == _PAIR:
+                    (length,) = struct.unpack_from(">H", data, i)
+                    i += 2 + length
+            if i > end:
+                raise MqttProtocolError("truncated property")
+            props[pid] = value
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise MqttProtocolError(f"malformed properties: {exc}") from exc
+    return props
+
+
+# ------------------------------------------------------------------ the connection
+class Connection:
+    """One client connection's protocol state.
+
+    `connect()` gives the CONNECT to send; `receive(data)` decodes what the broker
+    sent (checking that CONNACK comes first and once, and that every PUBACK answers
+    a publish in flight); `publish()` gives a PUBLISH and the packet identifier its
+    PUBACK will carry. At most `room` QoS 1 publishes may be in flight (the broker's
+    Receive Maximum, MQTT 5; 65535 otherwise, every identifier)."""
+
+    def __init__(self, level: int = 4) -> None:
+        if level not in (4, 5):
+            raise MqttProtocolError(f"protocol level {level} (4 or 5)")
+        self.level = level
+        self.connack: ConnAck | None = None
+        self.inflight: set[int] = set()
+        self.receive_maximum = MAX_PACKET_ID
+        self._reader = Reader(level)
+        self._next_id = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.connack is not None and self.connack.code == 0
+
+    @property
+    def room(self) -> int:
+        return max(self.receive_maximum - len(self.inflight), 0)
+
+    def connect(
+        self,
+        client_id: str,
+        *,
+        keepalive: int = 60,
+        username: str = "",
+        password: str = "",
+        will: Will | None = None,
+        clean: bool = True,
+    ) -> bytes:
+        """The CONNECT to send first."""
+        return connect_packet(
+            client_id,
+            level=self.level,
+            keepalive=keepalive,
+            username=username,
+            password=password,
+            will=will,
+            clean=clean,
+        )
+
+    def receive(self, data: bytes) -> list[Event]:
+        events = self._reader.feed(data)
+        for e in events:
+            if isinstance(e, PubAck):
+                if self.connack is None:
+                    raise MqttProtocolError("PUBACK before CONNACK")
+                try:
+                    self.inflight.remove(e.packet_id)
+                except KeyError:
+                    raise MqttProtocolError(
+                        f"PUBACK for packet {e.packet_id}, which is not in flight"
+                    ) from None
+            elif isinstance(e, ConnAck):
+                if self.connack is not None:
+                    raise MqttProtocolError("a second CONNACK")
+                self.connack = e
+                self.receive_maximum = max(e.receive_maximum, 1)
+            elif self.connack is None and isinstance(e, PingResp):
+                raise MqttProtocolError("PINGRESP before CONNACK")
+        return events
+
+    def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> tuple[bytes, int]:
+        """A PUBLISH and its packet identifier (0 at QoS 0: nothing will answer it)."""
+        if not self.connected:
+            raise MqttProtocolError("publish before a successful CONNACK")
+        if qos not in (0, 1):
+            raise MqttProtocolError(f"QoS {qos}: the feed publishes at 0 or 1")
+        ack = self.connack
+        assert ack is not None
+        if qos > ack.maximum_qos:
+            raise MqttProtocolError(f"the broker accepts QoS {ack.maximum_qos} at most")
+        if retain and not ack.retain_available:
+            raise MqttProtocolError("the broker does not accept retained messages")
+        pid = 0
+        if qos:
+            if not self.room:
+                raise MqttProtocolError(f"{len(self.inflight)} publishes in flight: no room")
+            pid = self._take_id()
+        return (
+            publish_packet(
+                topic.encode(), payload, qos=qos, retain=retain, packet_id=pid, level=self.level
+            ),
+            pid,
+        )
+
+    def publish_many(
+        self, items: Iterable[tuple[str, bytes]], *, qos: int = 1
+    ) -> tuple[bytes, list[int]]:
+        """Several non-retained PUBLISHes in one buffer, and their packet identifiers
+        (at QoS 1; none at QoS 0). The caller keeps within `room`."""
+        parts: list[bytes] = []
+        ids: list[int] = []
+        for topic, payload in items:
+            packet, pid = self.publish(topic, payload, qos=qos)
+            parts.append(packet)
+            if pid:
+                ids.append(pid)
+        return b"".join(parts), ids
+
+    def _take_id(self) -> int:
+        pid = self._next_id
+        while True:
+            pid = pid + 1 if pid < MAX_PACKET_ID else 1
+            if pid not in self.inflight:
+                break
+        self._next_id = pid
+        self.inflight.add(pid)
+        return pid

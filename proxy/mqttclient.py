@@ -1,0 +1,357 @@
+"""The feed's MQTT client: the asyncio shell around `mqtt.Connection`.
+
+It moves bytes and time and nothing else: connect (TCP or TLS) and wait for the
+CONNACK, write PUBLISH packets a batch at a time and wait for their PUBACKs, ping
+when nothing was sent for half the keep-alive, and fail every wait at once with
+`MqttError` when the connection ends (broker gone, protocol error, no PINGRESP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from .mqtt import (
+    LEVELS,
+    PINGREQ,
+    ConnAck,
+    Connection,
+    Disconnect,
+    MqttProtocolError,
+    PingResp,
+    PubAck,
+    Will,
+    disconnect_packet,
+)
+
+log = logging.getLogger("bounceback.mqtt")
+
+T = TypeVar("T")
+
+REFUSED_LOG_EVERY = 1000  # log the 1st, 1001st, ... publish the broker refused
+
+
+class MqttError(Exception):
+    """The broker could not be reached, refused us, went away or did not answer."""
+
+
+class _Batch:
+    __slots__ = ("done", "remaining")
+
+    def __init__(self, done: asyncio.Future[None], remaining: int) -> None:
+        self.done = done
+        self.remaining = remaining
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: MqttClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
+
+    def pause_writing(self) -> None:
+        self.client._pause()
+
+    def resume_writing(self) -> None:
+        self.client._resume()
+
+
+class MqttClient:
+    """One connection to the broker; ``async with`` connects and disconnects."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str,
+        protocol: str = "3.1.1",
+        keepalive: int = 30,
+        username: str = "",
+        password: str = "",
+        will: Will | None = None,
+        tls: ssl.SSLContext | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if protocol not in LEVELS:
+            raise ValueError(f"MQTT protocol {protocol!r} (one of {', '.join(LEVELS)})")
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.level = LEVELS[protocol]
+        self.keepalive = keepalive
+        self.username = username
+        self.password = password
+        self.will = will
+        self.tls = tls
+        self.timeout = timeout
+        self.refused = 0  # publishes the broker acknowledged with an error (MQTT 5)
+        self._conn = Connection(self.level)
+        self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._owners: dict[int, _Batch] = {}  # packet id -> the batch waiting for it
+        self._connack: asyncio.Future[ConnAck] | None = None
+        self._closed: asyncio.Future[MqttError] | None = None  # the reason it ended
+        self._room: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None  # set while writing is paused
+        self._keeper: asyncio.Task[None] | None = None
+        self._last_tx = 0.0
+        self._ping_at: float | None = None  # when the unanswered PINGREQ went
+
+    # ------------------------------------------------------------ connecting
+    async def __aenter__(self) -> MqttClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.disconnect()
+
+    @property
+    def connected(self) -> bool:
+        return self._closed is not None and not self._closed.done() and self._conn.connected
+
+    async def connect(self) -> ConnAck:
+        loop = self._loop = asyncio.get_running_loop()
+        self._conn = Connection(self.level)
+        self._connack = loop.create_future()
+        self._closed = loop.create_future()
+        where = f"{self.host}:{self.port}"
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Protocol(self),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
+                ),
+                self.timeout,
+            )
+        except TimeoutError:
+            raise MqttError(f"{where}: no connection within {self.timeout:.0f} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttError(f"{where}: {exc}") from exc
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        try:
+            self._write(
+                self._conn.connect(
+                    self.client_id,
+                    keepalive=self.keepalive,
+                    username=self.username,
+                    password=self.password,
+                    will=self.will,
+                )
+            )
+            ack = await self._wait(
+                self._connack, self.timeout, lambda: f"no CONNACK within {self.timeout:.0f} s"
+            )
+            if ack.code != 0:
+                raise MqttError(f"{where} refused the connection: {ack.refusal}")
+        except BaseException:
+            transport.abort()  # never leave a half-open connection behind
+            raise
+        if ack.server_keep_alive is not None:
+            self.keepalive = ack.server_keep_alive  # MQTT 5: the broker's value wins
+        if self.keepalive:
+            self._keeper = loop.create_task(self._keep_alive())
+        return ack
+
+    async def disconnect(self) -> None:
+        """Send DISCONNECT (the broker then drops the will) and close."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        with contextlib.suppress(Exception):
+            transport.write(disconnect_packet(self.level))
+        transport.close()
+        if self._closed is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closed), 2.0)
+
+    def abort(self, why: str = "closed") -> None:
+        """Drop the connection at once (the broker publishes the will)."""
+        self._end(MqttError(why))
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ------------------------------------------------------------ publishing
+    async def publish(
+        self, topic: str, payload: str | bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """One message; returns when the broker acknowledged it (QoS 1) or it was
+        written (QoS 0)."""
+        self.check()
+        loop = self._loop
+        assert loop is not None
+        data = payload.encode() if isinstance(payload, str) else payload
+        if qos and not self._conn.room:
+            self._room = loop.create_future()
+            await self._wait(self._room, self.timeout, lambda: "no room")
+        try:
+            packet, pid = self._conn.publish(topic, data, qos=qos, retain=retain)
+        except MqttProtocolError as exc:
+            raise MqttError(str(exc)) from exc
+        if pid:
+            batch = self._owners[pid] = _Batch(loop.create_future(), 1)
+        self._write(packet)
+        if pid:
+            await self._wait(
+                batch.done,
+                self.timeout,
+                lambda: f"publish to {topic} not acknowledged within {self.timeout:.0f} s",
+            )
+        await self._drained(loop.time() + self.timeout)
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, bytes]], *, qos: int = 1, timeout: float = 10.0
+    ) -> None:
+        """Non-retained messages in order, written a window at a time; returns when the
+        broker acknowledged every one (QoS 1) or all were written (QoS 0). MqttError
+        when the connection ends first or `timeout` passes."""
+        self.check()
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + timeout
+        total, i = len(items), 0
+        batch = _Batch(loop.create_future(), total) if qos else None
+        while i < total:
+            room = self._conn.room if qos else total - i
+            if not room:
+                self._room = loop.create_future()
+                await self._wait(self._room, deadline - loop.time(), lambda: "no room")
+                continue
+            chunk = items[i : i + room]
+            try:
+                data, ids = self._conn.publish_many(chunk, qos=qos)
+            except MqttProtocolError as exc:
+                raise MqttError(str(exc)) from exc
+            if batch is not None:
+                owners = self._owners
+                for pid in ids:
+                    owners[pid] = batch
+            self._write(data)
+            i += len(chunk)
+        if batch is not None:
+            await self._wait(
+                batch.done,
+                deadline - loop.time(),
+                lambda: (
+                    f"{batch.remaining} of {total} publishes not acknowledged "
+                    f"within {timeout:.0f} s"
+                ),
+            )
+        await self._drained(deadline)
+
+    # ------------------------------------------------------------ plumbing
+    def check(self) -> None:
+        """MqttError when the connection is not (or no longer) up."""
+        if self._closed is None or self._transport is None:
+            raise MqttError("not connected")
+        if self._closed.done():
+            raise self._closed.result()
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None and self._loop is not None
+        self._transport.write(data)
+        self._last_tx = self._loop.time()
+
+    async def _wait(self, fut: asyncio.Future[T], timeout: float, what: Callable[[], str]) -> T:
+        closed = self._closed
+        assert closed is not None
+        if not fut.done():
+            if closed.done():
+                raise closed.result()
+            await asyncio.wait(
+                (fut, closed), timeout=max(timeout, 0), return_when=asyncio.FIRST_COMPLETED
+            )
+        if fut.done():
+            return fut.result()
+        if closed.done():
+            raise closed.result()
+        raise MqttError(what())
+
+    async def _drained(self, deadline: float) -> None:
+        if self._writable is not None and self._loop is not None:
+            await self._wait(
+                self._writable, deadline - self._loop.time(), lambda: "the broker reads nothing"
+            )
+
+    def _received(self, data: bytes) -> None:
+        try:
+            events = self._conn.receive(data)
+        except MqttProtocolError as exc:
+            self.abort(f"protocol error from the broker: {exc}")
+            return
+        for e in events:
+            if type(e) is PubAck:
+                batch = self._owners.pop(e.packet_id, None)
+                if e.code >= 0x80:
+                    self.refused += 1
+                    if self.refused % REFUSED_LOG_EVERY == 1:
+                        log.warning(
+                            "broker refused a publish: reason code %#04x (%d so far)",
+                            e.code,
+                            self.refused,
+                        )
+                if batch is not None:
+                    batch.remaining -= 1
+                    if not batch.remaining and not batch.done.done():
+                        batch.done.set_result(None)
+            elif isinstance(e, ConnAck):
+                if self._connack is not None and not self._connack.done():
+                    self._connack.set_result(e)
+            elif isinstance(e, PingResp):
+                self._ping_at = None
+            elif isinstance(e, Disconnect):
+                self.abort(f"the broker disconnected: {e.reason}")
+                return
+        room = self._room
+        if room is not None and not room.done() and self._conn.room:
+            room.set_result(None)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._end(MqttError(f"connection lost: {exc}" if exc else "connection closed"))
+
+    def _end(self, err: MqttError) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(err)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
+
+    def _pause(self) -> None:
+        if self._loop is not None and self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def _resume(self) -> None:
+        w, self._writable = self._writable, None
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def _keep_alive(self) -> None:
+        """PINGREQ after half the keep-alive without sending; no PINGRESP within the
+        keep-alive means the broker is gone."""
+        loop = self._loop
+        assert loop is not None
+        k = float(self.keepalive)
+        while True:
+            await asyncio.sleep(k / 4)
+            now = loop.time()
+            if self._ping_at is not None and now - self._ping_at > k:
+                self.abort(f"no PINGRESP within {k:.0f} s")
+                return
+            if self._ping_at is None and now - self._last_tx >= k / 2:
+                self._ping_at = now
+                self._write(PINGREQ)
