@@ -221,6 +221,8 @@ def connect_packet(
         flags |= 0x80
         payload.append(utf8(username))
     if password:
+        if level == 4 and not username:
+            raise MqttProtocolError("MQTT 3.1.1 sends a password only with a user name")
         flags |= 0x40
         payload.append(binary(password.encode()))
     head = b"\x00\x04MQTT" + bytes((level, flags)) + struct.pack(">H", keepalive)
@@ -336,6 +338,8 @@ class Reader:
         if self.level == 4:
             return ConnAck(code, present, reason=CONNACK_V3.get(code, ""))
         props = _properties(body, 2) if len(body) > 2 else {}
+        if props.get(RECEIVE_MAXIMUM) == 0:
+            raise MqttProtocolError("CONNACK with a Receive Maximum of 0")
         keep = props.get(SERVER_KEEP_ALIVE)
         limit = props.get(MAXIMUM_PACKET_SIZE, 0)
         return ConnAck(

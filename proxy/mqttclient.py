@@ -100,7 +100,7 @@ class MqttClient:
         self._owners: dict[int, _Batch] = {}  # packet id -> the batch waiting for it
         self._connack: asyncio.Future[ConnAck] | None = None
         self._closed: asyncio.Future[MqttError] | None = None  # the reason it ended
-        self._room: asyncio.Future[None] | None = None
+        self._room: list[asyncio.Future[None]] = []  # callers waiting for Receive Maximum
         self._writable: asyncio.Future[None] | None = None  # set while writing is paused
         self._keeper: asyncio.Task[None] | None = None
         self._last_tx = 0.0
@@ -121,6 +121,10 @@ class MqttClient:
     async def connect(self) -> ConnAck:
         loop = self._loop = asyncio.get_running_loop()
         self._conn = Connection(self.level)
+        self._owners.clear()
+        self._room.clear()
+        self._writable = None
+        self._ping_at = None
         self._connack = loop.create_future()
         self._closed = loop.create_future()
         where = f"{self.host}:{self.port}"
@@ -196,9 +200,9 @@ class MqttClient:
         loop = self._loop
         assert loop is not None
         data = payload.encode() if isinstance(payload, str) else payload
-        if qos and not self._conn.room:
-            self._room = loop.create_future()
-            await self._wait(self._room, self.timeout, lambda: "no room")
+        deadline = loop.time() + self.timeout
+        while qos and not self._conn.room:  # another caller may take the room first
+            await self._wait_room(deadline)
         try:
             packet, pid = self._conn.publish(topic, data, qos=qos, retain=retain)
         except MqttProtocolError as exc:
@@ -225,12 +229,13 @@ class MqttClient:
         assert loop is not None
         deadline = loop.time() + timeout
         total, i = len(items), 0
+        if not total:
+            return
         batch = _Batch(loop.create_future(), total) if qos else None
         while i < total:
             room = self._conn.room if qos else total - i
             if not room:
-                self._room = loop.create_future()
-                await self._wait(self._room, deadline - loop.time(), lambda: "no room")
+                await self._wait_room(deadline)
                 continue
             chunk = items[i : i + room]
             try:
@@ -282,6 +287,18 @@ class MqttClient:
             raise closed.result()
         raise MqttError(what())
 
+    async def _wait_room(self, deadline: float) -> None:
+        """Until a PUBACK makes room under the broker's Receive Maximum."""
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._room.append(fut)
+        inflight = len(self._conn.inflight)
+        await self._wait(
+            fut,
+            deadline - self._loop.time(),
+            lambda: f"{inflight} publishes in flight, none acknowledged in time",
+        )
+
     async def _drained(self, deadline: float) -> None:
         if self._writable is not None and self._loop is not None:
             await self._wait(
@@ -317,9 +334,11 @@ class MqttClient:
             elif isinstance(e, Disconnect):
                 self.abort(f"the broker disconnected: {e.reason}")
                 return
-        room = self._room
-        if room is not None and not room.done() and self._conn.room:
-            room.set_result(None)
+        if self._room and self._conn.room:
+            waiting, self._room = self._room, []
+            for fut in waiting:  # each looks again: the first may take all the room
+                if not fut.done():
+                    fut.set_result(None)
 
     def _lost(self, exc: Exception | None) -> None:
         self._end(MqttError(f"connection lost: {exc}" if exc else "connection closed"))
