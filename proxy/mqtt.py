@@ -1,8 +1,8 @@
 """The MQTT client protocol the feed speaks (3.1.1 and 5), sans I/O.
 
 The feed only publishes: it connects (with a last will), sends PUBLISH packets at
-QoS 0 or 1, reads PUBACKs, pings when idle and disconnects. This module is that
-much of MQTT as pure code: `Connection` turns those intentions into bytes and the
+QoS 0, 1 or 2, reads the acknowledgements, pings when idle and disconnects. This
+module is that much of MQTT as pure code: `Connection` turns those intentions into bytes and the
 broker's bytes into events, and keeps the protocol's state (packet identifiers in
 flight, the broker's Receive Maximum). It reads no socket and no clock; the asyncio
 shell is `mqttclient.MqttClient`.
@@ -24,12 +24,18 @@ import attrs
 # The protocol levels a CONNECT names.
 LEVELS = {"3.1.1": 4, "5": 5}
 
-CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 PINGREQ_TYPE, PINGRESP, DISCONNECT = 12, 13, 14
 
 PINGREQ = b"\xc0\x00"
 MAX_REMAINING = 268_435_455  # what four octets of remaining length can say
 MAX_PACKET_ID = 0xFFFF
+# QoS 2 publishes in flight at once on MQTT 3.1.1, which has no flow control:
+# Mosquitto (max_inflight_messages, default 20) answers QoS 2 messages beyond its
+# quota with a PUBREC and drops them, and a 3.1.1 PUBREC cannot say so. paho's
+# default in-flight limit is the same 20. (MQTT 5 brokers state their Receive
+# Maximum; QoS 1 messages are not held by the broker, so they are not limited.)
+QOS2_INFLIGHT_V311 = 20
 MAX_INBOUND = 1 << 20  # the largest packet accepted from a broker (a publisher gets small ones)
 
 # MQTT 3.1.1 CONNACK return codes (3.2.2.3).
@@ -151,6 +157,22 @@ class PubAck:
 
 
 @attrs.frozen
+class PubRec:
+    """QoS 2, first answer: the broker has the message (we then send PUBREL)."""
+
+    packet_id: int
+    code: int = 0  # >= 0x80: refused, and the exchange ends here
+
+
+@attrs.frozen
+class PubComp:
+    """QoS 2, last answer: the exchange is complete."""
+
+    packet_id: int
+    code: int = 0
+
+
+@attrs.frozen
 class PingResp:
     pass
 
@@ -163,7 +185,7 @@ class Disconnect:
     reason: str = ""
 
 
-Event = ConnAck | PubAck | PingResp | Disconnect
+Event = ConnAck | PubAck | PubRec | PubComp | PingResp | Disconnect
 
 
 # ------------------------------------------------------------------ encoding
@@ -255,6 +277,11 @@ def publish_packet(
     )
 
 
+def pubrel_packet(packet_id: int) -> bytes:
+    """PUBREL (3.6), success (in MQTT 5 a remaining length of 2 means reason 0x00)."""
+    return struct.pack(">BBH", 0x62, 2, packet_id)
+
+
 def disconnect_packet(level: int) -> bytes:
     """DISCONNECT, normal (the broker discards the will)."""
     return b"\xe0\x00"  # in MQTT 5 a remaining length of 0 means reason 0x00
@@ -309,8 +336,11 @@ class Reader:
 
     def _decode(self, first: int, body: bytes) -> Event:
         kind, flags = first >> 4, first & 0x0F
-        if kind == PUBACK and flags == 0:
-            return self._puback(body)
+        if kind in (PUBACK, PUBREC, PUBCOMP) and flags == 0:
+            packet_id, code = self._ack(kind, body)
+            if kind == PUBACK:
+                return PubAck(packet_id, code)
+            return PubRec(packet_id, code) if kind == PUBREC else PubComp(packet_id, code)
         if kind == CONNACK and flags == 0:
             return self._connack(body)
         if kind == PINGRESP and flags == 0 and not body:
@@ -323,13 +353,14 @@ class Reader:
             f"unexpected packet type {kind} flags {flags:#x} ({len(body)} octets)"
         )
 
-    def _puback(self, body: bytes) -> PubAck:
+    def _ack(self, kind: int, body: bytes) -> tuple[int, int]:
+        """(packet id, reason code) of a PUBACK, PUBREC or PUBCOMP."""
         if len(body) < 2 or (self.level == 4 and len(body) != 2):
-            raise MqttProtocolError(f"PUBACK of {len(body)} octets")
+            raise MqttProtocolError(f"{_ACK_NAMES[kind]} of {len(body)} octets")
         code = body[2] if len(body) > 2 else 0
         if len(body) > 3:
             _properties(body, 3)  # validated, not used
-        return PubAck((body[0] << 8) | body[1], code)
+        return (body[0] << 8) | body[1], code
 
     def _connack(self, body: bytes) -> ConnAck:
         if len(body) < 2 or (self.level == 4 and len(body) != 2) or body[0] & 0xFE:
@@ -352,6 +383,9 @@ class Reader:
             server_keep_alive=int(keep) if isinstance(keep, int) else None,
             reason=str(props.get(REASON_STRING, "")) or (_reason(code) if code else ""),
         )
+
+
+_ACK_NAMES = {PUBACK: "PUBACK", PUBREC: "PUBREC", PUBCOMP: "PUBCOMP"}
 
 
 def _reason(code: int) -> str:
@@ -418,10 +452,13 @@ class Connection:
     """One client connection's protocol state.
 
     `connect()` gives the CONNECT to send; `receive(data)` decodes what the broker
-    sent (checking that CONNACK comes first and once, and that every PUBACK answers
-    a publish in flight); `publish()` gives a PUBLISH and the packet identifier its
-    PUBACK will carry. At most `room` QoS 1 publishes may be in flight (the broker's
-    Receive Maximum, MQTT 5; 65535 otherwise, every identifier)."""
+    sent (checking that CONNACK comes first and once, and that every acknowledgement
+    answers a publish in flight at its stage); `publish()` gives a PUBLISH and the
+    packet identifier its acknowledgement will carry. A QoS 1 publish is complete at
+    its PUBACK; a QoS 2 one at its PUBCOMP, after the PUBREL that `receive` queues in
+    `data_to_send()` when the PUBREC comes (or at a PUBREC with an error code). At
+    most `room` publishes may be in flight (the broker's Receive Maximum, MQTT 5;
+    65535 otherwise, every identifier)."""
 
     def __init__(self, level: int = 4) -> None:
         if level not in (4, 5):
@@ -432,6 +469,13 @@ class Connection:
         self.receive_maximum = MAX_PACKET_ID
         self._reader = Reader(level)
         self._next_id = 0
+        self._qos2: dict[int, bool] = {}  # QoS 2 in flight: released (PUBREL sent)?
+        self._out: list[bytes] = []
+
+    def data_to_send(self) -> bytes:
+        """What the protocol itself must send now (PUBRELs), and forget it."""
+        out, self._out = b"".join(self._out), []
+        return out
 
     @property
     def connected(self) -> bool:
@@ -439,7 +483,16 @@ class Connection:
 
     @property
     def room(self) -> int:
+        """How many more QoS 1 publishes may go now."""
         return max(self.receive_maximum - len(self.inflight), 0)
+
+    def room_for(self, qos: int) -> int:
+        """How many more publishes at `qos` may go now (QoS 0: any number)."""
+        if qos == 0:
+            return MAX_PACKET_ID
+        if qos == 2 and self.level == 4:
+            return min(self.room, max(QOS2_INFLIGHT_V311 - len(self._qos2), 0))
+        return self.room
 
     def connect(
         self,
@@ -466,14 +519,26 @@ class Connection:
         events = self._reader.feed(data)
         for e in events:
             if isinstance(e, PubAck):
-                if self.connack is None:
-                    raise MqttProtocolError("PUBACK before CONNACK")
-                try:
-                    self.inflight.remove(e.packet_id)
-                except KeyError:
-                    raise MqttProtocolError(
-                        f"PUBACK for packet {e.packet_id}, which is not in flight"
-                    ) from None
+                pid = e.packet_id
+                if pid not in self.inflight or pid in self._qos2:
+                    raise MqttProtocolError(f"PUBACK for packet {pid}, not a QoS 1 in flight")
+                self.inflight.remove(pid)
+            elif isinstance(e, PubRec):
+                pid = e.packet_id
+                if self._qos2.get(pid, True):
+                    raise MqttProtocolError(f"PUBREC for packet {pid}, not awaiting one")
+                if e.code >= 0x80:
+                    del self._qos2[pid]
+                    self.inflight.remove(pid)
+                else:
+                    self._qos2[pid] = True
+                    self._out.append(pubrel_packet(pid))
+            elif isinstance(e, PubComp):
+                pid = e.packet_id
+                if not self._qos2.get(pid, False):
+                    raise MqttProtocolError(f"PUBCOMP for packet {pid}, not released")
+                del self._qos2[pid]
+                self.inflight.remove(pid)
             elif isinstance(e, ConnAck):
                 if self.connack is not None:
                     raise MqttProtocolError("a second CONNACK")
@@ -489,8 +554,8 @@ class Connection:
         """A PUBLISH and its packet identifier (0 at QoS 0: nothing will answer it)."""
         if not self.connected:
             raise MqttProtocolError("publish before a successful CONNACK")
-        if qos not in (0, 1):
-            raise MqttProtocolError(f"QoS {qos}: the feed publishes at 0 or 1")
+        if qos not in (0, 1, 2):
+            raise MqttProtocolError(f"QoS {qos} (0, 1 or 2)")
         ack = self.connack
         assert ack is not None
         if qos > ack.maximum_qos:
@@ -499,9 +564,11 @@ class Connection:
             raise MqttProtocolError("the broker does not accept retained messages")
         pid = 0
         if qos:
-            if not self.room:
+            if not self.room_for(qos):
                 raise MqttProtocolError(f"{len(self.inflight)} publishes in flight: no room")
             pid = self._take_id()
+            if qos == 2:
+                self._qos2[pid] = False
         return (
             publish_packet(
                 topic.encode(), payload, qos=qos, retain=retain, packet_id=pid, level=self.level
@@ -513,7 +580,7 @@ class Connection:
         self, items: Iterable[tuple[str, bytes]], *, qos: int = 1
     ) -> tuple[bytes, list[int]]:
         """Several non-retained PUBLISHes in one buffer, and their packet identifiers
-        (at QoS 1; none at QoS 0). The caller keeps within `room`."""
+        (none at QoS 0). The caller keeps within `room_for(qos)`."""
         parts: list[bytes] = []
         ids: list[int] = []
         for topic, payload in items:

@@ -24,6 +24,8 @@ from .mqtt import (
     MqttProtocolError,
     PingResp,
     PubAck,
+    PubComp,
+    PubRec,
     Will,
     disconnect_packet,
 )
@@ -201,7 +203,7 @@ class MqttClient:
         assert loop is not None
         data = payload.encode() if isinstance(payload, str) else payload
         deadline = loop.time() + self.timeout
-        while qos and not self._conn.room:  # another caller may take the room first
+        while not self._conn.room_for(qos):  # another caller may take the room first
             await self._wait_room(deadline)
         try:
             packet, pid = self._conn.publish(topic, data, qos=qos, retain=retain)
@@ -222,7 +224,8 @@ class MqttClient:
         self, items: Sequence[tuple[str, bytes]], *, qos: int = 1, timeout: float = 10.0
     ) -> None:
         """Non-retained messages in order, written a window at a time; returns when the
-        broker acknowledged every one (QoS 1) or all were written (QoS 0). MqttError
+        broker acknowledged every one (QoS 1: PUBACK, QoS 2: PUBCOMP) or all were
+        written (QoS 0). MqttError
         when the connection ends first or `timeout` passes."""
         self.check()
         loop = self._loop
@@ -233,7 +236,7 @@ class MqttClient:
             return
         batch = _Batch(loop.create_future(), total) if qos else None
         while i < total:
-            room = self._conn.room if qos else total - i
+            room = min(self._conn.room_for(qos), total - i)
             if not room:
                 await self._wait_room(deadline)
                 continue
@@ -311,8 +314,12 @@ class MqttClient:
         except MqttProtocolError as exc:
             self.abort(f"protocol error from the broker: {exc}")
             return
+        freed = False
         for e in events:
-            if type(e) is PubAck:
+            if isinstance(e, PubAck | PubRec | PubComp):
+                if isinstance(e, PubRec) and e.code < 0x80:
+                    continue  # QoS 2 goes on: the PUBREL is queued, the PUBCOMP ends it
+                freed = True
                 batch = self._owners.pop(e.packet_id, None)
                 if e.code >= 0x80:
                     self.refused += 1
@@ -334,7 +341,10 @@ class MqttClient:
             elif isinstance(e, Disconnect):
                 self.abort(f"the broker disconnected: {e.reason}")
                 return
-        if self._room and self._conn.room:
+        out = self._conn.data_to_send()
+        if out:
+            self._write(out)  # PUBRELs
+        if self._room and freed:
             waiting, self._room = self._room, []
             for fut in waiting:  # each looks again: the first may take all the room
                 if not fut.done():

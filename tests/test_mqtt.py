@@ -30,6 +30,7 @@ from bounceback.mqtt import (
     LEVELS,
     MAX_INBOUND,
     PINGREQ,
+    QOS2_INFLIGHT_V311,
     ConnAck,
     Connection,
     Disconnect,
@@ -37,6 +38,8 @@ from bounceback.mqtt import (
     MqttProtocolError,
     PingResp,
     PubAck,
+    PubComp,
+    PubRec,
     Reader,
     Will,
     connect_packet,
@@ -392,6 +395,70 @@ def test_connection_receive_maximum_room() -> None:
     assert none == [] and conn.room == 3
 
 
+def ack(kind: int, packet_id: int, code: int | None = None) -> bytes:
+    """PUBREC (0x50) or PUBCOMP (0x70) from the specification (3.5, 3.7): the packet
+    identifier, and in MQTT 5 an optional reason code."""
+    body = bytes((packet_id >> 8, packet_id & 0xFF)) + (b"" if code is None else bytes((code,)))
+    return bytes((kind, len(body))) + body
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_connection_qos2_exchange(level: int) -> None:
+    """QoS 2 (4.3.3): PUBLISH, PUBREC from the broker, our PUBREL (62 02 id), PUBCOMP.
+    The identifier stays in flight, taking room, until the PUBCOMP."""
+    conn = connected(level)
+    packet, pid = conn.publish("t", b"x", qos=2)
+    assert packet[0] == 0x34 and pid == 1  # PUBLISH, QoS 2 flag bits
+    assert conn.data_to_send() == b""
+    assert conn.receive(ack(0x50, pid)) == [PubRec(pid)]
+    assert conn.data_to_send() == bytes.fromhex("62 02 0001")  # PUBREL (flags 0010)
+    assert conn.data_to_send() == b""  # handed over once
+    assert conn.inflight == {pid}
+    assert conn.receive(ack(0x70, pid)) == [PubComp(pid)]
+    assert conn.inflight == set()
+    # Out of order or for the wrong QoS: protocol errors.
+    _, two = conn.publish("t", b"x", qos=2)
+    with pytest.raises(MqttProtocolError):
+        conn.receive(ack(0x70, two))  # PUBCOMP before PUBREC
+    conn = connected(level)
+    _, two = conn.publish("t", b"x", qos=2)
+    with pytest.raises(MqttProtocolError):
+        conn.receive(puback(two))  # a QoS 2 publish is not answered by PUBACK
+    conn = connected(level)
+    _, one = conn.publish("t", b"x", qos=1)
+    with pytest.raises(MqttProtocolError):
+        conn.receive(ack(0x50, one))  # nor a QoS 1 one by PUBREC
+
+
+def test_connection_qos2_in_flight_limit_on_311() -> None:
+    """MQTT 3.1.1 has no flow control and Mosquitto drops QoS 2 messages beyond its
+    in-flight quota (answering PUBREC all the same): at most QOS2_INFLIGHT_V311 QoS 2
+    exchanges at once; QoS 1 and MQTT 5 (Receive Maximum) are not limited by it."""
+    conn = connected(4)
+    ids = [conn.publish("t", b"x", qos=2)[1] for _ in range(QOS2_INFLIGHT_V311)]
+    assert conn.room_for(2) == 0 and conn.room_for(1) > 0
+    with pytest.raises(MqttProtocolError):
+        conn.publish("t", b"x", qos=2)
+    conn.publish("t", b"x", qos=1)  # QoS 1 still goes
+    conn.receive(ack(0x50, ids[0]))
+    assert conn.room_for(2) == 0  # released, not complete: still in flight
+    conn.receive(ack(0x70, ids[0]))
+    assert conn.room_for(2) == 1
+    v5 = connected(5)
+    for _ in range(QOS2_INFLIGHT_V311 + 5):
+        v5.publish("t", b"x", qos=2)
+    assert v5.room_for(2) == v5.room > 0
+
+
+def test_connection_qos2_refused_at_pubrec() -> None:
+    """MQTT 5: a PUBREC with an error reason ends the exchange: no PUBREL, the
+    identifier is free."""
+    conn = connected(5)
+    _, pid = conn.publish("t", b"x", qos=2)
+    assert conn.receive(ack(0x50, pid, 0x87)) == [PubRec(pid, 0x87)]
+    assert conn.data_to_send() == b"" and conn.inflight == set()
+
+
 def test_connection_respects_connack_limits() -> None:
     # Maximum QoS 0 (0x24) and Retain Available 0 (0x25).
     conn = Connection(5)
@@ -448,6 +515,7 @@ async def test_publishes_reach_an_independent_subscriber(
     q1 = [("t/q1", f"message {i}".encode()) for i in range(1000)]
     q0 = [f"zero {i}".encode() for i in range(5)]
     q0many = [("t/q0many", f"many {i}".encode()) for i in range(5)]
+    q2 = [("t/q2", f"exactly once {i}".encode()) for i in range(50)]
     async with (
         Collector(broker.port, ["t/#"]) as col,
         client(broker.port, protocol, f"pub-{protocol}") as pub,
@@ -461,6 +529,10 @@ async def test_publishes_reach_an_independent_subscriber(
             await pub.publish("t/q0", payload, qos=0)
         await pub.publish_many(q0many, qos=0)
         await pub.publish("t/big", big, qos=1)
+        # QoS 2: each returns only after Mosquitto's PUBCOMP, which follows our PUBREL.
+        await pub.publish_many(q2, qos=2)
+        await pub.publish("t/q2one", b"alone", qos=2)
+        await col.wait(lambda: len(on(col, "t/q2")) >= len(q2), BOUND, what="QoS 2")
         assert pub.connected and pub.refused == 0
 
         async with Collector(broker.port, ["t/#"]) as late:
@@ -482,7 +554,10 @@ async def test_publishes_reach_an_independent_subscriber(
     assert [(m.payload, m.qos) for m in on(col, "t/q0")] == [(p, 0) for p in q0]
     assert [(m.payload, m.qos) for m in on(col, "t/q0many")] == [(p, 0) for _, p in q0many]
     assert [(m.payload, m.qos) for m in on(col, "t/big")] == [(big, 1)]
-    assert len(col.messages) == 1 + len(q1) + len(q0) + len(q0many) + 1 + 1
+    # The subscriber asked for QoS 1, so QoS 2 messages reach it at 1: once each.
+    assert [m.payload for m in on(col, "t/q2")] == [p for _, p in q2]
+    assert [m.payload for m in on(col, "t/q2one")] == [b"alone"]
+    assert len(col.messages) == 1 + len(q1) + len(q0) + len(q0many) + 1 + len(q2) + 1 + 1
 
 
 @pytest.mark.mqtt
