@@ -120,6 +120,11 @@ class MqttProtocolError(Exception):
     """The broker sent what MQTT does not allow here (or we were asked to)."""
 
 
+class PacketTooLarge(MqttProtocolError):
+    """A PUBLISH larger than the broker's Maximum Packet Size (MQTT 5): sending it
+    would end the connection, so it is refused here and the connection goes on."""
+
+
 @attrs.frozen
 class Will:
     """The last will: published by the broker when the connection ends without a
@@ -562,6 +567,25 @@ class Connection:
             raise MqttProtocolError(f"the broker accepts QoS {ack.maximum_qos} at most")
         if retain and not ack.retain_available:
             raise MqttProtocolError("the broker does not accept retained messages")
+        limit = ack.maximum_packet_size
+        if limit:
+            size = len(topic.encode()) + len(payload) + 16  # an upper bound of the header
+            if size > limit:
+                exact = len(
+                    publish_packet(
+                        topic.encode(),
+                        payload,
+                        qos=qos,
+                        retain=retain,
+                        packet_id=1,
+                        level=self.level,
+                    )
+                )
+                if exact > limit:
+                    raise PacketTooLarge(
+                        f"a PUBLISH of {exact} octets to {topic} exceeds the broker's "
+                        f"Maximum Packet Size of {limit}"
+                    )
         pid = 0
         if qos:
             if not self.room_for(qos):

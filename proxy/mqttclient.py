@@ -22,6 +22,7 @@ from .mqtt import (
     Connection,
     Disconnect,
     MqttProtocolError,
+    PacketTooLarge,
     PingResp,
     PubAck,
     PubComp,
@@ -35,6 +36,7 @@ log = logging.getLogger("bounceback.mqtt")
 T = TypeVar("T")
 
 REFUSED_LOG_EVERY = 1000  # log the 1st, 1001st, ... publish the broker refused
+TOO_LARGE_LOG_EVERY = 100  # the same for messages too large for the broker
 
 
 class MqttError(Exception):
@@ -96,6 +98,7 @@ class MqttClient:
         self.tls = tls
         self.timeout = timeout
         self.refused = 0  # publishes the broker acknowledged with an error (MQTT 5)
+        self.too_large = 0  # messages not sent: over the broker's Maximum Packet Size
         self._conn = Connection(self.level)
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -165,6 +168,13 @@ class MqttClient:
         except BaseException:
             transport.abort()  # never leave a half-open connection behind
             raise
+        if ack.maximum_qos < 2 or not ack.retain_available:
+            log.info(
+                "%s accepts QoS %d at most%s: messages are published within that",
+                where,
+                ack.maximum_qos,
+                "" if ack.retain_available else " and no retained messages",
+            )
         if ack.server_keep_alive is not None:
             self.keepalive = ack.server_keep_alive  # MQTT 5: the broker's value wins
         if self.keepalive:
@@ -202,11 +212,15 @@ class MqttClient:
         loop = self._loop
         assert loop is not None
         data = payload.encode() if isinstance(payload, str) else payload
+        qos, retain = self._fit(qos, retain)
         deadline = loop.time() + self.timeout
         while not self._conn.room_for(qos):  # another caller may take the room first
             await self._wait_room(deadline)
         try:
             packet, pid = self._conn.publish(topic, data, qos=qos, retain=retain)
+        except PacketTooLarge as exc:
+            self._skipped(exc)
+            return
         except MqttProtocolError as exc:
             raise MqttError(str(exc)) from exc
         if pid:
@@ -225,8 +239,9 @@ class MqttClient:
     ) -> None:
         """Non-retained messages in order, written a window at a time; returns when the
         broker acknowledged every one (QoS 1: PUBACK, QoS 2: PUBCOMP) or all were
-        written (QoS 0). MqttError
-        when the connection ends first or `timeout` passes."""
+        written (QoS 0). MqttError when the connection ends first or `timeout` passes.
+        A message larger than the broker's Maximum Packet Size is left out (logged and
+        counted in `too_large`): the broker would end the connection over it."""
         self.check()
         loop = self._loop
         assert loop is not None
@@ -234,23 +249,34 @@ class MqttClient:
         total, i = len(items), 0
         if not total:
             return
+        qos, _ = self._fit(qos, False)
+        conn = self._conn
+        owners = self._owners
         batch = _Batch(loop.create_future(), total) if qos else None
         while i < total:
-            room = min(self._conn.room_for(qos), total - i)
+            room = min(conn.room_for(qos), total - i)
             if not room:
                 await self._wait_room(deadline)
                 continue
-            chunk = items[i : i + room]
-            try:
-                data, ids = self._conn.publish_many(chunk, qos=qos)
-            except MqttProtocolError as exc:
-                raise MqttError(str(exc)) from exc
-            if batch is not None:
-                owners = self._owners
-                for pid in ids:
+            parts: list[bytes] = []
+            for topic, payload in items[i : i + room]:
+                try:
+                    packet, pid = conn.publish(topic, payload, qos=qos)
+                except PacketTooLarge as exc:
+                    self._skipped(exc)
+                    if batch is not None:
+                        batch.remaining -= 1
+                    continue
+                except MqttProtocolError as exc:
+                    raise MqttError(str(exc)) from exc
+                parts.append(packet)
+                if batch is not None:
                     owners[pid] = batch
-            self._write(data)
-            i += len(chunk)
+            if parts:
+                self._write(b"".join(parts))
+            i += room
+        if batch is not None and not batch.remaining:
+            batch = None  # every one was too large: nothing to wait for
         if batch is not None:
             await self._wait(
                 batch.done,
@@ -261,6 +287,18 @@ class MqttClient:
                 ),
             )
         await self._drained(deadline)
+
+    def _fit(self, qos: int, retain: bool) -> tuple[int, bool]:
+        """QoS and retain within what the broker said it accepts (MQTT 5 CONNACK)."""
+        ack = self._conn.connack
+        if ack is None:
+            return qos, retain
+        return min(qos, ack.maximum_qos), retain and ack.retain_available
+
+    def _skipped(self, exc: PacketTooLarge) -> None:
+        self.too_large += 1
+        if self.too_large % TOO_LARGE_LOG_EVERY == 1:
+            log.error("not published: %s (%d so far)", exc, self.too_large)
 
     # ------------------------------------------------------------ plumbing
     def check(self) -> None:

@@ -36,6 +36,7 @@ from bounceback.mqtt import (
     Disconnect,
     Event,
     MqttProtocolError,
+    PacketTooLarge,
     PingResp,
     PubAck,
     PubComp,
@@ -886,3 +887,83 @@ def test_levels() -> None:
     assert LEVELS == {"3.1.1": 4, "5": 5}
     with pytest.raises(ValueError):
         MqttClient(HOST, 1883, client_id="x", protocol="3.1")
+
+
+# ------------------------------------------------------------------ the broker's limits
+def test_connection_refuses_a_packet_over_the_maximum_packet_size() -> None:
+    """MQTT 5 Maximum Packet Size (0x27): a PUBLISH over it is refused before it takes
+    a packet identifier; the connection goes on."""
+    conn = Connection(5)
+    conn.receive(bytes.fromhex("20 08 00 00 05 27 00000040"))  # at most 64 octets
+    assert conn.connack is not None and conn.connack.maximum_packet_size == 64
+    packet, pid = conn.publish("t", b"x" * 40, qos=1)
+    assert len(packet) <= 64 and pid == 1
+    with pytest.raises(PacketTooLarge):
+        conn.publish("t", b"x" * 60, qos=1)
+    assert conn.inflight == {1}
+
+
+class LimitedBroker:
+    """Answers CONNECT with an MQTT 5 CONNACK stating Maximum QoS 1, Retain Available
+    0 and Maximum Packet Size 100, then records each PUBLISH (parsed here from the
+    specification, 3.3) and answers PUBACK to those at QoS 1."""
+
+    CONNACK = bytes.fromhex("20 0c 00 00 09 24 01 25 00 27 00000064")
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.published: list[tuple[str, bytes, int, bool]] = []  # topic, payload, qos, retain
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> LimitedBroker:
+        self._server = await asyncio.start_server(self._on_client, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, OSError):
+            while True:
+                first = (await reader.readexactly(1))[0]
+                size, shift = 0, 0
+                while True:
+                    b = (await reader.readexactly(1))[0]
+                    size |= (b & 0x7F) << shift
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                body = await reader.readexactly(size)
+                if first >> 4 == 1:  # CONNECT
+                    writer.write(self.CONNACK)
+                elif first >> 4 == 3:  # PUBLISH
+                    qos, retain = (first >> 1) & 3, bool(first & 1)
+                    n = int.from_bytes(body[:2], "big")
+                    topic, rest = body[2 : 2 + n].decode(), body[2 + n :]
+                    if qos:
+                        pid, rest = rest[:2], rest[2:]
+                        writer.write(b"\x40\x02" + pid)
+                    props = rest[0]  # property length, 0 from this client
+                    self.published.append((topic, rest[1 + props :], qos, retain))
+
+
+async def test_client_keeps_within_the_brokers_limits(caplog: pytest.LogCaptureFixture) -> None:
+    """What an MQTT 5 broker states in its CONNACK holds: QoS 2 asked for goes at the
+    broker's maximum (1), retained goes unretained when retain is not available, and
+    a message over the Maximum Packet Size is left out (logged, counted) instead of
+    ending the connection over it."""
+    async with LimitedBroker() as broker, client(broker.port, "5", "limits") as c:
+        await c.publish("s/status", "online", qos=2, retain=True)
+        big = b"y" * 200
+        await c.publish_many([("e/1", b"a"), ("e/2", big), ("e/3", b"c")], qos=2)
+        await c.publish_many([("e/4", big)], qos=1)  # only too large: nothing to wait for
+        await c.publish("e/5", big)
+        assert c.connected and c.too_large == 3
+    assert broker.published == [
+        ("s/status", b"online", 1, False),
+        ("e/1", b"a", 1, False),
+        ("e/3", b"c", 1, False),
+    ]
+    assert "exceeds the broker's Maximum Packet Size of 100" in caplog.text
