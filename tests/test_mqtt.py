@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 from bounceback.mqtt import (
@@ -804,7 +805,7 @@ class ScriptedBroker:
         self.writers: list[asyncio.StreamWriter] = []
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> ScriptedBroker:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._on_client, HOST, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -903,7 +904,7 @@ def test_connection_refuses_a_packet_over_the_maximum_packet_size() -> None:
     assert conn.inflight == {1}
 
 
-class LimitedBroker:
+class LimitedBroker(ScriptedBroker):
     """Answers CONNECT with an MQTT 5 CONNACK stating Maximum QoS 1, Retain Available
     0 and Maximum Packet Size 100, then records each PUBLISH (parsed here from the
     specification, 3.3) and answers PUBACK to those at QoS 1."""
@@ -911,20 +912,11 @@ class LimitedBroker:
     CONNACK = bytes.fromhex("20 0c 00 00 09 24 01 25 00 27 00000064")
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__()
         self.published: list[tuple[str, bytes, int, bool]] = []  # topic, payload, qos, retain
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> LimitedBroker:
-        self._server = await asyncio.start_server(self._on_client, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
         with contextlib.suppress(asyncio.IncompleteReadError, OSError):
             while True:
                 first = (await reader.readexactly(1))[0]
