@@ -148,7 +148,8 @@ class MqttClient:
             raise MqttError(f"{where}: no connection within {self.timeout:.0f} s") from None
         except (OSError, ssl.SSLError) as exc:
             raise MqttError(f"{where}: {exc}") from exc
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check here: uvloop's transports implement asyncio.Transport
+        # without subclassing it.
         self._transport = transport
         try:
             self._write(

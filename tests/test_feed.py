@@ -468,12 +468,16 @@ def outbox_rows(db: Path) -> int:
     return int(n)
 
 
+@pytest.mark.parametrize("publisher", ["process", "inline"])
 async def test_kill9_leaves_offline_status_and_backlog_is_published(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: MosquittoBroker, publisher: str
 ) -> None:
+    """With the publisher in its own process or in the proxy's event loop (uvloop,
+    in a `bounceback run` process)."""
     port = free_port()
     async with simulator(SIM) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
-        cfg = write_config(tmp_path, sim.port or 0, port=port, extra=feed(broker.port))
+        extra = feed(broker.port, extra=f'publisher = "{publisher}"')
+        cfg = write_config(tmp_path, sim.port or 0, port=port, extra=extra)
         proxy = ProxyProcess(cfg)
 
         def statuses() -> list[Received]:

@@ -959,3 +959,24 @@ async def test_client_keeps_within_the_brokers_limits(caplog: pytest.LogCaptureF
         ("e/3", b"c", 1, False),
     ]
     assert "exceeds the broker's Maximum Packet Size of 100" in caplog.text
+
+
+@pytest.mark.mqtt
+def test_client_on_uvloop(broker: MosquittoBroker) -> None:
+    """`bounceback run` runs on uvloop, and so does the feed's client when the
+    publisher is inline: uvloop's transports are not asyncio's classes."""
+    import uvloop
+
+    async def main() -> tuple[list[bytes], bool]:
+        async with Collector(broker.port, ["uv/#"]) as col:
+            async with client(broker.port, "3.1.1", "on-uvloop") as c:
+                await c.publish_many([("uv/t", b"%d" % i) for i in range(50)], qos=1)
+                await c.publish("uv/t", b"last", qos=1, retain=False)
+            await col.wait(lambda: len(col.messages) == 51, BOUND)
+            return [m.payload for m in col.messages], "uvloop" in type(
+                asyncio.get_running_loop()
+            ).__module__
+
+    payloads, on_uvloop = uvloop.run(main())
+    assert on_uvloop
+    assert payloads == [b"%d" % i for i in range(50)] + [b"last"]
