@@ -225,7 +225,8 @@ def cmd_feed_publisher(args: argparse.Namespace) -> int:
     _setup_logging(cfg.logging.level, cfg.logging.json)
     try:
         # The standard event loop: the publisher spends its time reading the outbox
-        # and rendering records, with one socket write per batch of events.
+        # and rendering records, with one socket write per batch of events; on uvloop
+        # it used as much CPU per message (bench_e2e.py --feed, both ways in turn).
         asyncio.run(run_publisher_process(cfg, args.instance))
     except OSError as exc:  # the store cannot be opened, ...
         raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None
