@@ -248,7 +248,7 @@ class FeedPublisher(_Backlog):
 
     async def _publish_batch(self, client: MqttClient, batch: list[OutboxEvent]) -> None:
         """Write the whole batch in order, then wait until the broker acknowledged every
-        message (QoS 1: PUBACK; QoS 0: written)."""
+        message (QoS 1: PUBACK; QoS 2: PUBCOMP; QoS 0: written)."""
         await client.publish_many(
             [(e.topic, _document(e).encode()) for e in batch],
             qos=self.cfg.qos,
