@@ -73,6 +73,7 @@ ERR_SPACES: Final[tuple[str, ...]] = ("map", "map40", "none")
 MQTT_PROTOCOLS: Final[tuple[str, ...]] = ("5", "3.1.1")
 # Where the feed's MQTT publisher runs: a child process (its own core) or the proxy's loop.
 FEED_PUBLISHERS: Final[tuple[str, ...]] = ("process", "inline")
+FEED_CLIENTS: Final[tuple[str, ...]] = ("builtin", "aiomqtt")
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # `bounceback run`'s event loop: "auto" is uvloop when it can be imported and the TLS
 # listener is off, else asyncio. uvloop starts reading a connection even when its
@@ -330,6 +331,7 @@ class FeedConfig:
     outbox_max: int = 1_000_000
     keepalive: int = 30
     publisher: str = "process"  # FEED_PUBLISHERS
+    client: str = "builtin"  # FEED_CLIENTS: the feed's own MQTT client, or aiomqtt
 
 
 @attrs.frozen
@@ -1471,6 +1473,7 @@ def _parse_feed(t: _Table | None, loader: _Loader) -> FeedConfig | None:
         outbox_max=t.integer("outbox_max", d.outbox_max, lo=1),
         keepalive=t.integer("keepalive", d.keepalive, lo=0, hi=65535),
         publisher=t.choice("publisher", d.publisher, FEED_PUBLISHERS),
+        client=t.choice("client", d.client, FEED_CLIENTS),
     )
     t.finish()
     return feed if enabled else None

@@ -37,6 +37,7 @@ from .config import FeedConfig
 from .events import iso, render
 from .mqtt import Will
 from .mqttclient import MqttClient, MqttError
+from .mqttlib import AiomqttClient
 from .store import OutboxEvent, Store
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class FeedPublisher(_Backlog):
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
-        self._client: MqttClient | None = None
+        self._client: MqttClient | AiomqttClient | None = None
         self.stats_source: StatsSource = functools.partial(stats_documents, store)
 
     @property
@@ -159,10 +160,24 @@ class FeedPublisher(_Backlog):
             separators=(",", ":"),
         )
 
-    def _client_for(self) -> MqttClient:
+    def _client_for(self) -> MqttClient | AiomqttClient:
         tls: ssl.SSLContext | None = None
         if self.cfg.tls:
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
+        if self.cfg.client == "aiomqtt":
+            return AiomqttClient(
+                self.cfg.host,
+                self.cfg.port,
+                client_id=self.cfg.client_id or f"bounceback-{self.instance}",
+                protocol=self.cfg.protocol,
+                keepalive=self.cfg.keepalive,
+                username=self.cfg.username,
+                password=self.cfg.password,
+                will=Will(self.status_topic, self._status("offline").encode()),
+                tls=tls,
+                timeout=10,
+                qos=self.cfg.qos,
+            )
         return MqttClient(
             self.cfg.host,
             self.cfg.port,
@@ -227,7 +242,7 @@ class FeedPublisher(_Backlog):
                 await asyncio.wait_for(self._stop.wait(), delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
-    async def _drain(self, client: MqttClient) -> None:
+    async def _drain(self, client: MqttClient | AiomqttClient) -> None:
         waiting = await self.store.outbox_count()
         if waiting:
             log.info("feed: %d events waiting in the outbox", waiting)
@@ -246,7 +261,9 @@ class FeedPublisher(_Backlog):
             await self.store.outbox_delete([e.seq for e in batch])
             self.published += len(batch)
 
-    async def _publish_batch(self, client: MqttClient, batch: list[OutboxEvent]) -> None:
+    async def _publish_batch(
+        self, client: MqttClient | AiomqttClient, batch: list[OutboxEvent]
+    ) -> None:
         """Write the whole batch in order, then wait until the broker acknowledged every
         message (QoS 1: PUBACK; QoS 2: PUBCOMP; QoS 0: written)."""
         await client.publish_many(
@@ -255,7 +272,7 @@ class FeedPublisher(_Backlog):
             timeout=PUBLISH_TIMEOUT,
         )
 
-    async def _stats_loop(self, client: MqttClient) -> None:
+    async def _stats_loop(self, client: MqttClient | AiomqttClient) -> None:
         while True:
             await asyncio.sleep(self.cfg.stats_interval)
             for kind, name, doc in await self.stats_source():

@@ -7,7 +7,8 @@ broker's bytes into events, and keeps the protocol's state (packet identifiers i
 flight, the broker's Receive Maximum). It reads no socket and no clock; the asyncio
 shell is `mqttclient.MqttClient`.
 
-Why not a general client library: the feed publishes every message's life, several
+Why the feed has a client of its own (the default; ``[feed] client = "aiomqtt"``
+uses aiomqtt, see `mqttlib`): the feed publishes every message's life, several
 events per message, and a general client (paho under aiomqtt) builds a message
 object, a lock, a condition and, for every acknowledgement, reason-code and
 property objects, whatever the protocol version. Here a publish is one packet built

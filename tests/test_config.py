@@ -850,6 +850,15 @@ def test_feed_publisher_defaults_to_its_own_process(here: Path) -> None:
     assert config.feed is not None and config.feed.publisher == "process"
 
 
+@pytest.mark.parametrize(("text", "value"), [("", "builtin"), ('client = "aiomqtt"\n', "aiomqtt")])
+def test_feed_client_choices(here: Path, text: str, value: str) -> None:
+    config = load(BASE + "[feed]\n" + text)
+    assert config.feed is not None and config.feed.client == value
+    assert problems(BASE + '[feed]\nclient = "paho"\n') == [
+        'c.toml: feed.client: expected "builtin" or "aiomqtt", got "paho"'
+    ]
+
+
 def test_feed_publisher_rejects_other_values(here: Path) -> None:
     assert problems(BASE + '[feed]\npublisher = "thread"\n') == [
         'c.toml: feed.publisher: expected "process" or "inline", got "thread"'

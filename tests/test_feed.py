@@ -287,15 +287,17 @@ def test_status_and_stats_schemas_reject_what_they_should() -> None:
 # ---------------------------------------------------------------- against Mosquitto
 
 
+@pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_two_soft_bounces_then_delivered_in_order(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: MosquittoBroker, client: str
 ) -> None:
     number = "447700900001"
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "absent", "deliver"]}]}
+    extra = feed(broker.port, extra=f'client = "{client}"')
     async with (
         simulator(scenario) as sim,
         Collector(broker.port, [f"{PREFIX}/#"]) as col,
-        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port))) as gw,
+        gateway(write_config(tmp_path, sim.port or 0, extra=extra)) as gw,
     ):
         s = await bind_sender(gw.port, SmpplibSender)
         status, mid = await submit(s, number)
@@ -398,14 +400,19 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
     assert_redeliveries_only(col)
 
 
+@pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_broker_outage_during_traffic_loses_nothing(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: MosquittoBroker, client: str
 ) -> None:
     async with (
         simulator(SIM) as sim,
         Gate(broker.port) as gate,
         Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
-        gateway(write_config(tmp_path, sim.port or 0, extra=feed(gate.port))) as gw,
+        gateway(
+            write_config(
+                tmp_path, sim.port or 0, extra=feed(gate.port, extra=f'client = "{client}"')
+            )
+        ) as gw,
     ):
         assert gw.feed is not None
         s = await bind_sender(gw.port, SmpplibSender)
@@ -468,15 +475,17 @@ def outbox_rows(db: Path) -> int:
     return int(n)
 
 
-@pytest.mark.parametrize("publisher", ["process", "inline"])
+@pytest.mark.parametrize(
+    ("publisher", "client"), [("process", "builtin"), ("inline", "builtin"), ("process", "aiomqtt")]
+)
 async def test_kill9_leaves_offline_status_and_backlog_is_published(
-    tmp_path: Path, broker: MosquittoBroker, publisher: str
+    tmp_path: Path, broker: MosquittoBroker, publisher: str, client: str
 ) -> None:
     """With the publisher in its own process or in the proxy's event loop (uvloop,
-    in a `bounceback run` process)."""
+    in a `bounceback run` process), and on either MQTT client."""
     port = free_port()
     async with simulator(SIM) as sim, Collector(broker.port, [f"{PREFIX}/#"]) as col:
-        extra = feed(broker.port, extra=f'publisher = "{publisher}"')
+        extra = feed(broker.port, extra=f'publisher = "{publisher}"\nclient = "{client}"')
         cfg = write_config(tmp_path, sim.port or 0, port=port, extra=extra)
         proxy = ProxyProcess(cfg)
 
