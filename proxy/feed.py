@@ -164,21 +164,10 @@ class FeedPublisher(_Backlog):
         tls: ssl.SSLContext | None = None
         if self.cfg.tls:
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
+        client: Callable[..., MqttClient | AiomqttClient] = MqttClient
         if self.cfg.client == "aiomqtt":
-            return AiomqttClient(
-                self.cfg.host,
-                self.cfg.port,
-                client_id=self.cfg.client_id or f"bounceback-{self.instance}",
-                protocol=self.cfg.protocol,
-                keepalive=self.cfg.keepalive,
-                username=self.cfg.username,
-                password=self.cfg.password,
-                will=Will(self.status_topic, self._status("offline").encode()),
-                tls=tls,
-                timeout=10,
-                qos=self.cfg.qos,
-            )
-        return MqttClient(
+            client = functools.partial(AiomqttClient, qos=self.cfg.qos)
+        return client(
             self.cfg.host,
             self.cfg.port,
             client_id=self.cfg.client_id or f"bounceback-{self.instance}",

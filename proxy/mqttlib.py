@@ -57,7 +57,7 @@ class AiomqttClient:
             # MQTT 3.1.1 has no flow control: a whole drained batch goes at once (paho's
             # default of 20 in flight makes it walk its queue on every PUBACK). Not for
             # QoS 2, which Mosquitto drops beyond its in-flight quota, nor on MQTT 5,
-            # whose Receive Maximum paho does not read.
+            # whose Receive Maximum paho does not read. (paho takes it before connecting.)
             max_inflight_messages=0 if protocol == "3.1.1" and qos < 2 else None,
         )
         # A drained batch is up to 500 publishes in flight on purpose: no warning.
