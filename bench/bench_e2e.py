@@ -35,7 +35,8 @@ postgres / sqlite and two instances / one instance (no goal: figures to read).
 Usage::
 
     python bench/bench_e2e.py [--messages 20000] [--binds 4] [--window 64]
-        [--ack carrier|stored|both] [--feed] [--stores sqlite,postgres]
+        [--ack carrier|stored|both] [--feed [--feed-client builtin|aiomqtt]]
+        [--stores sqlite,postgres]
         [--instances 1,2] [--scaling] [--pg-synchronous-commit on|off] [--json]
         [--batch-delay S] [--rounds N]
         [--profile DIR [--py-spy BIN]] [--keep]
@@ -539,6 +540,7 @@ level = "INFO"
 host = "{HOST}"
 port = {feed_port}
 client_id = "bounceback-bench-{instance_id or "1"}"
+client = "{args.feed_client}"
 """
     return text
 
@@ -1079,6 +1081,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="the proxy account's ack mode (both: measure each)",
     )
     p.add_argument("--feed", action="store_true", help="also measure with the MQTT feed on")
+    p.add_argument(
+        "--feed-client",
+        choices=["builtin", "aiomqtt"],
+        default="builtin",
+        help="the feed's MQTT client ([feed] client; default builtin)",
+    )
     p.add_argument(
         "--stores",
         default="sqlite",
