@@ -28,7 +28,7 @@ LEVELS = {"3.1.1": 4, "5": 5}
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 PINGREQ_TYPE, PINGRESP, DISCONNECT = 12, 13, 14
 
-PINGREQ = b"\xc0\x00"
+PINGREQ = bytes((PINGREQ_TYPE << 4, 0))
 MAX_REMAINING = 268_435_455  # what four octets of remaining length can say
 MAX_PACKET_ID = 0xFFFF
 # QoS 2 publishes in flight at once on MQTT 3.1.1, which has no flow control:
@@ -257,23 +257,28 @@ def connect_packet(
     if level == 5:
         head += b"\x00"  # no properties
     body = head + b"".join(payload)
-    return b"\x10" + varint(len(body)) + body
+    return bytes((CONNECT << 4,)) + varint(len(body)) + body
+
+
+def publish_remaining(topic: bytes, payload: bytes, *, qos: int, level: int) -> int:
+    """The remaining length of a PUBLISH: topic, packet identifier (QoS 1 and 2),
+    property length (MQTT 5) and payload."""
+    return 2 + len(topic) + (2 if qos else 0) + (1 if level == 5 else 0) + len(payload)
 
 
 def publish_packet(
     topic: bytes, payload: bytes, *, qos: int, retain: bool, packet_id: int, level: int
 ) -> bytes:
     """PUBLISH (3.3) of an already encoded topic name."""
-    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    first = (PUBLISH << 4) | (qos << 1) | (1 if retain else 0)
     mid = struct.pack(">H", packet_id) if qos else b""
     props = b"\x00" if level == 5 else b""
-    size = 2 + len(topic) + len(mid) + len(props) + len(payload)
     if len(topic) > 0xFFFF:
         raise MqttProtocolError(f"topic of {len(topic)} octets (at most 65535)")
     return b"".join(
         (
             bytes((first,)),
-            varint(size),
+            varint(publish_remaining(topic, payload, qos=qos, level=level)),
             struct.pack(">H", len(topic)),
             topic,
             mid,
@@ -285,7 +290,7 @@ def publish_packet(
 
 def pubrel_packet(packet_id: int) -> bytes:
     """PUBREL (3.6), success (in MQTT 5 a remaining length of 2 means reason 0x00)."""
-    return struct.pack(">BBH", 0x62, 2, packet_id)
+    return struct.pack(">BBH", (PUBREL << 4) | 0x02, 2, packet_id)
 
 
 def disconnect_packet(level: int) -> bytes:
@@ -568,25 +573,16 @@ class Connection:
             raise MqttProtocolError(f"the broker accepts QoS {ack.maximum_qos} at most")
         if retain and not ack.retain_available:
             raise MqttProtocolError("the broker does not accept retained messages")
+        name = topic.encode()
         limit = ack.maximum_packet_size
         if limit:
-            size = len(topic.encode()) + len(payload) + 16  # an upper bound of the header
+            remaining = publish_remaining(name, payload, qos=qos, level=self.level)
+            size = 1 + len(varint(remaining)) + remaining
             if size > limit:
-                exact = len(
-                    publish_packet(
-                        topic.encode(),
-                        payload,
-                        qos=qos,
-                        retain=retain,
-                        packet_id=1,
-                        level=self.level,
-                    )
+                raise PacketTooLarge(
+                    f"a PUBLISH of {size} octets to {topic} exceeds the broker's "
+                    f"Maximum Packet Size of {limit}"
                 )
-                if exact > limit:
-                    raise PacketTooLarge(
-                        f"a PUBLISH of {exact} octets to {topic} exceeds the broker's "
-                        f"Maximum Packet Size of {limit}"
-                    )
         pid = 0
         if qos:
             if not self.room_for(qos):
@@ -595,21 +591,31 @@ class Connection:
             if qos == 2:
                 self._qos2[pid] = False
         return (
-            publish_packet(
-                topic.encode(), payload, qos=qos, retain=retain, packet_id=pid, level=self.level
-            ),
+            publish_packet(name, payload, qos=qos, retain=retain, packet_id=pid, level=self.level),
             pid,
         )
 
     def publish_many(
-        self, items: Iterable[tuple[str, bytes]], *, qos: int = 1
+        self,
+        items: Iterable[tuple[str, bytes]],
+        *,
+        qos: int = 1,
+        too_large: list[PacketTooLarge] | None = None,
     ) -> tuple[bytes, list[int]]:
         """Several non-retained PUBLISHes in one buffer, and their packet identifiers
-        (none at QoS 0). The caller keeps within `room_for(qos)`."""
+        (none at QoS 0). The caller keeps within `room_for(qos)`. With `too_large`, a
+        message over the broker's Maximum Packet Size is left out and its error added
+        there; without, it raises."""
         parts: list[bytes] = []
         ids: list[int] = []
         for topic, payload in items:
-            packet, pid = self.publish(topic, payload, qos=qos)
+            try:
+                packet, pid = self.publish(topic, payload, qos=qos)
+            except PacketTooLarge as exc:
+                if too_large is None:
+                    raise
+                too_large.append(exc)
+                continue
             parts.append(packet)
             if pid:
                 ids.append(pid)

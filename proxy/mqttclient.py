@@ -259,26 +259,21 @@ class MqttClient:
             if not room:
                 await self._wait_room(deadline)
                 continue
-            parts: list[bytes] = []
-            for topic, payload in items[i : i + room]:
-                try:
-                    packet, pid = conn.publish(topic, payload, qos=qos)
-                except PacketTooLarge as exc:
-                    self._skipped(exc)
-                    if batch is not None:
-                        batch.remaining -= 1
-                    continue
-                except MqttProtocolError as exc:
-                    raise MqttError(str(exc)) from exc
-                parts.append(packet)
-                if batch is not None:
+            skipped: list[PacketTooLarge] = []
+            try:
+                data, ids = conn.publish_many(items[i : i + room], qos=qos, too_large=skipped)
+            except MqttProtocolError as exc:
+                raise MqttError(str(exc)) from exc
+            for refused in skipped:
+                self._skipped(refused)
+            if batch is not None:
+                batch.remaining -= len(skipped)
+                for pid in ids:
                     owners[pid] = batch
-            if parts:
-                self._write(b"".join(parts))
+            if data:
+                self._write(data)
             i += room
-        if batch is not None and not batch.remaining:
-            batch = None  # every one was too large: nothing to wait for
-        if batch is not None:
+        if batch is not None and batch.remaining:  # none left when all were too large
             await self._wait(
                 batch.done,
                 deadline - loop.time(),
