@@ -322,7 +322,8 @@ class Gateway:
         await self.store.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        t: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        # create_task, not ensure_future: a coroutine needs none of its type checks.
+        t: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
         return t
@@ -1104,7 +1105,7 @@ class Gateway:
         ev.set()
         t = self._pumps.get(account)
         if t is None or t.done():
-            self._pumps[account] = asyncio.ensure_future(self._pump(account))
+            self._pumps[account] = asyncio.get_running_loop().create_task(self._pump(account))
 
     async def _pump(self, account: str) -> None:
         """Deliver stored receipts to the account's receivers, oldest first."""

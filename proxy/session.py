@@ -293,7 +293,7 @@ class SmppSession:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` as a task of this session. Started while a request is being
         handled, it holds one slot of the inbound window until it finishes."""
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if self._in_request:
