@@ -1123,13 +1123,7 @@ class Gateway:
                 )
                 if not batch:
                     break
-                sem = asyncio.Semaphore(window)
-                results = await asyncio.gather(
-                    *(
-                        self._deliver_one(sem, receivers[i % len(receivers)], p)
-                        for i, p in enumerate(batch)
-                    )
-                )
+                results = await self._deliver(receivers, batch)
                 done = [p.seq for p, ok in zip(batch, results, strict=True) if ok]
                 failed = not all(results)
                 if failed:
@@ -1142,26 +1136,40 @@ class Gateway:
                 if failed:
                     await asyncio.sleep(1.0)
 
-    async def _deliver_one(self, sem: asyncio.Semaphore, s: EsmeSession, p: PendingReceipt) -> bool:
-        async with sem:
-            row = p.row
-            pdu = build_receipt_pdu(
-                sequence_number=0,
-                source_addr=row.source_addr,
-                destination_addr=row.destination_addr,
-                message_id=row.message_id,
-                stat=row.stat,
-                err=row.err,
-                submit_date=receipt_date(row.submit_date),
-                done_date=receipt_date(row.done_at),
-                text=row.text,
-                intermediate=row.intermediate,
+    async def _deliver(
+        self, receivers: list[EsmeSession], batch: list[PendingReceipt]
+    ) -> list[bool]:
+        """Send `batch` to the receivers in turn (each within its window): whether each
+        receipt was acknowledged with status 0. One coroutine per receiver, not a task
+        per receipt."""
+        n = len(receivers)
+        shares = [batch[i::n] for i in range(n)]
+        answers = await asyncio.gather(
+            *(
+                s.request_all([self._receipt_pdu(p.row) for p in share])
+                for s, share in zip(receivers, shares, strict=True)
             )
-            try:
-                resp = await s.request(pdu)
-            except Exception:
-                return False
-            return resp.command_status == 0
+        )
+        ok: list[bool] = [False] * len(batch)
+        for i, got in enumerate(answers):
+            for j, resp in enumerate(got):
+                ok[i + j * n] = not isinstance(resp, Exception) and resp.command_status == 0
+        return ok
+
+    @staticmethod
+    def _receipt_pdu(row: ReceiptRow) -> Pdu:
+        return build_receipt_pdu(
+            sequence_number=0,
+            source_addr=row.source_addr,
+            destination_addr=row.destination_addr,
+            message_id=row.message_id,
+            stat=row.stat,
+            err=row.err,
+            submit_date=receipt_date(row.submit_date),
+            done_date=receipt_date(row.done_at),
+            text=row.text,
+            intermediate=row.intermediate,
+        )
 
     # ------------------------------------------------------------ query / cancel / replace
     async def _own(self, s: EsmeSession, mid: str) -> Message | None:

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from smppcodecs.constants import CommandId, CommandStatus, is_response
@@ -161,19 +162,81 @@ class SmppSession:
                     await self.writer.drain()
                 return await fut
             except TimeoutError:
-                self.timeouts += 1
-                if self.timeouts % TIMEOUT_LOG_EVERY == 1:
-                    log.warning(
-                        "%s: no answer to %s within %.1f s (%d unanswered so far)",
-                        self.name,
-                        type(pdu).__name__,
-                        wait,
-                        self.timeouts,
-                    )
+                self._timed_out(pdu, wait)
                 raise
             finally:
                 expiry.cancel()
                 self._pending.pop(seq, None)
+
+    def _timed_out(self, pdu: Pdu, wait: float) -> None:
+        self.timeouts += 1
+        if self.timeouts % TIMEOUT_LOG_EVERY == 1:
+            log.warning(
+                "%s: no answer to %s within %.1f s (%d unanswered so far)",
+                self.name,
+                type(pdu).__name__,
+                wait,
+                self.timeouts,
+            )
+
+    async def request_all(
+        self, pdus: Sequence[Pdu], timeout: float | None = None
+    ) -> list[Pdu | Exception]:
+        """Send requests in order within the window and wait for every response: each
+        entry of the result is the response, or the exception its request ended with
+        (TimeoutError, SessionClosed, a PduError). Like `request` for each, but one
+        coroutine for the lot instead of a task and a window wait per request (the
+        receipt pump sends thousands a second)."""
+        wait = timeout or self.response_timeout
+        loop = self._loop
+        futs: list[asyncio.Future[Pdu] | Exception] = []
+        for pdu in pdus:
+            window = self._window_sem
+            if not self.closed.is_set():
+                await window.acquire()
+                if self.closed.is_set():
+                    window.release()
+            if self.closed.is_set():
+                futs.append(SessionClosed(self.name))
+                continue
+            seq = self.next_sequence()
+            pdu.sequence_number = seq
+            fut: asyncio.Future[Pdu] = loop.create_future()
+            self._pending[seq] = fut
+            expiry = loop.call_later(wait, _expire, fut)
+            fut.add_done_callback(
+                functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
+            )
+            futs.append(fut)
+            self.send(pdu)
+            if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
+                await self.writer.drain()
+        results: list[Pdu | Exception] = []
+        for f in futs:
+            if isinstance(f, Exception):
+                results.append(f)
+                continue
+            try:
+                results.append(await f)
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _request_finished(
+        self,
+        seq: int,
+        expiry: asyncio.TimerHandle,
+        window: Window,
+        pdu: Pdu,
+        wait: float,
+        fut: asyncio.Future[Pdu],
+    ) -> None:
+        expiry.cancel()
+        window.release()
+        if self._pending.get(seq) is fut:
+            del self._pending[seq]
+        if not fut.cancelled() and isinstance(fut.exception(), TimeoutError):
+            self._timed_out(pdu, wait)
 
     @property
     def outstanding(self) -> int:

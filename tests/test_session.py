@@ -1,0 +1,129 @@
+"""SmppSession.request_all over a real socket: one coroutine sending many requests
+within the window, each result in order, failures per request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from bounceback.session import SessionClosed, SmppSession
+from smppcodecs.framer import Framer
+from smppcodecs.pdu import Pdu, SubmitSm, SubmitSmResp, decode
+
+HANG_GUARD = 20.0
+
+
+class Peer:
+    """An SMSC that answers submit_sm by destination: "ok…" with status 0, "err…"
+    with 0x45, "silent…" never, "close…" by dropping the connection. It records how
+    many requests were unanswered at most (the sender's window as seen from here)."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.unanswered = 0
+        self.most_unanswered = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = Framer()
+        try:
+            while data := await reader.read(65536):
+                for frame in framer.feed(data):
+                    pdu = decode(frame)
+                    assert isinstance(pdu, SubmitSm)
+                    dest = pdu.destination_addr
+                    self.received.append(dest)
+                    self.unanswered += 1
+                    self.most_unanswered = max(self.most_unanswered, self.unanswered)
+                    if dest.startswith("close"):
+                        writer.close()
+                        return
+                    if dest.startswith("silent"):
+                        continue
+                    # Answer a little later, so that requests pile up to the window.
+                    asyncio.get_running_loop().call_later(0.01, self.answer, writer, pdu)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def answer(self, writer: asyncio.StreamWriter, pdu: SubmitSm) -> None:
+        self.unanswered -= 1
+        status = 0 if pdu.destination_addr.startswith("ok") else 0x45
+        resp = SubmitSmResp(
+            sequence_number=pdu.sequence_number,
+            command_status=status,
+            message_id=f"id-{pdu.destination_addr}" if status == 0 else "",
+        )
+        if not writer.is_closing():
+            writer.write(resp.encode())
+
+
+@asynccontextmanager
+async def session_to(peer: Peer, **kw: float) -> AsyncIterator[SmppSession]:
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    session = SmppSession(reader, writer, name="test", **kw)  # type: ignore[arg-type]
+    task = asyncio.create_task(session.run())
+    try:
+        yield session
+    finally:
+        await session.close()
+        await asyncio.wait_for(task, HANG_GUARD)
+        server.close()
+        await server.wait_closed()
+
+
+def submits(*dests: str) -> list[Pdu]:
+    return [SubmitSm(sequence_number=0, destination_addr=d) for d in dests]
+
+
+async def test_request_all_results_in_order_within_the_window() -> None:
+    peer = Peer()
+    dests = ["ok1", "err2", "ok3", "silent4", "ok5", "err6", "ok7"]
+    async with session_to(peer, window=2, response_timeout=0.5) as s:
+        results = await asyncio.wait_for(s.request_all(submits(*dests)), HANG_GUARD)
+        assert peer.received == dests  # sent in order
+        assert peer.most_unanswered == 2  # never more than the window outstanding
+        assert len(results) == len(dests)
+        for dest, got in zip(dests, results, strict=True):
+            if dest.startswith("silent"):
+                assert isinstance(got, TimeoutError)
+            else:
+                assert isinstance(got, SubmitSmResp)
+                assert got.command_status == (0 if dest.startswith("ok") else 0x45)
+                if got.command_status == 0:
+                    assert got.message_id == f"id-{dest}"
+        assert s.timeouts == 1
+        assert s.outstanding == 0
+        # Every slot came back: a full window's worth of requests goes at once.
+        again = await asyncio.wait_for(s.request_all(submits("ok8", "ok9")), HANG_GUARD)
+        assert [r.command_status for r in again if isinstance(r, Pdu)] == [0, 0]
+
+
+async def test_request_all_when_the_peer_goes_away() -> None:
+    peer = Peer()
+    dests = ["ok1", "close2", "ok3", "ok4"]
+    async with session_to(peer, window=1, response_timeout=30.0) as s:
+        results = await asyncio.wait_for(s.request_all(submits(*dests)), HANG_GUARD)
+        assert isinstance(results[0], SubmitSmResp)
+        assert results[0].command_status == 0
+        # The one in flight and the ones never sent each say the session closed.
+        assert all(isinstance(r, SessionClosed) for r in results[1:])
+        assert s.closed.is_set()
+        assert s.outstanding == 0
+        assert s.timeouts == 0
+
+
+@pytest.mark.parametrize("window", [1, 3])
+async def test_request_all_empty_and_after_close(window: int) -> None:
+    peer = Peer()
+    async with session_to(peer, window=window) as s:
+        assert await s.request_all([]) == []
+        await s.close()
+        results = await s.request_all(submits("ok1", "ok2"))
+        assert [type(r) for r in results] == [SessionClosed, SessionClosed]
+        assert peer.received == []
