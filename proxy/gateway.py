@@ -455,7 +455,9 @@ class Gateway:
         return b.try_take(time.monotonic())
 
     # ------------------------------------------------------------ accept
-    def _new_message(self, acct: Account, pdu: SubmitSm | DataSm, now: float) -> Message:
+    def _new_message(
+        self, acct: Account, pdu: SubmitSm | DataSm, now: float, raw: bytes | None = None
+    ) -> Message:
         mid = self.ids.next(int(now * 1000))
         r = self.cfg.retry
         validity = getattr(pdu, "validity_period", "")
@@ -478,7 +480,7 @@ class Gateway:
             account=acct.system_id,
             source_addr=pdu.source_addr,
             destination_addr=pdu.destination_addr,
-            pdu=pdu.encode(),
+            pdu=raw if raw is not None else pdu.encode(),
             registered_delivery=pdu.registered_delivery,
             created_at=now,
             deadline=min(deadline, max_deadline),
@@ -488,8 +490,11 @@ class Gateway:
             updated_at=now,
         )
 
-    async def accept(self, acct: Account, pdu: SubmitSm | DataSm) -> tuple[int, str]:
-        """Take one message from a sender: returns (command_status, our message id)."""
+    async def accept(
+        self, acct: Account, pdu: SubmitSm | DataSm, raw: bytes | None = None
+    ) -> tuple[int, str]:
+        """Take one message from a sender: returns (command_status, our message id).
+        `raw`: the PDU as received, kept as the message's PDU (else `pdu` is encoded)."""
         now = time.time()
         dest = pdu.destination_addr
         exp = self._suppressed.get(dest)
@@ -497,7 +502,7 @@ class Gateway:
             self.count("suppression_hits")
             # Recorded (stats, audit, the feed) but never sent: the number hard-bounced.
             refused = evolve(
-                self._new_message(acct, pdu, now),
+                self._new_message(acct, pdu, now, raw),
                 state=State.REJECTED,
                 final_stat="REJECTD",
                 final_err=f"{S.ESME_RINVDSTADR:03X}",
@@ -510,7 +515,7 @@ class Gateway:
             return S.ESME_RINVDSTADR, ""
         if exp is not None and exp <= now:
             self._suppressed.pop(dest, None)
-        msg = self._new_message(acct, pdu, now)
+        msg = self._new_message(acct, pdu, now, raw)
         change = Change(message=msg, insert=True)
         self._event(change, msg, "accepted", {"ack": acct.ack}, now)
         # The first attempt starts in the same transaction (one commit, not two).
@@ -550,9 +555,11 @@ class Gateway:
             self._waiting.pop(msg.id, None)
         return status, (msg.id if status == 0 else "")
 
-    async def on_submit(self, s: EsmeSession, pdu: SubmitSm | DataSm) -> None:
+    async def on_submit(
+        self, s: EsmeSession, pdu: SubmitSm | DataSm, raw: bytes | None = None
+    ) -> None:
         assert s.account is not None
-        status, mid = await self.accept(s.account, pdu)
+        status, mid = await self.accept(s.account, pdu, raw)
         if isinstance(pdu, DataSm):
             s.send(
                 DataSmResp(

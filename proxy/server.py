@@ -100,7 +100,7 @@ class EsmeSession(SmppSession):
             if isinstance(pdu, SubmitMulti):
                 self.spawn(self.gw.on_submit_multi(self, pdu))
             else:
-                self.spawn(self.gw.on_submit(self, pdu))
+                self.spawn(self.gw.on_submit(self, pdu, self.frame))
         elif isinstance(pdu, QuerySm):
             self.spawn(self.gw.on_query(self, pdu))
         elif isinstance(pdu, CancelSm):

@@ -110,6 +110,7 @@ class SmppSession:
         self._room = asyncio.Event()
         self._room.set()
         self._in_request = False
+        self.frame = b""  # the request being handled, as received (in handle_request)
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
@@ -322,10 +323,12 @@ class SmppSession:
             self.spawn(self._close_soon())
             return
         self._in_request = True
+        self.frame = frame
         try:
             self.handle_request(pdu)
         finally:
             self._in_request = False
+            self.frame = b""
 
     def _answer_error(self, exc: PduError) -> None:
         log.info("%s: bad PDU: %s", self.name, exc)
