@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import secrets
 import sqlite3
 import time
@@ -277,6 +278,18 @@ def _encode(doc: dict[str, Any]) -> str:
     return orjson.dumps(doc).decode()  # several times faster than json.dumps per row
 
 
+# Field getters (one C call each) for the rows written per message: attrs.asdict and
+# attrs.astuple look up the class's fields and recurse on every call.
+_VERDICT_NAMES = tuple(f.name for f in attrs.fields(Verdict))
+_verdict_values = operator.attrgetter(*_VERDICT_NAMES)
+_receipt_values = operator.attrgetter(*(f.name for f in attrs.fields(ReceiptRow)))
+
+
+def verdict_doc(v: Verdict) -> dict[str, Any]:
+    """`attrs.asdict(v)`, faster."""
+    return dict(zip(_VERDICT_NAMES, _verdict_values(v), strict=True))
+
+
 def message_row(m: Message) -> tuple[Any, ...]:
     data = {
         "registered_delivery": m.registered_delivery,
@@ -284,7 +297,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         "deadline_is_validity": m.deadline_is_validity,
         "submit_date": m.submit_date,
         "retries": [list(x) for x in m.retries_by_reason],
-        "verdict": attrs.asdict(m.verdict) if m.verdict is not None else None,
+        "verdict": verdict_doc(m.verdict) if m.verdict is not None else None,
         "final_stat": m.final_stat,
         "final_err": m.final_err,
         "text_head": m.text_head,
@@ -351,7 +364,7 @@ def collect(changes: Iterable[Change], now: float) -> Batch:
                 b.updates.append(message_row(c.message))
         b.events.extend(c.events)
         for r in c.receipts:
-            b.receipts.append((*attrs.astuple(r), now))
+            b.receipts.append((*_receipt_values(r), now))
             b.accounts.add(r.account)
         b.deletes.extend(c.delete_receipts)
         b.carrier_keys.extend(c.carrier_keys)

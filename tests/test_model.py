@@ -1,6 +1,7 @@
 """Fast paths of per-message helpers, each checked against the slow code it replaced:
-`bounceback.model.evolve` against attrs.evolve, the feed's `iso` and the receipt's
-date text against datetime formatting."""
+`bounceback.model.evolve` against attrs.evolve, the store's row getters against
+attrs.asdict and attrs.astuple, the feed's `iso` and the receipt's date text against
+datetime formatting."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from bounceback.engine import SubmitResult
 from bounceback.events import iso
 from bounceback.model import Message, State, Verdict, evolve
+from bounceback.store import ReceiptRow, _receipt_values, verdict_doc
 from hypothesis import given
 from hypothesis import strategies as st
 from smppcodecs.receipt import _date_text
@@ -109,3 +111,24 @@ def test_feed_iso_matches_datetime_formatting(ts: float) -> None:
 @given(st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2099, 12, 31)))
 def test_receipt_date_text_matches_strftime(d: dt.datetime) -> None:
     assert _date_text(d) == d.strftime("%y%m%d%H%M")
+
+
+@given(
+    st.builds(
+        Verdict,
+        st.sampled_from(["soft", "hard", "delivered", "pending"]),
+        st.text(max_size=6),
+        st.text(max_size=12),
+        st.text(max_size=4),
+        st.text(max_size=8),
+        st.sampled_from(["default", "override"]),
+        st.none() | st.integers(0, 99),
+    )
+)
+def test_verdict_doc_equals_attrs_asdict(v: Verdict) -> None:
+    assert verdict_doc(v) == attrs.asdict(v)
+
+
+def test_receipt_row_values_equal_attrs_astuple() -> None:
+    row = ReceiptRow.for_message(BASE, "DELIVRD", "000", 1.0e9 + 5, False)
+    assert _receipt_values(row) == attrs.astuple(row)
