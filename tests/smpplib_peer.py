@@ -78,6 +78,12 @@ class SmpplibSender:
                     self.client.read_once(auto_send_enquire_link=True)
                 except (OSError, smpplib.exceptions.ConnectionError):
                     return
+                except AttributeError:
+                    # smpplib drops its socket (None) when another thread disconnects
+                    # it in the middle of a read: that read ends the loop too.
+                    if self.client._socket is None:
+                        return
+                    raise
                 except smpplib.exceptions.PDUError:
                     continue
 
