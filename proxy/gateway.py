@@ -18,8 +18,8 @@ import random
 import socket
 import time
 import zoneinfo
-from collections import OrderedDict
-from collections.abc import Coroutine, Iterable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,67 @@ class LRU(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
+class MessageLocks:
+    """One lock per message id, held while an event for that message is decided and
+    committed. asyncio.Lock per message cost an object, two coroutines and a dict
+    entry per event; here the uncontended case (nearly every event) is a dict insert
+    and delete, and waiters queue in order."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        # key -> waiters (None while held by one with nobody waiting)
+        self._held: dict[str, deque[asyncio.Future[None]] | None] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def try_acquire(self, key: str) -> bool:
+        if key in self._held:
+            return False
+        self._held[key] = None
+        return True
+
+    async def acquire(self, key: str) -> None:
+        if key not in self._held:
+            self._held[key] = None
+            return
+        waiters = self._held[key]
+        if waiters is None:
+            waiters = self._held[key] = deque()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        try:
+            await fut  # release() hands the lock over
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(key)  # it came with the cancellation: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(fut)
+            raise
+
+    def release(self, key: str) -> None:
+        waiters = self._held.get(key)
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        del self._held[key]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        await self.acquire(key)
+        try:
+            yield
+        finally:
+            self.release(key)
+
+
 class _Recheck(Exception):
     """Decide again on the stored message (`Gateway.process`)."""
 
@@ -219,7 +280,7 @@ class Gateway:
         self.sessions: dict[str, set[EsmeSession]] = {}
         self._connections: set[EsmeSession] = set()
         self._buckets: dict[str, TokenBucket] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = MessageLocks()
         self._cache: LRU = LRU(CACHE_MAX)  # message id -> Message (write-through)
         # (carrier, key) -> (message id, attempt): only receipts that come soon after
         # their submission need it; older ones are found in the store.
@@ -624,12 +685,6 @@ class Gateway:
         )
 
     # ------------------------------------------------------------ the engine loop
-    def _lock(self, mid: str) -> asyncio.Lock:
-        lock = self._locks.get(mid)
-        if lock is None:
-            lock = self._locks[mid] = asyncio.Lock()
-        return lock
-
     async def _load(self, mid: str, *, fresh: bool = False) -> Message | None:
         """The message from memory, else (or when `fresh`) from the store.
 
@@ -676,10 +731,12 @@ class Gateway:
         when another instance (or a command) changed the message meanwhile, the store
         refuses it (`StaleMessage`) and the event is decided again on the stored one.
         """
-        lock = self._lock(mid)
         change = extra if extra is not None else Change()
         mark = _mark(change)
-        async with lock:
+        locks = self._locks
+        if not locks.try_acquire(mid):
+            await locks.acquire(mid)
+        try:
             fresh = False
             for attempt in range(1, STALE_RETRIES + 1):
                 try:
@@ -693,8 +750,8 @@ class Gateway:
                             raise
                     fresh = True
                     _rewind(change, mark)
-        if not lock.locked() and self._locks.get(mid) is lock:
-            del self._locks[mid]
+        finally:
+            locks.release(mid)
         if done is None:
             return None
         new, after = done
@@ -1221,7 +1278,7 @@ class Gateway:
         if msg is None:
             s.send(pdu.response(command_status=S.ESME_RINVMSGID))
             return
-        async with self._lock(msg.id):
+        async with self._locks.hold(msg.id):
             msg = await self._load(msg.id, fresh=self.shared)
             if msg is None or msg.state.final:
                 s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
