@@ -230,7 +230,9 @@ def _final(
     fields: Mapping[str, object],
     *,
     success: bool = False,
+    verdict: Verdict | None = None,
 ) -> tuple[Message, list[Action]]:
+    """The message ends in `state` (with `verdict`, when given, in the same copy)."""
     new = evolve(
         msg,
         state=state,
@@ -239,6 +241,7 @@ def _final(
         done_at=now,
         next_attempt_at=None,
         updated_at=now,
+        verdict=verdict if verdict is not None else msg.verdict,
     )
     actions: list[Action] = [Publish(event, dict(fields))]
     if wants_receipt(msg.registered_delivery, success=success):
@@ -438,7 +441,7 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
             }
         )
         new, fin = _final(
-            evolve(msg, verdict=v),
+            msg,
             State.DELIVERED,
             "DELIVRD",
             "000",
@@ -446,6 +449,7 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
             "delivered",
             fields,
             success=True,
+            verdict=v,
         )
         return new, actions + fin
     if not current or msg.state != State.SUBMITTED:
@@ -456,12 +460,11 @@ def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, l
             return msg, [SenderReceipt(ev.stat or "ENROUTE", ev.err, ev.now, intermediate=True)]
         return msg, []
     if v.kind == "hard":
-        msg = evolve(msg, verdict=v)
         fields = _verdict_fields(v)
         fields.update({"attempt": ev.attempt, "err": ev.err})
         stat = ev.stat if ev.stat in ("UNDELIV", "REJECTD", "DELETED") else "UNDELIV"
         new, actions = _final(
-            msg, State.FAILED, stat, ev.err or "000", ev.now, "hard_bounce", fields
+            msg, State.FAILED, stat, ev.err or "000", ev.now, "hard_bounce", fields, verdict=v
         )
         if v.reason in SUPPRESS_REASONS:
             actions.append(SuppressNumber(msg.destination_addr, v.reason))

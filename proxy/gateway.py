@@ -65,7 +65,7 @@ from .events import event_record, mask_number
 from .feed import FeedProcess, FeedPublisher
 from .ids import IdGenerator
 from .metrics import Metrics
-from .model import Message, State, Verdict, evolve
+from .model import Message, State, Verdict, evolve, set_version
 from .pgstore import store_from_config
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
@@ -778,7 +778,7 @@ class Gateway:
             # the copy in memory is current, decide again on the stored message.
             raise _Recheck
         if new is not msg:
-            new = evolve(new, version=msg.version + 1)
+            set_version(new, msg.version + 1)  # `new` is the engine's fresh copy
             change.message = new
         now = getattr(event, "now", time.time())
         after: list[Action] = []

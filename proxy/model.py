@@ -46,6 +46,13 @@ def evolve(obj: T, **changes: Any) -> T:
     return cls(*values)
 
 
+def set_version(fresh: Message, version: int) -> None:
+    """Set the `version` of a copy that was made for the decision at hand and that
+    nothing else refers to yet (what `engine.decide` returns when it is not the
+    message it was given): a field write instead of one more copy per decision."""
+    object.__setattr__(fresh, "version", version)
+
+
 class State(enum.StrEnum):
     """Where a message is in its life.
 

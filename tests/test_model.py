@@ -12,7 +12,7 @@ import attrs
 import pytest
 from bounceback.engine import SubmitResult
 from bounceback.events import iso
-from bounceback.model import Message, State, Verdict, evolve
+from bounceback.model import Message, State, Verdict, evolve, set_version
 from bounceback.store import ReceiptRow, _receipt_values, verdict_doc
 from hypothesis import given
 from hypothesis import strategies as st
@@ -132,3 +132,11 @@ def test_verdict_doc_equals_attrs_asdict(v: Verdict) -> None:
 def test_receipt_row_values_equal_attrs_astuple() -> None:
     row = ReceiptRow.for_message(BASE, "DELIVRD", "000", 1.0e9 + 5, False)
     assert _receipt_values(row) == attrs.astuple(row)
+
+
+def test_set_version_writes_only_the_version() -> None:
+    copy = evolve(BASE, state=State.SUBMITTED)
+    set_version(copy, 7)
+    assert copy.version == 7
+    assert copy == attrs.evolve(BASE, state=State.SUBMITTED, version=7)
+    assert BASE.version == 0  # the original is untouched
