@@ -136,6 +136,9 @@ class ServerConfig:
     max_connections_per_ip: int = 50
     shutdown_grace: float = 10.0
     event_loop: str = "auto"  # "auto" (uvloop when installed and no TLS) | "uvloop" | "asyncio"
+    # Young-generation threshold of Python's cyclic garbage collector in `run`
+    # (CPython's default is 700); 0 leaves the collector as Python set it.
+    gc_threshold: int = 20000
     tls_port: int = 3550  # the TLS listener (IANA "ssmpp"), on when tls_cert is set
     tls_cert: str = ""  # PEM certificate chain of the TLS listener
     tls_key: str = ""  # its private key ("" = inside tls_cert)
@@ -948,6 +951,7 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
         max_connections_per_ip=t.integer("max_connections_per_ip", d.max_connections_per_ip, lo=1),
         shutdown_grace=t.number("shutdown_grace", d.shutdown_grace, lo=0),
         event_loop=t.choice("event_loop", d.event_loop, EVENT_LOOPS),
+        gc_threshold=t.integer("gc_threshold", d.gc_threshold, lo=0, hi=10_000_000),
         tls_port=t.port("tls_port", d.tls_port, listen=True),
         tls_cert=loader.file_option(t, "tls_cert"),
         tls_key=loader.file_option(t, "tls_key"),
@@ -1526,6 +1530,13 @@ def _password_source(password_env: str, password: str) -> str:
     return "password inline" if password else "no password"
 
 
+def gc_text(threshold: int) -> str:
+    """How `run` sets up the garbage collector, in words (`check`, the start log)."""
+    if threshold == 0:
+        return "garbage collector as Python sets it"
+    return f"garbage collector threshold {threshold}, startup objects frozen"
+
+
 def explain(config: Config) -> str:
     """A human summary of a valid config, for ``bounceback check``. Never shows secrets."""
     s = config.server
@@ -1534,7 +1545,7 @@ def explain(config: Config) -> str:
     lines.append(
         f"Listener: {s.host}:{s.port} (instance {instance}; up to {s.max_connections} "
         f"connections, {s.max_connections_per_ip} per IP; PDUs up to {s.max_pdu_size} octets; "
-        f"event loop {s.event_loop})"
+        f"event loop {s.event_loop}; {gc_text(s.gc_threshold)})"
     )
     lines.append(
         f"  timeouts: bind {_dur(s.bind_timeout)}, response {_dur(s.response_timeout)}, "

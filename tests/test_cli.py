@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import gc
 import json
 import os
 import re
@@ -318,7 +319,24 @@ async def test_run_serves_under_the_configured_event_loop(
     out = proxy.output()
     # Logged once, from inside the running loop: the name of the loop's own library.
     assert re.findall(r"INFO bounceback: event loop: (\S+)", out) == [expected]
+    assert "INFO bounceback: garbage collector threshold 20000, startup objects frozen" in out
     assert "Traceback" not in out
+
+
+def test_tune_gc_sets_the_young_threshold_and_freezes() -> None:
+    from bounceback.cli import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)  # left alone
+        assert gc.get_threshold() == before
+        assert gc.get_freeze_count() == 0
+        tune_gc(12345)
+        assert gc.get_threshold() == (12345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def test_run_refuses_uvloop_when_it_cannot_be_imported(

@@ -220,7 +220,7 @@ def test_feed_table_without_enabled_is_on_and_partial_schedule_keeps_defaults(he
 def test_event_loop_choices(here: Path, value: str) -> None:
     config = load(BASE + f'[server]\nevent_loop = "{value}"\n')
     assert config.server.event_loop == value
-    assert f"event loop {value})" in explain(config)
+    assert f"event loop {value}; garbage collector threshold 20000" in explain(config)
 
 
 def test_event_loop_defaults_to_auto_and_refuses_anything_else(here: Path) -> None:
@@ -232,6 +232,18 @@ def test_event_loop_defaults_to_auto_and_refuses_anything_else(here: Path) -> No
     assert problems(BASE + '[server]\nevent_loop = "trio"\n', name="gw.toml") == [
         expected.replace("c.toml", "gw.toml") + '"trio"'
     ]
+
+
+def test_gc_threshold(here: Path) -> None:
+    assert load(BASE).server.gc_threshold == 20000
+    off = load(BASE + "[server]\ngc_threshold = 0\n")
+    assert off.server.gc_threshold == 0
+    assert "garbage collector as Python sets it)" in explain(off)
+    assert load(BASE + "[server]\ngc_threshold = 50000\n").server.gc_threshold == 50000
+    for bad in ("-1", '"big"', "1.5", "true", "20000000"):
+        (problem,) = problems(BASE + f"[server]\ngc_threshold = {bad}\n")
+        assert problem.startswith("c.toml: server.gc_threshold: "), problem
+        assert problem.endswith(f"got {bad}"), problem
 
 
 def test_event_loop_uvloop_is_refused_with_the_tls_listener(here: Path) -> None:
@@ -798,7 +810,8 @@ def test_explain_summarises_everything() -> None:
     text = explain(config)
     for expected in (
         "Listener: 0.0.0.0:2775",
-        "PDUs up to 66560 octets; event loop auto)",
+        "PDUs up to 66560 octets; event loop auto; garbage collector threshold 20000, startup"
+        " objects frozen)",
         "acme: binds transmitter/receiver/transceiver, up to 8 binds",
         "carrierA: smsc.carrier-a.example:2775 as bounceback",
         "447 for ops: carrierB",
