@@ -30,7 +30,8 @@ at p50 and p99. Phases, all in one run and against the same simulator process:
   watched (in the store) until it has drained.
 
 Printed ratios: proxy / direct (goal >= 0.6), feed-on / feed-off (goal >= 0.9),
-postgres / sqlite and two instances / one instance (no goal: figures to read).
+postgres / sqlite and two instances / one instance (no goal: figures to read); with
+``--gc-compare``, the proxy on its garbage collector settings / on Python's.
 
 Usage::
 
@@ -38,7 +39,7 @@ Usage::
         [--ack carrier|stored|both] [--feed [--feed-client builtin|aiomqtt]]
         [--stores sqlite,postgres]
         [--instances 1,2] [--scaling] [--pg-synchronous-commit on|off] [--json]
-        [--batch-delay S] [--rounds N]
+        [--batch-delay S] [--rounds N] [--gc-compare]
         [--profile DIR [--py-spy BIN]] [--keep]
 
 ``--profile DIR`` runs each proxy under cProfile, writes ``DIR/proxy-<label>.prof``
@@ -124,6 +125,7 @@ class Result:
     instances: int = 0  # proxy instances (0 for the direct phase)
     ack: str = ""
     feed: bool = False
+    gc: str = ""  # "python": the proxy ran with gc_threshold = 0 (--gc-compare)
     round: int = 1  # with --rounds: which repetition of the phase sequence
     complete: bool = False
     elapsed: float = 0.0  # first submit to the last response and receipt
@@ -495,10 +497,14 @@ def proxy_config_text(
     feed_port: int | None,
     store_url: str | None = None,
     instance_id: str | None = None,
+    gc: str = "",
 ) -> str:
-    """The proxy's config: SQLite in its folder, or PostgreSQL at ``store_url``."""
+    """The proxy's config: SQLite in its folder, or PostgreSQL at ``store_url``; with
+    `gc` "python", Python's own garbage collector settings (gc_threshold = 0)."""
     carrier_window = args.carrier_window or args.binds * args.window
     server_extra = f'instance_id = "{instance_id}"\n' if instance_id else ""
+    if gc == "python":
+        server_extra += "gc_threshold = 0\n"
     store = f'url = "{store_url}"' if store_url else 'path = "proxy.db"'
     if args.batch_delay is not None:
         store += f"\nbatch_delay = {args.batch_delay}"
@@ -632,8 +638,12 @@ class PgProbe(StoreProbe):
 # ---------------------------------------------------------------------------- phases
 
 
-def phase_name(store: str, instances: int, ack: str, feed: bool) -> str:
-    return f"proxy {store} x{instances} ack={ack}" + (" feed=on" if feed else "")
+def phase_name(store: str, instances: int, ack: str, feed: bool, gc: str = "") -> str:
+    return (
+        f"proxy {store} x{instances} ack={ack}"
+        + (" feed=on" if feed else "")
+        + (f" gc={gc}" if gc else "")
+    )
 
 
 def stop_together(procs: Sequence[Proc], grace: float = 20.0) -> None:
@@ -764,6 +774,7 @@ class Bench:
         feed: bool,
         store_url: str | None = None,
         instance_id: str | None = None,
+        gc: str = "",
     ) -> tuple[Proc, int]:
         """Start a proxy in a new folder ``label``; returns it and its port."""
         folder = self.tmp / label
@@ -777,6 +788,7 @@ class Bench:
                 self.broker_port if feed else None,
                 store_url=store_url,
                 instance_id=instance_id,
+                gc=gc,
             )
         )
         if self.args.profile is not None and self.args.py_spy is None:
@@ -838,13 +850,15 @@ class Bench:
         return asyncio.run(self.measure("direct", [self.sim_port], DIRECT_ACCOUNT, self._alive()))
 
     def run_proxy(
-        self, store: str, instances: int, ack: str, feed: bool, round_no: int = 1
+        self, store: str, instances: int, ack: str, feed: bool, round_no: int = 1, gc: str = ""
     ) -> Result:
         """One phase through ``instances`` fresh proxies on a fresh store."""
         label = f"{store}-x{instances}-ack-{ack}" + ("-feed" if feed else "")
+        if gc:
+            label += f"-gc-{gc}"
         if round_no > 1:
             label += f"-r{round_no}"
-        phase = phase_name(store, instances, ack, feed)
+        phase = phase_name(store, instances, ack, feed, gc)
         store_url: str | None = None
         probe: StoreProbe
         if store == "postgres":
@@ -859,7 +873,7 @@ class Bench:
                 letter = "abcdefgh"[i]
                 name = label if instances == 1 else f"{label}-{letter}"
                 iid = f"bench-{letter}" if store == "postgres" else None
-                proxy, port = self.start_proxy(name, ack, feed, store_url, iid)
+                proxy, port = self.start_proxy(name, ack, feed, store_url, iid, gc)
                 proxies.append(proxy)
                 ports.append(port)
                 names.append(name)
@@ -873,6 +887,7 @@ class Bench:
                 for spy in spies:
                     spy.stop(sig=signal.SIGINT)  # py-spy writes its output on SIGINT
             result.store, result.instances, result.ack, result.feed = store, instances, ack, feed
+            result.gc = gc
             if feed and result.complete:
                 interval = 0.05 if store == "sqlite" else 0.1  # psql per poll costs more
                 result.feed_drain = probe.wait_feed_drained(min(120.0, self.remaining()), interval)
@@ -926,10 +941,15 @@ def summarize_rounds(results: list[Result]) -> dict[str, tuple[float, float, flo
 def ratios(results: list[Result]) -> dict[str, float]:
     """proxy / direct, feed=on / feed=off, postgres / sqlite x1 and x2 / x1 (same store)."""
     done = [r for r in results if r.complete and r.rate > 0]
-    by = {(r.store, r.instances, r.ack, r.feed): r for r in done if r.store}
+    by = {(r.store, r.instances, r.ack, r.feed): r for r in done if r.store and not r.gc}
     direct = next((r for r in done if r.phase == "direct"), None)
     out: dict[str, float] = {}
     for r in done:
+        if r.gc:
+            tuned = by.get((r.store, r.instances, r.ack, r.feed))
+            if tuned is not None:
+                out[f"{tuned.phase} / gc={r.gc}"] = tuned.rate / r.rate
+            continue
         if not r.store:
             continue
         if direct is not None and not r.feed:
@@ -1007,7 +1027,7 @@ def print_table(
         print(f"ratio {name}: {value:.2f}{spread}{verdict}")
     by_phase: dict[str, list[float]] = {}
     for r in results:
-        if r.complete and r.store and not r.feed:
+        if r.complete and r.store and not r.feed and not r.gc:
             by_phase.setdefault(r.phase, []).append(r.rate)
     for phase, rates in by_phase.items():
         rate = statistics.median(rates)
@@ -1133,6 +1153,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the proxy's [store] batch_delay (default: the store's default)",
     )
+    p.add_argument(
+        "--gc-compare",
+        action="store_true",
+        help="also measure the first setup with [server] gc_threshold = 0 (Python's own"
+        " collector settings) and print tuned / python",
+    )
     p.add_argument("--profile", metavar="DIR", help="run the proxy under cProfile into DIR")
     p.add_argument("--py-spy", metavar="BIN", help="sample the proxy with py-spy (needs --profile)")
     p.add_argument("--keep", action="store_true", help="keep the temp folder (configs, logs)")
@@ -1212,6 +1238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for feed in feeds if args.feed else (False,):
                         results.append(bench.run_proxy(store, n, ack, feed=feed, round_no=rnd))
                         results[-1].round = rnd
+            if args.gc_compare:
+                # The first setup again on Python's own collector settings.
+                store, n = args.setups[0]
+                results.append(bench.run_proxy(store, n, acks[0], False, rnd, gc="python"))
+                results[-1].round = rnd
     except (BenchError, OSError, TimeoutError) as exc:
         print(
             f"bench failed: {exc!r}" if not isinstance(exc, BenchError) else f"bench failed: {exc}",
@@ -1245,6 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "warmup",
                     "receipt_delay",
                     "rounds",
+                    "gc_compare",
                 )
             },
             "cpus": os.cpu_count(),
