@@ -1341,6 +1341,18 @@ def _is_file(path: str) -> bool:
     return Path(path).is_file()
 
 
+_RECEIPT_DATES: dict[int, dt.datetime] = {}  # minute since the epoch -> its datetime
+
+
 def receipt_date(ts: float) -> dt.datetime:
-    """Receipt dates carry no zone: Bounceback writes them in UTC."""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).replace(tzinfo=None)
+    """A receipt's date for `ts`: UTC without a zone, to the minute, which is all a
+    receipt's date shows (YYMMDDhhmm). Receipts come in bursts within a few minutes
+    of one another: one datetime per minute serves them all."""
+    minute = int(ts // 60)
+    d = _RECEIPT_DATES.get(minute)
+    if d is None:
+        if len(_RECEIPT_DATES) >= 4096:
+            _RECEIPT_DATES.clear()
+        d = dt.datetime.fromtimestamp(minute * 60, dt.UTC).replace(tzinfo=None)
+        _RECEIPT_DATES[minute] = d
+    return d

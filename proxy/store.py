@@ -351,6 +351,7 @@ class Batch:
     suppress: list[tuple[str, str, float, float, str]]
     soft_bounces: list[tuple[str, float, str]]
     accounts: set[str]  # accounts that get new receipts
+    receipt_rows: list[ReceiptRow] = attrs.field(factory=list)  # `receipts`, as objects
 
 
 def collect(changes: Iterable[Change], now: float) -> Batch:
@@ -365,6 +366,7 @@ def collect(changes: Iterable[Change], now: float) -> Batch:
         b.events.extend(c.events)
         for r in c.receipts:
             b.receipts.append((*_receipt_values(r), now))
+            b.receipt_rows.append(r)
             b.accounts.add(r.account)
         b.deletes.extend(c.delete_receipts)
         b.carrier_keys.extend(c.carrier_keys)
@@ -734,14 +736,14 @@ class SqliteStore:
         self.commits += 1
         if receipts:
             self._receipt_seq = receipts[-1][0]
-            for r in receipts:
-                pending = self._receipts.get(r[1])
+            for r, row in zip(receipts, b.receipt_rows, strict=True):
+                pending = self._receipts.get(row.account)
                 if pending is None:
                     continue  # not served from memory: read from the table when claimed
                 if len(pending) >= self.RECEIPTS_IN_MEMORY:
-                    del self._receipts[r[1]]
+                    del self._receipts[row.account]
                     continue
-                pending[r[0]] = ReceiptRow(*r[1:11])
+                pending[r[0]] = row
         if b.deletes:
             for pending in self._receipts.values():
                 for seq in b.deletes:

@@ -12,6 +12,7 @@ import attrs
 import pytest
 from bounceback.engine import SubmitResult
 from bounceback.events import iso
+from bounceback.gateway import receipt_date
 from bounceback.model import Message, State, Verdict, evolve, set_version
 from bounceback.store import ReceiptRow, _receipt_values, verdict_doc
 from hypothesis import given
@@ -111,6 +112,15 @@ def test_feed_iso_matches_datetime_formatting(ts: float) -> None:
 @given(st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2099, 12, 31)))
 def test_receipt_date_text_matches_strftime(d: dt.datetime) -> None:
     assert _date_text(d) == d.strftime("%y%m%d%H%M")
+
+
+@given(st.floats(0, 4e9))
+def test_receipt_date_shows_the_utc_minute(ts: float) -> None:
+    utc = dt.datetime.fromtimestamp(ts, dt.UTC)
+    got = receipt_date(ts)
+    assert got.tzinfo is None
+    assert _date_text(got) == utc.strftime("%y%m%d%H%M")
+    assert receipt_date(ts) is got  # one object per minute
 
 
 @given(
