@@ -980,3 +980,71 @@ def test_client_on_uvloop(broker: MosquittoBroker) -> None:
     payloads, on_uvloop = uvloop.run(main())
     assert on_uvloop
     assert payloads == [b"%d" % i for i in range(50)] + [b"last"]
+
+
+class _RecordingSocket:
+    """Stands in for a transport's socket: records setsockopt calls."""
+
+    family = socket.AF_INET
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+        self.fail = fail
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.calls.append((level, option, value))
+        if self.fail:
+            raise OSError("not supported")
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self, sock: object) -> None:
+        super().__init__()
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else default
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_every_read_acknowledges_at_once() -> None:
+    """Each read puts the socket back in quick-ack mode (it is not sticky), so a broker
+    with Nagle's algorithm on is not left waiting for our delayed ACK before it sends
+    the PUBACKs a batch waits for."""
+    from bounceback.mqttclient import _Protocol
+
+    c = MqttClient(HOST, 1883, client_id="quickack")
+    sock = _RecordingSocket()
+    p = _Protocol(c)
+    p.connection_made(_Transport(sock))
+    quick = (socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    c._received = lambda data: None  # type: ignore[method-assign]
+    p.data_received(b"\x20")
+    p.data_received(b"\x02")
+    assert sock.calls == [quick, quick]
+    # A socket that refuses the option is left alone after the first refusal.
+    refusing = _RecordingSocket(fail=True)
+    p = _Protocol(c)
+    p.connection_made(_Transport(refusing))
+    p.data_received(b"\x20")
+    p.data_received(b"\x02")
+    assert refusing.calls == [quick]
+    assert p.quickack is None
+
+
+@pytest.mark.mqtt
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_quickack_on_a_real_connection(broker: MosquittoBroker, loop: str) -> None:
+    """On both event loops the transport's socket takes the option: the client keeps
+    it, and publishes over it are acknowledged as usual."""
+    import uvloop
+
+    async def main() -> None:
+        async with client(broker.port, "3.1.1", f"quickack-{loop}") as c:
+            assert c._transport is not None
+            protocol = c._transport.get_protocol()
+            await c.publish_many([("q/t", b"%d" % i) for i in range(500)], qos=1, timeout=BOUND)
+            assert getattr(protocol, "quickack", None) is not None  # never refused
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(main())
