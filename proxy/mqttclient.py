@@ -75,8 +75,8 @@ class _Protocol(asyncio.Protocol):
             # algorithm on (Mosquitto's default: set_tcp_nodelay false) holds further
             # PUBACKs until its last segment is acknowledged, while a client that
             # waits for those PUBACKs has nothing to send that would carry the ACK:
-            # every batch then waited for the delayed-ACK timer (about 40 ms),
-            # 97 us a message at 16,000 events/s (bench/README.md). The mode is not
+            # every batch then waited for the delayed-ACK timer (up to 40 ms),
+            # about 96 µs per event at 16,000 events/s (bench/README.md). The mode is not
             # sticky, hence once per read.
             try:
                 self.quickack.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
