@@ -145,40 +145,10 @@ class SmppSession:
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         """Send a request within the window and wait for its response."""
-        if self.closed.is_set():
+        fut = await self._send_request(pdu, timeout or self.response_timeout)
+        if fut is None:
             raise SessionClosed(self.name)
-        async with self._window_sem:
-            if self.closed.is_set():
-                raise SessionClosed(self.name)
-            seq = self.next_sequence()
-            pdu.sequence_number = seq
-            fut: asyncio.Future[Pdu] = self._loop.create_future()
-            self._pending[seq] = fut
-            wait = timeout or self.response_timeout
-            # A timer handle, not wait_for: one callback instead of a wrapper per request.
-            expiry = self._loop.call_later(wait, _expire, fut)
-            try:
-                self.send(pdu)
-                if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
-                    await self.writer.drain()
-                return await fut
-            except TimeoutError:
-                self._timed_out(pdu, wait)
-                raise
-            finally:
-                expiry.cancel()
-                self._pending.pop(seq, None)
-
-    def _timed_out(self, pdu: Pdu, wait: float) -> None:
-        self.timeouts += 1
-        if self.timeouts % TIMEOUT_LOG_EVERY == 1:
-            log.warning(
-                "%s: no answer to %s within %.1f s (%d unanswered so far)",
-                self.name,
-                type(pdu).__name__,
-                wait,
-                self.timeouts,
-            )
+        return await fut
 
     async def request_all(
         self, pdus: Sequence[Pdu], timeout: float | None = None
@@ -189,29 +159,10 @@ class SmppSession:
         coroutine for the lot instead of a task and a window wait per request (the
         receipt pump sends thousands a second)."""
         wait = timeout or self.response_timeout
-        loop = self._loop
         futs: list[asyncio.Future[Pdu] | Exception] = []
         for pdu in pdus:
-            window = self._window_sem
-            if not self.closed.is_set():
-                await window.acquire()
-                if self.closed.is_set():
-                    window.release()
-            if self.closed.is_set():
-                futs.append(SessionClosed(self.name))
-                continue
-            seq = self.next_sequence()
-            pdu.sequence_number = seq
-            fut: asyncio.Future[Pdu] = loop.create_future()
-            self._pending[seq] = fut
-            expiry = loop.call_later(wait, _expire, fut)
-            fut.add_done_callback(
-                functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
-            )
-            futs.append(fut)
-            self.send(pdu)
-            if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
-                await self.writer.drain()
+            fut = await self._send_request(pdu, wait)
+            futs.append(fut if fut is not None else SessionClosed(self.name))
         results: list[Pdu | Exception] = []
         for f in futs:
             if isinstance(f, Exception):
@@ -222,6 +173,35 @@ class SmppSession:
             except Exception as exc:
                 results.append(exc)
         return results
+
+    async def _send_request(self, pdu: Pdu, wait: float) -> asyncio.Future[Pdu] | None:
+        """Take a slot of the window, send `pdu` and return the future of its response
+        (None when the session is closed). The slot, the timer and the pending entry go
+        when the future is done: answered, timed out, failed or cancelled."""
+        if self.closed.is_set():
+            return None
+        window = self._window_sem
+        await window.acquire()
+        if self.closed.is_set():
+            window.release()
+            return None
+        seq = self.next_sequence()
+        pdu.sequence_number = seq
+        fut: asyncio.Future[Pdu] = self._loop.create_future()
+        self._pending[seq] = fut
+        # A timer handle, not wait_for: one callback instead of a wrapper per request.
+        expiry = self._loop.call_later(wait, _expire, fut)
+        fut.add_done_callback(
+            functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
+        )
+        self.send(pdu)
+        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
+            try:
+                await self.writer.drain()
+            except BaseException:
+                fut.cancel()  # not waited for: free its slot now
+                raise
+        return fut
 
     def _request_finished(
         self,
@@ -237,7 +217,15 @@ class SmppSession:
         if self._pending.get(seq) is fut:
             del self._pending[seq]
         if not fut.cancelled() and isinstance(fut.exception(), TimeoutError):
-            self._timed_out(pdu, wait)
+            self.timeouts += 1
+            if self.timeouts % TIMEOUT_LOG_EVERY == 1:
+                log.warning(
+                    "%s: no answer to %s within %.1f s (%d unanswered so far)",
+                    self.name,
+                    type(pdu).__name__,
+                    wait,
+                    self.timeouts,
+                )
 
     @property
     def outstanding(self) -> int:
