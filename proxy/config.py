@@ -305,6 +305,8 @@ class StoreConfig:
     batch_max: int = 512
     batch_delay: float = 0.002  # group-commit window, seconds
     lease_seconds: float = 30.0
+    # SQLite: how long a write waits for a database another process holds locked.
+    write_timeout: float = 2.0
 
     @property
     def backend(self) -> str:
@@ -1442,6 +1444,7 @@ def _parse_store(t: _Table, loader: _Loader) -> StoreConfig:
         batch_max=t.integer("batch_max", d.batch_max, lo=1),
         batch_delay=t.number("batch_delay", d.batch_delay, lo=0),
         lease_seconds=t.number("lease_seconds", d.lease_seconds, lo=0, above=True),
+        write_timeout=t.number("write_timeout", d.write_timeout, lo=0, above=True),
     )
     t.finish()
     return store

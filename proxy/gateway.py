@@ -77,7 +77,9 @@ from .store import (
     SqliteStore,
     StaleMessage,
     Store,
+    StoreUnavailable,
     Suppression,
+    fault_kind,
 )
 
 log = logging.getLogger("bounceback.gateway")
@@ -101,6 +103,10 @@ STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CACHE_MAX = 200_000
 KEYS_MAX = 50_000
+# Carrier answers that could not be written (the store was failing) are kept in memory
+# up to this many and written when the store is back.
+UNWRITTEN_MAX = 100_000
+LOG_EVERY = 100  # a repeated failure is logged the 1st, 101st, ... time
 
 
 def verdict_of(o: Outcome) -> Verdict:
@@ -290,6 +296,9 @@ class Gateway:
         # The sender's PDU, already decoded, for a first attempt that is about to go.
         self._first_pdu: dict[str, SubmitSm | DataSm] = {}
         self._in_progress: set[str] = set()
+        # message id -> (the carrier's answer, its carrier ids) not yet written: the
+        # store was failing when it came (see `_defer`).
+        self._unwritten: OrderedDict[str, tuple[engine.Event, Change]] = OrderedDict()
         self.feed: FeedPublisher | FeedProcess | None = None
         # Accounts that asked for their numbers to be masked on the feed (checked per event).
         self._masked_accounts = frozenset(
@@ -386,8 +395,32 @@ class Gateway:
         # create_task, not ensure_future: a coroutine needs none of its type checks.
         t: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        t.add_done_callback(self._task_done)
         return t
+
+    def _task_done(self, t: asyncio.Task[Any]) -> None:
+        """The supervisor of the message path's tasks: what escapes one is counted and
+        logged (never left as an unretrieved exception)."""
+        self._tasks.discard(t)
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is None:
+            return
+        self.count("task_failures")
+        n = self.counters["task_failures"]
+        if n % LOG_EVERY != 1:
+            return
+        name = getattr(t.get_coro(), "__qualname__", t.get_name())
+        if fault_kind(exc) is not None:  # the store logs its faults itself
+            log.warning("%s: %s (%d background failures so far)", name, exc, n)
+        else:
+            log.error("%s failed (%d background failures so far)", name, n, exc_info=exc)
+
+    def _rare(self, counter: str) -> bool:
+        """Count one `counter` event; whether this one should be logged."""
+        self.count(counter)
+        return self.counters[counter] % LOG_EVERY == 1
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -555,7 +588,21 @@ class Gateway:
         self, acct: Account, pdu: SubmitSm | DataSm, raw: bytes | None = None
     ) -> tuple[int, str]:
         """Take one message from a sender: returns (command_status, our message id).
-        `raw`: the PDU as received, kept as the message's PDU (else `pdu` is encoded)."""
+        `raw`: the PDU as received, kept as the message's PDU (else `pdu` is encoded).
+
+        The answer comes within `[server] submit_wait` whatever the store does: a
+        store that cannot write (or does not within that time) gets the sender
+        ESME_RMSGQFUL, a temporary error it retries, and nothing is kept of the
+        message (see `GroupCommit`)."""
+        loop = asyncio.get_running_loop()
+        answer_by = loop.time() + self.cfg.server.submit_wait
+        if self.store.fault is not None:
+            if self._rare("store_refusals"):
+                log.warning(
+                    "refusing new messages with ESME_RMSGQFUL: the store cannot write (%s)",
+                    self.store.fault,
+                )
+            return S.ESME_RMSGQFUL, ""
         now = time.time()
         dest = pdu.destination_addr
         exp = self._suppressed.get(dest)
@@ -572,7 +619,7 @@ class Gateway:
             change = Change(message=refused, insert=True)
             self._event(change, refused, "suppressed", {"reason": "suppressed"}, now)
             with contextlib.suppress(Exception):
-                await self.store.commit(change)
+                await self.store.commit(change, timeout=max(answer_by - loop.time(), 0.0))
             return S.ESME_RINVDSTADR, ""
         if exp is not None and exp <= now:
             self._suppressed.pop(dest, None)
@@ -586,9 +633,13 @@ class Gateway:
             change.message = msg = first
         try:
             started = time.perf_counter()
-            await self.store.commit(change)
+            await self.store.commit(change, timeout=max(answer_by - loop.time(), 0.0))
             if self.metrics is not None:
                 self.metrics.observe_commit(time.perf_counter() - started)
+        except (StoreUnavailable, TimeoutError) as exc:
+            if self._rare("store_refusals"):
+                log.warning("refusing a new message with ESME_RMSGQFUL: store: %s", exc or "slow")
+            return S.ESME_RMSGQFUL, ""
         except Exception:
             log.exception("store refused a new message")
             return S.ESME_RSYSERR, ""
@@ -596,7 +647,6 @@ class Gateway:
             self.feed.wake.set()
         self._cache.put(msg.id, msg)
         self.count("accepted")
-        loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] | None = None
         if acct.ack != "stored":
             fut = self._waiting[msg.id] = loop.create_future()
@@ -608,7 +658,7 @@ class Gateway:
         if fut is None:
             return 0, msg.id
         # Bounded wait for the carrier; then the sender gets our id: stored and on its way.
-        expiry = loop.call_later(self.cfg.server.submit_wait, _answer, fut, 0)
+        expiry = loop.call_later(max(answer_by - loop.time(), 0.0), _answer, fut, 0)
         try:
             status = await fut
         finally:
@@ -875,7 +925,7 @@ class Gateway:
         links = [link for link in self.route(msg) if link.bound]
         now = time.time()
         if not links:
-            await self.process(
+            await self._process_or_defer(
                 mid,
                 engine.SubmitResult(
                     now=now,
@@ -885,6 +935,7 @@ class Gateway:
                     verdict=soft("not_bound", "no carrier bound"),
                     rand=random.random(),
                 ),
+                Change(),
             )
             return
         link = links[0]
@@ -911,7 +962,7 @@ class Gateway:
         for k in keys:
             self._keys.put((link.name, k), (mid, attempt))
             extra.carrier_keys.append((link.name, k, mid, attempt))
-        await self.process(
+        written = await self._process_or_defer(
             mid,
             engine.SubmitResult(
                 now=time.time(),
@@ -922,10 +973,69 @@ class Gateway:
                 rand=random.random(),
                 tz=destination_tz(msg.destination_addr),
             ),
-            extra=extra,
+            extra,
         )
-        if keys:
+        if keys and written:
             self._replay_early(link.name, keys)
+
+    async def _process_or_defer(self, mid: str, event: engine.Event, extra: Change) -> bool:
+        """`process` a carrier's answer; when the store cannot write it, `_defer` it.
+        Whether it was written."""
+        mark = _mark(extra)
+        try:
+            await self.process(mid, event, extra=extra)
+        except Exception as exc:
+            if fault_kind(exc) is None:
+                raise
+            _rewind(extra, mark)
+            self._defer(mid, event, extra)
+            return False
+        return True
+
+    def _defer(self, mid: str, event: engine.Event, extra: Change) -> None:
+        """Keep a carrier answer the store could not write, to write it once the store
+        is back (`_write_deferred`). The message is stored and the carrier has it: a
+        sender still waiting is told ESME_ROK (its final receipt tells the rest). Past
+        UNWRITTEN_MAX the oldest is dropped: its message stays `submitting` and is sent
+        again after a restart (as after a crash)."""
+        self._unwritten[mid] = (event, extra)
+        self._unwritten.move_to_end(mid)
+        if self._rare("carrier_answers_deferred"):
+            log.warning(
+                "%d carrier answers kept in memory until the store can write (%d so far)",
+                len(self._unwritten),
+                self.counters["carrier_answers_deferred"],
+            )
+        while len(self._unwritten) > UNWRITTEN_MAX:
+            lost, _ = self._unwritten.popitem(last=False)
+            if self._rare("carrier_answers_dropped"):
+                log.error(
+                    "more than %d carrier answers waiting for the store: %s and older ones "
+                    "will be sent again after a restart",
+                    UNWRITTEN_MAX,
+                    lost,
+                )
+        fut = self._waiting.get(mid)
+        if fut is not None and not fut.done():
+            fut.set_result(0)
+
+    async def _write_deferred(self) -> None:
+        """Write the carrier answers kept while the store could not (oldest first)."""
+        while self._unwritten and self.store.fault is None:
+            mid, (event, extra) = next(iter(self._unwritten.items()))
+            mark = _mark(extra)
+            try:
+                new = await self.process(mid, event, extra=extra)
+            except Exception as exc:
+                if fault_kind(exc) is None:
+                    self._unwritten.pop(mid, None)  # not a store fault: never retried
+                    raise
+                _rewind(extra, mark)
+                return
+            self._unwritten.pop(mid, None)
+            self.count("carrier_answers_written")
+            if new is not None and isinstance(event, engine.SubmitResult) and event.carrier:
+                self._replay_early(event.carrier, [k for c, k, _, _ in extra.carrier_keys])
 
     def _replay_early(self, carrier: str, keys: Iterable[str]) -> None:
         for k in keys:
@@ -997,6 +1107,9 @@ class Gateway:
             await self.store.unmatched_receipt(carrier, rid, repr(pdu), now)
             return 0
         mid, attempt = hit
+        if mid in self._unwritten:  # its carrier answer waits for the store: later
+            self.count("receipts_deferred")
+            return S.ESME_RX_T_APPN
         outcome = classify_receipt(receipt, self._rules.get(carrier, self._default_rules))
         verdict = verdict_of(outcome)
         msg = await self._load(mid)
@@ -1020,8 +1133,16 @@ class Gateway:
                 ),
                 extra=extra,
             )
-        except Exception:
-            log.exception("receipt for %s not recorded; asking the carrier to retry", mid)
+        except Exception as exc:
+            if fault_kind(exc) is None:
+                log.exception("receipt for %s not recorded; asking the carrier to retry", mid)
+            elif self._rare("receipts_deferred"):
+                log.warning(
+                    "receipts answered ESME_RX_T_APPN (the carrier sends them again): store: "
+                    "%s (%d so far)",
+                    exc,
+                    self.counters["receipts_deferred"],
+                )
             return S.ESME_RX_T_APPN
         self.count("receipts_matched")
         return 0
@@ -1079,12 +1200,21 @@ class Gateway:
         self._in_progress.add(mid)
         try:
             await self.process(mid, event)
+        except Exception as exc:
+            if fault_kind(exc) is None:
+                raise
+            # Due again as soon as the store writes: the scheduler claims it again.
+            with contextlib.suppress(Exception):
+                await self.store.release([mid])
         finally:
             self._in_progress.discard(mid)
 
     async def _scheduler(self) -> None:
         while not self._stopping.is_set():
             now = time.time()
+            if self.store.fault is not None:  # nothing could be written: wait for it
+                await asyncio.sleep(0.25)
+                continue
             try:
                 due = await self.store.claim_due(self.instance, now, 1000, self.lease)
             except Exception:
@@ -1102,6 +1232,13 @@ class Gateway:
         next_sweep = 0.0
         while not self._stopping.is_set():
             await asyncio.sleep(1.0)
+            if self._unwritten:
+                try:
+                    await self._write_deferred()
+                except Exception:
+                    log.exception("writing the carrier answers kept in memory failed")
+            if self.store.fault is not None:
+                continue  # the store reports and retries its fault itself
             try:
                 now = time.monotonic()
                 wall = time.time()

@@ -49,6 +49,14 @@ RECEIPT_RESULTS = ("matched", "unmatched", "early")
 
 # Gateway counter names (Gateway.count) that become Prometheus series.
 _RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}
+FAULT_EVENTS = (
+    "store_refusals",
+    "receipts_deferred",
+    "carrier_answers_deferred",
+    "carrier_answers_written",
+    "carrier_answers_dropped",
+    "task_failures",
+)
 
 # Store commits wait for a group-commit window and one disk sync: milliseconds.
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -154,6 +162,33 @@ class Metrics:
             buckets=SUBMIT_BUCKETS,
             registry=r,
         )
+        self.store_writable = Gauge(
+            "bounceback_store_writable",
+            "1 while the store can write, 0 while it cannot (disk full, locked, I/O "
+            "error); new messages are refused with ESME_RMSGQFUL meanwhile.",
+            registry=r,
+        )
+        self.store_write_errors = Counter(
+            "bounceback_store_write_errors",
+            "Store writes that failed, by kind: full, locked (past [store] write_timeout), "
+            "io, readonly.",
+            ["kind"],
+            registry=r,
+        )
+        self.faults = Counter(
+            "bounceback_fault_events",
+            "What the proxy did about faults: store_refusals (submit_sm answered "
+            "ESME_RMSGQFUL), receipts_deferred (carrier receipts answered ESME_RX_T_APPN "
+            "to be sent again), carrier_answers_deferred / _written / _dropped (carrier "
+            "answers kept in memory while the store could not write them), task_failures "
+            "(errors that escaped a background task of the message path).",
+            ["what"],
+            registry=r,
+        )
+        self._fault_children: dict[str, Counter] = {
+            name: self.faults.labels(name) for name in FAULT_EVENTS
+        }
+        self._store_errors_seen: dict[str, int] = {}
         # Pre-bound children: the hot paths do one dict lookup and one increment.
         self._pdu_children: dict[tuple[str, int, int], Counter] = {}
         self._messages_children: dict[str, Counter] = {
@@ -204,6 +239,8 @@ class Metrics:
             self.suppression_hits.inc(n)
         elif name == "stale_decisions":
             self.stale_decisions.inc(n)
+        elif name in self._fault_children:
+            self._fault_children[name].inc(n)
 
     def observe_commit(self, seconds: float) -> None:
         self.store_commit.observe(seconds)
@@ -221,6 +258,7 @@ class Metrics:
         if gw is None:
             return
         self._refresh_binds(gw)
+        self._refresh_store(gw)
         now = time.monotonic()
         if not force and now - self._refreshed_at < self.refresh_min:
             return
@@ -231,6 +269,15 @@ class Metrics:
             self.outbox_backlog.set(await gw.store.outbox_count())
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.debug("metrics refresh from the store failed: %s", exc)
+
+    def _refresh_store(self, gw: Gateway) -> None:
+        self.store_writable.set(0 if gw.store.fault is not None else 1)
+        errors: dict[str, int] = getattr(gw.store, "write_errors", {})
+        for kind, n in errors.items():
+            before = self._store_errors_seen.get(kind, 0)
+            if n > before:
+                self.store_write_errors.labels(kind).inc(n - before)
+                self._store_errors_seen[kind] = n
 
     def _refresh_binds(self, gw: Gateway) -> None:
         seen: set[tuple[str, str]] = set()
@@ -268,6 +315,8 @@ class Metrics:
             return False, "not started"
         if gw._stopping.is_set():
             return False, "stopping"
+        if gw.store.fault is not None:
+            return False, f"store cannot write: {gw.store.fault}"
         try:
             await asyncio.wait_for(gw.store.query("SELECT 1"), READY_STORE_TIMEOUT)
         except Exception as exc:

@@ -263,7 +263,12 @@ def store_from_config(cfg: StoreConfig) -> Store:
             batch_delay=cfg.batch_delay,
             lease_seconds=cfg.lease_seconds,
         )
-    return SqliteStore(cfg.path, batch_max=cfg.batch_max, batch_delay=cfg.batch_delay)
+    return SqliteStore(
+        cfg.path,
+        batch_max=cfg.batch_max,
+        batch_delay=cfg.batch_delay,
+        write_timeout=cfg.write_timeout,
+    )
 
 
 def _qmarks_to_dollars(sql: str) -> str:
@@ -320,6 +325,9 @@ class PgStore:
         self._receipt_signal = asyncio.Event()
         self._slot_tokens: dict[int, str] = {}
         self.commits = 0  # transactions committed (for metrics and tests)
+        # The pool reconnects and retries by itself (see `_write`); a write that fails
+        # anyway fails its caller, and the store never refuses ahead of time.
+        self.fault: str | None = None
 
     @property
     def batch_max(self) -> int:
@@ -373,8 +381,10 @@ class PgStore:
         return self._pool
 
     # ------------------------------------------------------------ writes
-    async def commit(self, change: Change) -> None:
-        await self._group.submit([change])
+    async def commit(self, change: Change, timeout: float | None = None) -> None:
+        # A timeout that runs out while the transaction is already on its way to the
+        # server cannot stop it: the sender is refused, and the message may be sent.
+        await self._group.submit([change], timeout)
 
     async def commit_many(self, changes: Sequence[Change]) -> None:
         await self._group.submit(changes)

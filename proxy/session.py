@@ -102,6 +102,7 @@ class SmppSession:
         self.inbound_window = max(inbound_window if inbound_window is not None else window, 1)
         self.write_buffer_limit = write_buffer_limit
         self.timeouts = 0  # our requests the peer did not answer in time
+        self.task_failures = 0  # errors that escaped the tasks handling requests
         self.handling = 0  # tasks started by requests and not finished yet
         self.handling_peak = 0  # the most seen at once (tests and metrics)
         self._loop = asyncio.get_running_loop()
@@ -349,11 +350,29 @@ class SmppSession:
         handled, it holds one slot of the inbound window until it finishes."""
         task: asyncio.Task[Any] = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         if self._in_request:
             self.handling += 1
             self.handling_peak = max(self.handling_peak, self.handling)
             task.add_done_callback(self._request_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """What escapes a request's task is logged here (rate-limited), never left as
+        an unretrieved exception."""
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None or isinstance(exc, SessionClosed):
+            return
+        self.task_failures += 1
+        if self.task_failures % TIMEOUT_LOG_EVERY == 1:
+            log.error(
+                "%s: handling a request failed (%d so far)",
+                self.name,
+                self.task_failures,
+                exc_info=exc,
+            )
 
     def _request_done(self, task: asyncio.Task[Any]) -> None:
         self.handling -= 1

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import orjson
@@ -118,9 +118,18 @@ class Change:
 
 
 class Store(Protocol):
+    # Why the store cannot write now (None while it can): new messages are refused
+    # meanwhile, /readyz fails with it.
+    fault: str | None
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def commit(self, change: Change) -> None: ...
+    async def commit(self, change: Change, timeout: float | None = None) -> None:
+        """Write `change` in one transaction (shared with others: group commit). With a
+        `timeout`, a change of new messages only that is not written by then raises
+        TimeoutError and is never written."""
+        ...
+
     async def commit_many(self, changes: Sequence[Change]) -> None: ...
     async def get(self, message_id: str) -> Message | None: ...
     async def find_carrier_key(
@@ -385,6 +394,39 @@ class _Partial(Exception):
     """Some message updates did not apply: the transaction is rolled back."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot write now: the disk is full, another process holds the
+    database locked past the write bound, an I/O error. Temporary by nature: the
+    store keeps trying (`SqliteStore.fault` says why meanwhile) and writes again
+    once the cause is gone."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind  # "full", "locked", "io", "readonly"
+        self.reason = reason
+
+
+# SQLite's primary result codes (the low byte of the extended code) that mean "not
+# now" rather than "this write is wrong".
+_FAULT_KINDS = {5: "locked", 6: "locked", 13: "full", 10: "io", 8: "readonly", 14: "io"}
+
+
+def fault_kind(exc: BaseException) -> str | None:
+    """The kind of store fault `exc` is ("full", "locked", ...), None for other errors."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.kind
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return _FAULT_KINDS.get(code & 0xFF)
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return "locked"
+        if "full" in text:
+            return "full"
+    return None
+
+
 class StaleMessage(Exception):
     """A write decided on an older version of a message than the store holds."""
 
@@ -437,7 +479,13 @@ class GroupCommit:
     """Group commit: every `submit()` made while a transaction is being written, or
     within `batch_delay` of the first, shares the next transaction (up to `batch_max`
     submissions). Each `submit()` returns once its transaction committed, or raises
-    what the transaction raised."""
+    what the transaction raised.
+
+    A transaction refused because another process holds the database locked
+    (StoreUnavailable of kind "locked") is tried again, asynchronously, for up to
+    `retry_for()` seconds. A submission of new messages only (`Change.insert`) whose
+    waiter gave up (was cancelled) before its transaction was written is left out of
+    it: its sender has been told it was not taken."""
 
     def __init__(
         self,
@@ -445,25 +493,39 @@ class GroupCommit:
         *,
         batch_max: int,
         batch_delay: float,
+        retry_for: Callable[[], float] | None = None,
     ) -> None:
         self.write = write
         self.batch_max = batch_max
         self.batch_delay = batch_delay
+        self.retry_for = retry_for
         self._queue: list[tuple[list[Change], asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, changes: Sequence[Change]) -> None:
+    async def submit(self, changes: Sequence[Change], timeout: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.append((list(changes), fut))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._flusher())
-        await fut
+        if timeout is None:
+            await fut
+            return
+        expiry = loop.call_later(timeout, _time_out, fut)
+        try:
+            await fut
+        finally:
+            expiry.cancel()
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is written."""
         if self._task is not None:
             await self._task
+
+    @staticmethod
+    def _wanted(entry: tuple[list[Change], asyncio.Future[None]]) -> bool:
+        changes, fut = entry  # a pending entry's future is done: cancelled or timed out
+        return not (fut.done() and all(c.insert for c in changes))
 
     async def _flusher(self) -> None:
         idle = True
@@ -474,9 +536,17 @@ class GroupCommit:
                 await asyncio.sleep(self.batch_delay)
             idle = False
             batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
-            changes = [c for cs, _ in batch for c in cs]
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[tuple[list[Change], asyncio.Future[None]]]) -> None:
+        deadline: float | None = None
+        delay = 0.001
+        while True:
+            batch = [e for e in batch if self._wanted(e)]
+            if not batch:
+                return
             try:
-                await self.write(changes)
+                await self.write([c for cs, _ in batch for c in cs])
             except Conflicts as exc:
                 # Refuse the submissions with a stale update; the rest go again at once.
                 good, stale = split_stale([cs for cs, _ in batch], exc.stored)
@@ -487,34 +557,64 @@ class GroupCommit:
                         fut.set_exception(StaleMessage(mid) if stale else exc)
                 if stale:
                     self._queue = [batch[i] for i in good] + self._queue
-                continue
+                return
+            except StoreUnavailable as exc:
+                if exc.kind == "locked" and self.retry_for is not None:
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.retry_for()
+                    if now + delay <= deadline:
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 0.05)
+                        continue
+                self._fail(batch, exc)
+                return
             except BaseException as exc:  # every waiter learns the transaction failed
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                self._fail(batch, exc)
                 if not isinstance(exc, Exception):
                     raise
-                continue
+                return
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+            return
+
+    @staticmethod
+    def _fail(batch: list[tuple[list[Change], asyncio.Future[None]]], exc: BaseException) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+def _time_out(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError("the store did not write in time"))
 
 
 @contextlib.contextmanager
 def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error."""
+    """One write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on any error.
+
+    SQLite may have rolled the transaction back itself already (a COMMIT that failed
+    with SQLITE_FULL, say): then there is nothing to roll back, and the error that
+    propagates is the one that failed the transaction, never the ROLLBACK's own."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
 
 
 def _log_checkpoint(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("store checkpoint failed: %s", fut.exception())
+
+
+T = TypeVar("T")
 
 
 def message_from_row(r: Sequence[Any]) -> Message:
@@ -554,11 +654,44 @@ class SqliteStore:
     # Pending sender receipts of an account are served from memory while they number
     # at most this many (all of them, in seq order); beyond it, from the table.
     RECEIPTS_IN_MEMORY = 20000
-    # A checkpoint (on its own thread) after this many WAL pages were written.
+    # A checkpoint (on its own thread) after this many WAL pages were written, and
+    # at least every CHECKPOINT_INTERVAL seconds while anything was written.
     CHECKPOINT_PAGES = 1000
+    CHECKPOINT_INTERVAL = 1.0
+    # A passive checkpoint cannot catch up with a writer that never pauses (the WAL
+    # starts over only once a checkpoint has copied all of it): past this many frames
+    # the next checkpoint is a RESTART, which holds our writer back (it retries,
+    # without blocking the event loop) until the WAL has been copied, so the next
+    # write starts it over. With journal_size_limit the file then shrinks too.
+    WAL_LIMIT_FRAMES = 4096
+    JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file keeps after a restart
+    PROBE_INTERVAL = 0.5  # while the store cannot write: how often it tries again
+    FAULT_LOG_EVERY = 60.0  # while the store cannot write: a summary line this often
 
-    def __init__(self, path: str | Path, *, batch_max: int = 512, batch_delay: float = 0.002):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_max: int = 512,
+        batch_delay: float = 0.002,
+        write_timeout: float = 2.0,
+    ):
         self.path = str(path)
+        # How long a write waits for a database another process holds locked. The
+        # writer never blocks the event loop on a lock: it tries again, asynchronously.
+        self.write_timeout = write_timeout
+        # While the store cannot write: why ("database or disk is full", ...) and since
+        # when; None when it writes. New messages are refused meanwhile.
+        self.fault: str | None = None
+        self.fault_kind = ""
+        self.fault_since = 0.0
+        self.fault_errors = 0  # failed writes during the current fault
+        self.write_errors: dict[str, int] = {}  # kind -> failed writes since start
+        self._fault_logged = 0.0
+        self._maintainer: asyncio.Task[None] | None = None
+        self._last_checkpoint = 0.0  # monotonic time the last checkpoint started
+        self.wal_frames = 0  # frames in the WAL at the last checkpoint
+        self.checkpoints: dict[str, int] = {}  # mode -> checkpoints run (tests, bench)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-r")
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-ckpt")
         self._wconn: sqlite3.Connection | None = None
@@ -569,7 +702,12 @@ class SqliteStore:
         self._receipt_seq = 0  # the last sender_receipts.seq we know of (see _number_receipts)
         # account -> {seq: row}: every pending receipt of the account, oldest first.
         self._receipts: dict[str, dict[int, ReceiptRow]] = {}
-        self._group = GroupCommit(self._write_async, batch_max=batch_max, batch_delay=batch_delay)
+        self._group = GroupCommit(
+            self._write_async,
+            batch_max=batch_max,
+            batch_delay=batch_delay,
+            retry_for=self._lock_wait,
+        )
         self.commits = 0  # transactions committed (for metrics and tests)
         # One instance per file: leases live in memory (owner, until).
         self._msg_leases: dict[str, tuple[str, float]] = {}
@@ -601,6 +739,8 @@ class SqliteStore:
         self._open_writer()
         await loop.run_in_executor(self._reader, self._open_reader)
         await loop.run_in_executor(self._checkpointer, self._open_checkpointer)
+        self._last_checkpoint = time.monotonic()
+        self._maintainer = loop.create_task(self._maintain())
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -613,11 +753,15 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         # Checkpoints (the disk syncs) run on their own thread, not inside a commit.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute(f"PRAGMA journal_size_limit={self.JOURNAL_SIZE_LIMIT}")
         for stmt in SCHEMA:
             conn.execute(stmt)
         columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)").fetchall()}
         if "version" not in columns:  # a file from before message versions
             conn.execute("ALTER TABLE messages ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        # From here on the writer, which runs on the event loop's thread, never waits
+        # inside SQLite for a lock: `_retrying` waits asynchronously instead.
+        conn.execute("PRAGMA busy_timeout=0")
         self._wconn = conn
 
     def _open_reader(self) -> None:
@@ -626,26 +770,160 @@ class SqliteStore:
     def _open_checkpointer(self) -> None:
         self._cconn = self._connect()
 
-    def _run_checkpoint(self) -> None:
+    def _run_checkpoint(self, mode: str) -> None:
         conn = self._cconn
         assert conn is not None
         # Read the result: a statement left unfinished keeps the connection's snapshot.
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        if row is not None and row[1] >= 0:
+            # (busy, frames in the WAL, frames checkpointed); after a RESTART or
+            # TRUNCATE that copied everything the WAL starts over.
+            self.wal_frames = 0 if mode != "PASSIVE" and not row[0] else int(row[1])
+        self.checkpoints[mode] = self.checkpoints.get(mode, 0) + 1
 
     def _maybe_checkpoint(self, pages: int) -> None:
         self._wal_pages += pages
         if self._wal_pages < self.CHECKPOINT_PAGES:
             return
+        self._start_checkpoint()
+
+    def _start_checkpoint(self, mode: str = "") -> asyncio.Future[Any] | None:
+        """A checkpoint on its own thread, unless one is running. `mode`: PASSIVE, or
+        RESTART once the WAL has outgrown WAL_LIMIT_FRAMES; TRUNCATE to give the WAL's
+        disk space back (after the disk was full)."""
         if self._checkpoint is not None and not self._checkpoint.done():
-            return
+            return None
+        if not mode:
+            mode = "RESTART" if self.wal_frames > self.WAL_LIMIT_FRAMES else "PASSIVE"
         self._wal_pages = 0
+        self._last_checkpoint = time.monotonic()
         loop = asyncio.get_running_loop()
-        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint)
+        self._checkpoint = loop.run_in_executor(self._checkpointer, self._run_checkpoint, mode)
         self._checkpoint.add_done_callback(_log_checkpoint)
+        return self._checkpoint
+
+    def wal_size(self) -> int:
+        """Bytes in the WAL file now (0 when there is none)."""
+        try:
+            return Path(self.path + "-wal").stat().st_size
+        except OSError:
+            return 0
+
+    # ------------------------------------------------------------ faults
+    def _set_fault(self, kind: str, exc: BaseException) -> None:
+        self.write_errors[kind] = self.write_errors.get(kind, 0) + 1
+        self.fault_errors += 1
+        if self.fault is None:
+            self.fault = str(exc) or kind
+            self.fault_kind = kind
+            self.fault_since = self._fault_logged = time.monotonic()
+            log.error(
+                "store cannot write (%s): %s; new messages are refused until it can",
+                kind,
+                self.fault,
+            )
+
+    def _clear_fault(self) -> None:
+        log.warning(
+            "store writes again after %.1f s (%d failed writes: %s)",
+            time.monotonic() - self.fault_since,
+            self.fault_errors,
+            self.fault,
+        )
+        self.fault = None
+        self.fault_kind = ""
+        self.fault_errors = 0
+
+    def _lock_wait(self) -> float:
+        """How long a write waits for a locked database: `write_timeout`, nothing
+        while the store is already failing (nothing should queue behind a fault)."""
+        return 0.0 if self.fault is not None else self.write_timeout
+
+    def _attempt(self, write: Callable[[], T]) -> T:
+        """Run `write` once. A SQLite error that means "not now" (locked, full, I/O)
+        becomes StoreUnavailable; a full disk or an I/O error marks the store as
+        failing at once, a lock only when the writer gives up waiting for it."""
+        try:
+            result = write()
+        except sqlite3.Error as exc:
+            kind = fault_kind(exc)
+            if kind is None:
+                raise
+            if kind != "locked":
+                self._set_fault(kind, exc)
+            raise StoreUnavailable(kind, str(exc)) from exc
+        if self.fault is not None:
+            self._clear_fault()
+        return result
+
+    async def _retrying(self, write: Callable[[], T]) -> T:
+        """Run `write` (a transaction on the writer connection) on this thread. A
+        database another process holds locked is tried again, asynchronously, for up
+        to `write_timeout` seconds (once only while the store is already failing, so
+        that nothing queues behind a fault); a full disk or an I/O error fails at
+        once. Either raises StoreUnavailable and marks the store as failing."""
+        deadline = time.monotonic() + self._lock_wait()
+        delay = 0.001
+        while True:
+            try:
+                return self._attempt(write)
+            except StoreUnavailable as exc:
+                if exc.kind == "locked" and time.monotonic() + delay <= deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                if exc.kind == "locked":
+                    self._set_fault(exc.kind, exc)
+                raise
+
+    def _probe(self) -> None:
+        conn = self._wconn
+        assert conn is not None
+        with _immediate(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_probe', ?)",
+                (repr(time.time()),),
+            )
+
+    async def _maintain(self) -> None:
+        """Checkpoints on a timer, not only after commits; while the store cannot
+        write, a checkpoint that gives the WAL's space back and a small write to learn
+        when it can again (the first write that succeeds ends the fault)."""
+        while True:
+            await asyncio.sleep(self.PROBE_INTERVAL if self.fault is not None else 0.25)
+            try:
+                await self._maintain_once()
+            except Exception as exc:  # never ends: the store's health depends on it
+                log.warning("store maintenance: %s", exc)
+
+    async def _maintain_once(self) -> None:
+        now = time.monotonic()
+        if self.fault is None:
+            if self._wal_pages and now - self._last_checkpoint >= self.CHECKPOINT_INTERVAL:
+                self._start_checkpoint()
+            return
+        if now - self._fault_logged >= self.FAULT_LOG_EVERY:
+            self._fault_logged = now
+            log.error(
+                "store still cannot write after %.0f s (%d failed writes): %s",
+                now - self.fault_since,
+                self.fault_errors,
+                self.fault,
+            )
+        ckpt = self._start_checkpoint("TRUNCATE")
+        if ckpt is not None:
+            with contextlib.suppress(Exception):
+                await ckpt
+        with contextlib.suppress(StoreUnavailable):
+            await self._retrying(self._probe)
 
     async def close(self) -> None:
         await self._group.drain()
         loop = asyncio.get_running_loop()
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
         if self._checkpoint is not None:
             with contextlib.suppress(Exception):
                 await self._checkpoint
@@ -662,11 +940,16 @@ class SqliteStore:
         self._reader.shutdown(wait=True)
 
     # ------------------------------------------------------------ writes
-    async def commit(self, change: Change) -> None:
-        await self.commit_many([change])
+    async def commit(self, change: Change, timeout: float | None = None) -> None:
+        await self.commit_many([change], timeout)
 
-    async def commit_many(self, changes: Sequence[Change]) -> None:
-        await self._group.submit(changes)
+    async def commit_many(self, changes: Sequence[Change], timeout: float | None = None) -> None:
+        try:
+            await self._group.submit(changes, timeout)
+        except StoreUnavailable as exc:
+            if exc.kind == "locked":  # the group commit waited write_timeout for it
+                self._set_fault(exc.kind, exc)
+            raise
         for c in changes:
             if c.message is not None:
                 self._msg_leases.pop(c.message.id, None)
@@ -676,7 +959,7 @@ class SqliteStore:
                 self._receipt_signal.set()
 
     async def _write_async(self, changes: list[Change]) -> None:
-        self._write(changes)
+        self._attempt(lambda: self._write(changes))  # GroupCommit waits out a lock
 
     def _write(self, changes: list[Change]) -> None:
         conn = self._wconn
@@ -772,9 +1055,9 @@ class SqliteStore:
     async def _exec_write(self, sql: str, params: Sequence[Any]) -> int:
         conn = self._wconn
         assert conn is not None
-        cur = conn.execute(sql, params)
+        rowcount = await self._retrying(lambda: conn.execute(sql, params).rowcount)
         self._maybe_checkpoint(1)
-        return cur.rowcount
+        return rowcount
 
     # ------------------------------------------------------------ reads
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -849,8 +1132,12 @@ class SqliteStore:
             return
         conn = self._wconn
         assert conn is not None
-        with _immediate(conn):  # one transaction, not one per row
-            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+        def delete() -> None:
+            with _immediate(conn):  # one transaction, not one per row
+                conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+
+        await self._retrying(delete)
         self._maybe_checkpoint(1 + len(seqs) // 32)
 
     async def outbox_count(self) -> int:
@@ -907,7 +1194,8 @@ class SqliteStore:
         conn = self._wconn
         assert conn is not None
         total = 0
-        while True:
+
+        def expire_slice() -> list[Any]:
             with _immediate(conn):
                 ids = conn.execute(
                     "SELECT id FROM messages WHERE done_at IS NOT NULL AND done_at < ?"
@@ -916,6 +1204,10 @@ class SqliteStore:
                 ).fetchall()
                 conn.executemany("DELETE FROM carrier_ids WHERE message_id = ?", ids)
                 conn.executemany("DELETE FROM messages WHERE id = ?", ids)
+            return ids
+
+        while True:
+            ids = await self._retrying(expire_slice)
             self._maybe_checkpoint(1 + len(ids) // 8)
             total += len(ids)
             if len(ids) < EXPIRE_SLICE:

@@ -842,6 +842,7 @@ async def test_store_failure_degrades_and_recovers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, error: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="bounceback")
+    kind = "locked" if "locked" in error else "full"
     problems: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: problems.append(ctx))
@@ -861,15 +862,17 @@ async def test_store_failure_degrades_and_recovers(
             status, before = await asyncio.to_thread(s.wait_resp, seq)
             assert status == 0
             store.locked.set()
-            # New messages cannot be stored: the sender is told, nothing is half-taken.
+            # New messages cannot be stored: the sender is told to try again later
+            # (a temporary error), nothing is half-taken.
             for i in range(3):
                 seq = await asyncio.to_thread(s.submit, f"44770090098{i}", b"during")
-                assert (await asyncio.to_thread(s.wait_resp, seq)) == (S.ESME_RSYSERR, "")
+                assert (await asyncio.to_thread(s.wait_resp, seq)) == (S.ESME_RMSGQFUL, "")
             # The receipt is refused with ESME_RX_T_APPN; the carrier will retry it.
             await wait_until(lambda: sim.receipts_sent >= 1 and store.refused >= 5)
-            await asyncio.sleep(1.2)
-            assert "receipt for" in caplog.text and "asking the carrier to retry" in caplog.text
-            assert f"housekeeping: {error}" in caplog.text
+            await wait_until(lambda: gw.counters.get("receipts_deferred", 0) >= 1)
+            assert f"store cannot write ({kind}): {error}" in caplog.text
+            assert "receipts answered ESME_RX_T_APPN" in caplog.text
+            assert "cannot rollback" not in caplog.text
             store.locked.clear()
             # Recovered: the refused receipt comes again and reaches the sender once.
             got = await asyncio.to_thread(s.wait_delivered, 1, 15.0)
