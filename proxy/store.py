@@ -667,6 +667,9 @@ class SqliteStore:
     JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file keeps after a restart
     PROBE_INTERVAL = 0.5  # while the store cannot write: how often it tries again
     FAULT_LOG_EVERY = 60.0  # while the store cannot write: a summary line this often
+    # A fault ends (and is logged as over) once writes have gone through this long: a
+    # disk that is nearly full lets some writes through and refuses others.
+    STABLE_AFTER = 5.0
 
     def __init__(
         self,
@@ -685,8 +688,10 @@ class SqliteStore:
         self.fault: str | None = None
         self.fault_kind = ""
         self.fault_since = 0.0
-        self.fault_errors = 0  # failed writes during the current fault
+        self.fault_errors = 0  # failed writes during the current fault episode
         self.write_errors: dict[str, int] = {}  # kind -> failed writes since start
+        self._episode_since: float | None = None  # the first failure of this episode
+        self._cleared_at = 0.0
         self._fault_logged = 0.0
         self._maintainer: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0  # monotonic time the last checkpoint started
@@ -811,12 +816,18 @@ class SqliteStore:
 
     # ------------------------------------------------------------ faults
     def _set_fault(self, kind: str, exc: BaseException) -> None:
+        """A write failed: the store is failing from now until a write goes through.
+        One episode (logged once at its start, summarised every FAULT_LOG_EVERY and
+        at its end) lasts until writes have gone through for STABLE_AFTER seconds."""
         self.write_errors[kind] = self.write_errors.get(kind, 0) + 1
         self.fault_errors += 1
+        now = time.monotonic()
         if self.fault is None:
             self.fault = str(exc) or kind
             self.fault_kind = kind
-            self.fault_since = self._fault_logged = time.monotonic()
+            self.fault_since = now
+        if self._episode_since is None:
+            self._episode_since = self._fault_logged = now
             log.error(
                 "store cannot write (%s): %s; new messages are refused until it can",
                 kind,
@@ -824,15 +835,9 @@ class SqliteStore:
             )
 
     def _clear_fault(self) -> None:
-        log.warning(
-            "store writes again after %.1f s (%d failed writes: %s)",
-            time.monotonic() - self.fault_since,
-            self.fault_errors,
-            self.fault,
-        )
         self.fault = None
         self.fault_kind = ""
-        self.fault_errors = 0
+        self._cleared_at = time.monotonic()
 
     def _lock_wait(self) -> float:
         """How long a write waits for a locked database: `write_timeout`, nothing
@@ -877,8 +882,19 @@ class SqliteStore:
                 raise
 
     def _probe(self) -> None:
+        """Whether the store can write again: room for new pages (a row of a few
+        pages, rolled back, so that it leaves nothing behind to reuse), then a small
+        committed write (which reaches the WAL on disk)."""
         conn = self._wconn
         assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('store_probe:room', ?)", ("x" * 16384,)
+            )
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         with _immediate(conn):
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_probe', ?)",
@@ -898,18 +914,27 @@ class SqliteStore:
 
     async def _maintain_once(self) -> None:
         now = time.monotonic()
+        episode = self._episode_since
+        if episode is not None and now - self._fault_logged >= self.FAULT_LOG_EVERY:
+            self._fault_logged = now
+            log.error(
+                "store still cannot write reliably after %.0f s (%d failed writes): %s",
+                now - episode,
+                self.fault_errors,
+                self.fault or "writes go through again for now",
+            )
         if self.fault is None:
+            if episode is not None and now - self._cleared_at >= self.STABLE_AFTER:
+                log.warning(
+                    "store writes again after %.1f s (%d failed writes)",
+                    self._cleared_at - episode,
+                    self.fault_errors,
+                )
+                self._episode_since = None
+                self.fault_errors = 0
             if self._wal_pages and now - self._last_checkpoint >= self.CHECKPOINT_INTERVAL:
                 self._start_checkpoint()
             return
-        if now - self._fault_logged >= self.FAULT_LOG_EVERY:
-            self._fault_logged = now
-            log.error(
-                "store still cannot write after %.0f s (%d failed writes): %s",
-                now - self.fault_since,
-                self.fault_errors,
-                self.fault,
-            )
         ckpt = self._start_checkpoint("TRUNCATE")
         if ckpt is not None:
             with contextlib.suppress(Exception):
