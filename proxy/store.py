@@ -663,8 +663,8 @@ class SqliteStore:
     # the next checkpoint is a RESTART, which holds our writer back (it retries,
     # without blocking the event loop) until the WAL has been copied, so the next
     # write starts it over. With journal_size_limit the file then shrinks too.
-    WAL_LIMIT_FRAMES = 4096
-    JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024  # bytes the WAL file keeps after a restart
+    WAL_LIMIT_FRAMES = 1024
+    JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024  # bytes the WAL file keeps after a restart
     PROBE_INTERVAL = 0.5  # while the store cannot write: how often it tries again
     FAULT_LOG_EVERY = 60.0  # while the store cannot write: a summary line this often
     # A fault ends (and is logged as over) once writes have gone through this long: a
