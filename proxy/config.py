@@ -98,7 +98,11 @@ class Schedule:
 
     def delay(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1 = the first retry), without jitter."""
-        return float(min(self.initial * self.factor ** max(attempt - 1, 0), self.max))
+        try:
+            grown = self.initial * self.factor ** max(attempt - 1, 0)
+        except OverflowError:  # thousands of retries (link failures until the deadline)
+            return float(self.max)
+        return float(min(grown, self.max))
 
 
 DEFAULT_SCHEDULES: Final[Mapping[str, Schedule]] = MappingProxyType(
