@@ -304,7 +304,8 @@ def _hold(
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
     actions: list[Action] = [Publish("soft_bounce", fields)]
-    if wants_intermediate(msg.registered_delivery):
+    if wants_intermediate(msg.registered_delivery) and (not link or n == 1):
+        # Link failures repeat until the deadline: the sender hears of each reason once.
         actions.append(SenderReceipt("ENROUTE", err, now, intermediate=True))
     return new, actions
 

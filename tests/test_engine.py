@@ -393,6 +393,24 @@ def test_soft_submit_failure_sends_an_intermediate_notice_when_asked() -> None:
     assert not final_receipts(actions)
 
 
+def test_repeated_link_failures_send_one_intermediate_notice_per_reason() -> None:
+    """Link failures repeat until the deadline; the sender is not told of each."""
+    msg = make(registered_delivery=0x11)
+    now = NOW
+    msg, _ = decide(msg, Dispatch(now), POLICY)
+    notices: list[SenderReceipt] = []
+    for reason in ["timeout", "not_bound", "timeout", "not_bound", "timeout"] * 20:
+        msg, actions = decide(msg, failed(now, 0x08, soft(reason)), POLICY)
+        notices += intermediates(actions)
+        assert msg.next_attempt_at is not None
+        now = msg.next_attempt_at
+        msg, _ = decide(msg, Due(now), POLICY)
+    assert [n.stat for n in notices] == ["ENROUTE", "ENROUTE"]
+    msg, actions = decide(msg, ok(now, "C1"), POLICY)
+    msg, actions = decide(msg, receipt(now, msg.attempts, soft("absent_subscriber")), POLICY)
+    assert len(intermediates(actions)) == 1  # a destination failure is told each time
+
+
 @pytest.mark.parametrize("state", [State.ACCEPTED, State.SUBMITTED, State.HELD])
 def test_submit_result_outside_submitting_is_ignored(state: State) -> None:
     msg = make(state=state, attempts=1, carrier=CARRIER, carrier_message_id="C1")
