@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bounceback.config import load_config
+from bounceback.gateway import Gateway
 from bounceback.model import State
 from bounceback.simulator import CarrierSimulator, Scenario
-from harness import bind_sender, gateway, retry_toml, wait_until, write_config
+from harness import bind_sender, free_port, gateway, retry_toml, wait_until, write_config
 from smppcodecs.framer import Framer
 from smppcodecs.pdu import (
     BindReceiver,
@@ -46,8 +48,8 @@ class FlappingCarrier:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -222,3 +224,69 @@ async def test_a_flapping_carrier_fails_no_message(
     assert run.healthy_again is True
     assert "sim: flapping: 2 binds in a row lost within 2 s" in caplog.text
     assert "sim: stable again" in caplog.text
+
+
+async def test_a_bind_releases_held_messages_only_once_it_has_proven_itself(
+    tmp_path: Path,
+) -> None:
+    """Messages held because no carrier was bound do not all go on each bind: one
+    probes the bind, the others follow when it has answered a submit."""
+    held = 8
+    port = free_port()  # nothing listens yet: every message is held for not_bound
+    slow = (600.0, 1.0, 600.0)  # nothing becomes due by its schedule during the test
+    retry = retry_toml(max_age=7200.0, not_bound=slow, timeout=slow)
+    cfg = write_config(tmp_path, port, retry=retry)
+    cfg.write_text(
+        cfg.read_text().replace(
+            "reconnect_max = 0.5\n", "reconnect_max = 0.2\nstable_after = 60.0\n"
+        )
+    )
+    gw = Gateway(load_config(cfg))
+    await gw.start()
+    carrier = FlappingCarrier()
+    sim = CarrierSimulator(Scenario.from_mapping({"receipt_delay": 0.02}))
+    s = await bind_sender(gw.port, SmpplibSender)
+    try:
+        ids = []
+        for i in range(held):
+            seq = await asyncio.to_thread(s.submit, f"4477009500{i:02d}", b"held")
+            status, mid = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+            ids.append(mid)
+
+        async def states() -> list[tuple[State, dict[str, int]]]:
+            out = []
+            for mid in ids:
+                m = await gw.store.get(mid)
+                assert m is not None
+                out.append((m.state, dict(m.retries_by_reason)))
+            return out
+
+        assert all(st == State.HELD and "not_bound" in r for st, r in await states())
+
+        # The carrier binds and drops the connection on the first submit_sm.
+        await carrier.start(port)
+        await wait_until(lambda: carrier.submits >= 1)
+        await carrier.stop()
+        await wait_until(lambda: not gw.links["sim"].bound)
+        for _ in range(500):
+            now = await states()
+            if all(st == State.HELD for st, _ in now):
+                break
+            await asyncio.sleep(0.02)
+        # Each bind cost one retry (its probe's), not one per held message.
+        burned = sum(sum(r.values()) for _, r in now) - held
+        assert 1 <= burned <= carrier.binds < held, (burned, carrier.binds)
+
+        # The carrier behaves: a probe is answered, the others follow at once (their
+        # own schedules are ten minutes away); the probes dropped wait for theirs.
+        waiting = [mid for mid, (_, r) in zip(ids, now, strict=True) if r == {"not_bound": 1}]
+        assert len(waiting) >= held - carrier.binds
+        await sim.start(port=port)
+        got = await asyncio.to_thread(s.wait_delivered, len(waiting), 30.0)
+        assert sorted(receipt_fields(p)["id"] for p in got) == sorted(waiting)
+    finally:
+        await asyncio.to_thread(s.close)
+        await gw.stop()
+        await carrier.stop()
+        await sim.stop()
