@@ -945,12 +945,12 @@ class Gateway:
 
     async def _release_not_bound(self, name: str) -> None:
         """Messages held only because no carrier was bound go when one of their
-        carriers binds, not before their schedule, like an alert; but not all at once on
-        every bind: a carrier that drops the session right after binding, or on the
+        carriers binds, ahead of their schedules (like an alert), but not all at once
+        on every bind: a carrier that drops the session right after binding, or on the
         first submit_sm, would cost each of them a retry on each bind. One goes at once
         as a probe; the others follow once this bind has proven itself (answered a
-        submit, or stayed bound `stable_after` seconds). Lost before that, they keep
-        their own schedules."""
+        submit, or stayed bound `stable_after` seconds). If the bind is lost first,
+        they keep their own schedules."""
         link = self.links.get(name)
         if link is None:
             return
