@@ -49,7 +49,8 @@ Strategies (all through the same engine, only the ``Policy`` differs):
   default 300 s), no backoff, no jitter, and ``max_attempts`` large enough for the
   retries to cover the whole validity (validity / interval + 1).
 * ``naive-5m x6``: the same fixed interval with our ``max_attempts`` (6).
-* ``no-retry``: ``max_attempts`` 1 and no link retries: one submission per message.
+* ``no-retry``: one submission per message: a message the engine would hold for a
+  retry (a link failure such as throttling included) ends there.
 * ``--max-attempts N`` (repeatable) adds ``bounceback max=N`` rows, the default
   schedules with another attempt bound; ``--schedule REASON=INITIAL:FACTOR:MAX``
   (repeatable) replaces schedules in those added rows (alone, it adds one row with
@@ -230,8 +231,11 @@ class Outcome:
     why: str = ""  # how a message that did not deliver ended
 
 
-def simulate(pop: Sequence[Number], policy: Policy, verdicts: Verdicts, seed: int) -> list[Outcome]:
-    """Run every message of `pop` through the engine under `policy` until all are final."""
+def simulate(
+    pop: Sequence[Number], policy: Policy, verdicts: Verdicts, seed: int, *, retry: bool = True
+) -> list[Outcome]:
+    """Run every message of `pop` through the engine under `policy` until all are final
+    (`retry=False`: a message the engine holds for a retry ends there, unretried)."""
     rng = random.Random(seed)
     msgs: list[Message] = [
         Message(
@@ -251,6 +255,7 @@ def simulate(pop: Sequence[Number], policy: Policy, verdicts: Verdicts, seed: in
     outs = [Outcome(State.ACCEPTED) for _ in pop]
     heap: list[tuple[float, int, int, Event]] = []
     seq = 0
+    given_up: set[int] = set()
 
     def push(at: float, i: int, ev: Event) -> None:
         nonlocal seq
@@ -293,7 +298,11 @@ def simulate(pop: Sequence[Number], policy: Policy, verdicts: Verdicts, seed: in
         for action in actions:
             if isinstance(action, Submit):
                 send(i, action.attempt, now)
-        if new.state is State.HELD and old.state is not State.HELD:
+        if new.state is State.HELD and old.state is not State.HELD and not retry:
+            given_up.add(i)
+            reason = new.verdict.reason if new.verdict is not None else ""
+            outs[i].state, outs[i].why = State.FAILED, f"no retry ({reason})"
+        elif new.state is State.HELD and old.state is not State.HELD:
             due = new.next_attempt_at if new.next_attempt_at is not None else now
             due = max(due, now)
             push(due, i, Due(due))
@@ -305,8 +314,9 @@ def simulate(pop: Sequence[Number], policy: Policy, verdicts: Verdicts, seed: in
             else:
                 reason = new.verdict.reason if new.verdict is not None else ""
                 out.why = "validity" if new.state is State.EXPIRED else f"attempts ({reason})"
-    for m, out in zip(msgs, outs, strict=True):
-        if not m.state.final:  # never expected: every submission gets an answer
+    for i, (m, out) in enumerate(zip(msgs, outs, strict=True)):
+        # Never expected: every submission gets an answer.
+        if not m.state.final and i not in given_up:
             out.state = m.state
             out.why = "unfinished"
     return outs
@@ -347,7 +357,7 @@ def strategies(
             Policy(max_attempts=base.max_attempts, jitter=0.0, schedules=fixed_schedules(interval)),
             "naive",
         ),
-        Strategy("no-retry", Policy(max_attempts=1, max_link_retries=0), "none"),
+        Strategy("no-retry", Policy(max_attempts=1), "none"),
     ]
     bounds = list(extra_max) or ([base.max_attempts] if overrides else [])
     schedules = {**DEFAULT_SCHEDULES, **overrides}
@@ -619,7 +629,13 @@ def run(args: Args) -> dict[str, Any]:
         strategies(validity, args.naive_interval, args.max_attempts, overrides)
     ):
         started = time.perf_counter()
-        outs = simulate(pop, strategy.policy, verdicts, seed=args.seed * 1000 + k)
+        outs = simulate(
+            pop,
+            strategy.policy,
+            verdicts,
+            seed=args.seed * 1000 + k,
+            retry=strategy.family != "none",
+        )
         elapsed = time.perf_counter() - started
         rows.append(summarize(strategy.name, strategy.family, pop, outs, elapsed))
     counts = {c: sum(1 for p in pop if p.klass == c) for c in CLASSES}

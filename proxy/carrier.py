@@ -3,6 +3,13 @@
 A `CarrierLink` keeps one transceiver session (or a transmitter + receiver
 pair) bound, reconnects with exponential backoff and jitter, spaces submits to
 the carrier's throughput cap and slows down when the carrier throttles.
+
+A bind counts as a success only once it has lasted: a session lost within
+`stable_after` seconds of binding is *short-lived*, and the reconnect delay is not
+reset after it but keeps doubling (with jitter, up to `reconnect_max`) as after a
+failed bind. `FLAPPING_AFTER` short-lived binds in a row mark the carrier as
+flapping (`healthy` is False, routes prefer other carriers); a bind that stays up
+`stable_after` seconds makes it healthy again and resets the delay.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ DeliverHandler = Callable[[str, Pdu], Awaitable[int]]
 AlertHandler = Callable[[str, AlertNotification], Coroutine[Any, Any, None]]
 
 
+# Short-lived binds in a row after which a carrier is judged flapping (unhealthy).
+FLAPPING_AFTER = 2
+
+
 class NotBound(Exception):
     """No bound session can carry the request."""
 
@@ -48,6 +59,9 @@ class CarrierSession(SmppSession):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.link = link
         self.bound = False
+        # Set once this session has proven it carries traffic: it answered a submit
+        # or stayed bound `stable_after` seconds.
+        self.proven = asyncio.Event()
 
     def is_bound(self) -> bool:
         return self.bound
@@ -105,6 +119,9 @@ class CarrierLink:
         self._task: asyncio.Task[None] | None = None
         self.binds = 0  # successful binds so far (tests and metrics)
         self.bind_failures = 0  # failed bind attempts so far (metrics)
+        self.flaps = 0  # short-lived binds in a row (reset by a bind that lasts)
+        self.flaps_total = 0  # short-lived binds so far (metrics)
+        self.reconnect_delay = cfg.reconnect_min  # the current backoff (before jitter)
         self.submit_observer: Callable[[str, float], None] | None = None  # (carrier, seconds)
 
     # ------------------------------------------------------------ state
@@ -112,8 +129,33 @@ class CarrierLink:
     def bound(self) -> bool:
         return self.tx is not None and self.tx.bound and not self.tx.closed.is_set()
 
+    @property
+    def healthy(self) -> bool:
+        """False while the carrier is flapping: its last FLAPPING_AFTER or more binds
+        were each lost within `stable_after` seconds."""
+        return self.flaps < FLAPPING_AFTER
+
     def wake(self) -> None:
         self._changed.set()
+
+    async def proven(self) -> bool:
+        """Wait until the current bind has proven itself (answered a submit, or stayed
+        bound `stable_after` seconds): True; False when it is lost first, or when there
+        is no bind."""
+        s = self.tx
+        if s is None or not self.bound:
+            return False
+        if not s.proven.is_set():
+            waiters = [
+                asyncio.ensure_future(s.proven.wait()),
+                asyncio.ensure_future(s.closed.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        return s.proven.is_set() and not s.closed.is_set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._maintain(), name=f"carrier-{self.name}")
@@ -167,8 +209,9 @@ class CarrierLink:
         )
 
     async def _maintain(self) -> None:
-        delay = self.cfg.reconnect_min
+        self.reconnect_delay = self.cfg.reconnect_min
         while not self._stop.is_set():
+            lost_after: float | None = None  # how long a lost bind had lasted
             try:
                 if self.cfg.bind_mode == "transceiver":
                     self.tx = await self._open(self._bind_pdu(BindTransceiver), "trx")
@@ -178,19 +221,13 @@ class CarrierLink:
                     self.rx = await self._open(self._bind_pdu(BindReceiver), "rx")
                 self.binds += 1
                 log.info("%s: bound (%s)", self.name, self.cfg.bind_mode)
-                delay = self.cfg.reconnect_min
                 if self._on_bound is not None:
                     self._on_bound(self.name)
-                self._changed.clear()
-                while not self._stop.is_set():
-                    if self.tx.closed.is_set() or (self.rx is not None and self.rx.closed.is_set()):
-                        break
-                    await self._changed.wait()
-                    self._changed.clear()
+                lasted = await self._hold_bind(self.tx)
                 if self._stop.is_set():
                     log.info("%s: unbound", self.name)
                 else:
-                    log.warning("%s: connection lost", self.name)
+                    lost_after = lasted
             except (OSError, TimeoutError, SessionClosed, ConnectionError) as exc:
                 self.bind_failures += 1
                 log.warning("%s: cannot bind: %s", self.name, exc)
@@ -203,10 +240,80 @@ class CarrierLink:
             self.tx = self.rx = None
             if self._stop.is_set():
                 return
-            sleep = delay * (0.5 + random.random())  # jitter
+            sleep = self.reconnect_delay * (0.5 + random.random())  # jitter
+            if lost_after is not None:
+                self._lost(lost_after, sleep)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), sleep)
-            delay = min(delay * 2, self.cfg.reconnect_max)
+            self.reconnect_delay = min(self.reconnect_delay * 2, self.cfg.reconnect_max)
+
+    async def _hold_bind(self, tx: CarrierSession) -> float:
+        """Wait while the bind lasts (until a session closes or the link stops); once it
+        has lasted `stable_after` seconds the carrier is stable. Returns how long it
+        lasted."""
+        bound_at = time.monotonic()
+        stable_at = bound_at + self.cfg.stable_after
+        stable = False
+        self._changed.clear()
+        while not self._stop.is_set():
+            if tx.closed.is_set() or (self.rx is not None and self.rx.closed.is_set()):
+                break
+            left = None if stable else max(stable_at - time.monotonic(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+            self._changed.clear()
+            if not stable and time.monotonic() >= stable_at and not tx.closed.is_set():
+                stable = True
+                self._stable()
+        return time.monotonic() - bound_at
+
+    def _stable(self) -> None:
+        """The bind has stayed up `stable_after` seconds: the link has proven itself."""
+        if self.tx is not None:
+            self.tx.proven.set()
+        if not self.healthy:
+            log.info(
+                "%s: stable again: bound for %g s after %d short-lived binds; "
+                "reconnect delay back to %g s",
+                self.name,
+                self.cfg.stable_after,
+                self.flaps,
+                self.cfg.reconnect_min,
+            )
+        self.flaps = 0
+        self.reconnect_delay = self.cfg.reconnect_min
+
+    def _lost(self, lasted: float, sleep: float) -> None:
+        """A bound session was lost after `lasted` seconds; we reconnect in `sleep`."""
+        if lasted >= self.cfg.stable_after:
+            log.warning(
+                "%s: connection lost after %.1f s bound; reconnecting in %.1f s",
+                self.name,
+                lasted,
+                sleep,
+            )
+            return
+        self.flaps += 1
+        self.flaps_total += 1
+        log.warning(
+            "%s: connection lost %.1f s after binding (short-lived, %d in a row); "
+            "reconnecting in %.1f s",
+            self.name,
+            lasted,
+            self.flaps,
+            sleep,
+        )
+        if self.flaps == FLAPPING_AFTER:
+            log.warning(
+                "%s: flapping: %d binds in a row lost within %g s (stable_after); "
+                "reconnect delay doubling up to %g s until a bind stays up %g s, "
+                "routes prefer other carriers meanwhile",
+                self.name,
+                self.flaps,
+                self.cfg.stable_after,
+                self.cfg.reconnect_max,
+                self.cfg.stable_after,
+            )
 
     # ------------------------------------------------------------ traffic
     async def _pace(self) -> None:
@@ -229,6 +336,7 @@ class CarrierLink:
             raise NotBound(self.name)
         started = time.monotonic()
         resp = await s.request(pdu, timeout or self.cfg.submit_timeout)
+        s.proven.set()  # an answer, whatever it says: this bind carries traffic
         if self.submit_observer is not None:
             self.submit_observer(self.name, time.monotonic() - started)
         if resp.command_status in (CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL):

@@ -98,7 +98,11 @@ class Schedule:
 
     def delay(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1 = the first retry), without jitter."""
-        return float(min(self.initial * self.factor ** max(attempt - 1, 0), self.max))
+        try:
+            grown = self.initial * self.factor ** max(attempt - 1, 0)
+        except OverflowError:  # thousands of retries (link failures until the deadline)
+            return float(self.max)
+        return float(min(grown, self.max))
 
 
 DEFAULT_SCHEDULES: Final[Mapping[str, Schedule]] = MappingProxyType(
@@ -199,6 +203,9 @@ class Carrier:
     enquire_link_interval: float = 30.0
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    # A bind lost sooner than this is short-lived: binds that keep being short-lived
+    # mark the carrier as flapping and keep growing the reconnect delay.
+    stable_after: float = 30.0
     submit_timeout: float = 10.0
     id_format: str = "auto"  # form of the ids in its submit_sm_resp
     receipt_id_format: str = "auto"  # form of the ids in its receipts
@@ -1077,6 +1084,7 @@ def _parse_carrier(t: _Table, loader: _Loader, accounts: set[str]) -> Carrier:
         ),
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
+        stable_after=t.number("stable_after", d.stable_after, lo=0, above=True),
         submit_timeout=t.number("submit_timeout", d.submit_timeout, lo=0, above=True),
         id_format=t.choice("id_format", d.id_format, ID_FORMATS),
         receipt_id_format=t.choice("receipt_id_format", d.receipt_id_format, ID_FORMATS),

@@ -40,8 +40,11 @@ SUPPRESS_REASONS = frozenset(
 
 FALLBACK_SCHEDULE = Schedule(300.0, 2.0, 3600.0)
 
-# Reasons that never count as an attempt against the number: the carrier or the
-# link was at fault, not the destination. They still respect the deadline.
+# Reasons that say nothing about the destination: the carrier or the link was at
+# fault. They never count as an attempt against the number and no count ends them:
+# a message held for one is retried on its reason's schedule (exponential backoff
+# up to the schedule's max) until its deadline (validity or retry.max_age), then
+# ends as the deadline says. Only an explicit per-rule `max_retries` caps them.
 LINK_REASONS = frozenset({"throttled", "not_bound", "congestion", "timeout"})
 
 
@@ -54,7 +57,6 @@ class Policy:
     quiet_end: dt.time | None = None
     receipt_grace: float = 3600.0  # how long after the deadline a missing receipt is given up
     flag_stops_retries: bool = False
-    max_link_retries: int = 50  # safety bound on retries that do not count as attempts
 
     def schedule(self, reason: str) -> Schedule:
         return self.schedules.get(reason, FALLBACK_SCHEDULE)
@@ -288,9 +290,9 @@ def _hold(
     counted = msg.attempts - _link_retries(msg)  # attempts the destination was tried
     if flagged and policy.flag_stops_retries:
         return _run_out(msg, now, "flagged")
+    # A link failure is bounded by the deadline alone (see LINK_REASONS): the retry
+    # below is never later than the deadline, where the message ends.
     if not link and counted >= policy.max_attempts:
-        return _run_out(msg, now, "attempts")
-    if link and _link_retries(msg) > policy.max_link_retries:
         return _run_out(msg, now, "attempts")
     if verdict.max_retries is not None and n > verdict.max_retries:
         return _run_out(msg, now, "attempts")
@@ -302,7 +304,8 @@ def _hold(
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
     actions: list[Action] = [Publish("soft_bounce", fields)]
-    if wants_intermediate(msg.registered_delivery):
+    if wants_intermediate(msg.registered_delivery) and (not link or n == 1):
+        # Link failures repeat until the deadline: the sender hears of each reason once.
         actions.append(SenderReceipt("ENROUTE", err, now, intermediate=True))
     return new, actions
 

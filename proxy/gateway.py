@@ -901,7 +901,10 @@ class Gateway:
         ):
             i = names.index(msg.carrier)
             names = names[i + 1 :] + names[: i + 1]
-        return [self.links[n] for n in names if n in self.links]
+        links = [self.links[n] for n in names if n in self.links]
+        # Bound and healthy carriers first (a flapping one would likely drop the
+        # submit); the route's fallback order is kept within each group.
+        return sorted(links, key=lambda link: not (link.bound and link.healthy))
 
     def upstream_pdu(self, msg: Message, attempt: int, original: Pdu | None = None) -> Pdu:
         """What goes to the carrier: the sender's PDU (`original`, or decoded from the
@@ -1047,21 +1050,46 @@ class Gateway:
                 self._spawn(self.on_carrier_deliver(carrier, hit[1]))
 
     def _on_carrier_bound(self, name: str) -> None:
-        # Messages held only because no carrier was bound go now.
-        self._spawn(self._release_not_bound())
+        # Messages held only because no carrier was bound go (see _release_not_bound).
+        self._spawn(self._release_not_bound(name))
 
-    async def _release_not_bound(self) -> None:
+    async def _release_not_bound(self, name: str) -> None:
+        """Messages held only because no carrier was bound go when one of their
+        carriers binds, ahead of their schedules (like an alert), but not all at once
+        on every bind: a carrier that drops the session right after binding, or on the
+        first submit_sm, would cost each of them a retry on each bind. One goes at once
+        as a probe; the others follow once this bind has proven itself (answered a
+        submit, or stayed bound `stable_after` seconds). If the bind is lost first,
+        they keep their own schedules."""
+        link = self.links.get(name)
+        if link is None:
+            return
+        waiting = await self._claim_not_bound(link)
+        if not waiting:
+            return
+        await self.store.release([m.id for m in waiting[1:]])
+        await self._fire(waiting[0].id, engine.Alert(time.time()))
+        if not await link.proven():
+            return
         now = time.time()
-        claimed = await self.store.claim_due(self.instance, now + 3600, 2000, self.lease)
+        for m in await self._claim_not_bound(link):
+            await self._fire(m.id, engine.Alert(now))
+
+    async def _claim_not_bound(self, link: CarrierLink) -> list[Message]:
+        """Claim the messages held because no carrier was bound that `link` can carry
+        (the others are released at once), the earliest due first."""
+        claimed = await self.store.claim_due(self.instance, time.time() + 3600, 2000, self.lease)
         waiting = [
             m
             for m in claimed
-            if m.state == State.HELD and m.verdict is not None and m.verdict.reason == "not_bound"
+            if m.state == State.HELD
+            and m.verdict is not None
+            and m.verdict.reason == "not_bound"
+            and link in self.route(m)
         ]
-        await self.store.release([m.id for m in claimed if m not in waiting])
-        for m in waiting:
-            # Held only because no carrier was bound: like an alert, go at once.
-            await self._fire(m.id, engine.Alert(now))
+        keep = {m.id for m in waiting}
+        await self.store.release([m.id for m in claimed if m.id not in keep])
+        return waiting
 
     # ------------------------------------------------------------ from carriers
     async def on_carrier_deliver(self, carrier: str, pdu: Pdu) -> int:

@@ -115,6 +115,19 @@ class Metrics:
             ["side", "name"],
             registry=r,
         )
+        self.carrier_flaps = Counter(
+            "bounceback_carrier_flaps",
+            "Short-lived carrier binds: sessions lost within stable_after seconds of binding.",
+            ["carrier"],
+            registry=r,
+        )
+        self.carrier_healthy = Gauge(
+            "bounceback_carrier_healthy",
+            "1 while the carrier link is healthy, 0 while it is flapping (binds in a row "
+            "lost soon after binding; routes prefer other carriers, reconnects back off).",
+            ["carrier"],
+            registry=r,
+        )
         self.messages = Counter(
             "bounceback_messages",
             "Message transitions by outcome (the feed's event names).",
@@ -199,6 +212,7 @@ class Metrics:
         }
         self._submit_children: dict[str, Histogram] = {}
         self._carrier_binds_seen: dict[str, tuple[int, int]] = {}
+        self._carrier_flaps_seen: dict[str, int] = {}
         self._bound_seen: set[tuple[str, str]] = set()
         self.refresh_min = refresh_min
         self._refreshed_at = -1e18
@@ -300,6 +314,15 @@ class Metrics:
             if failed > failed0:
                 self.binds.labels("carrier", name, "failed").inc(failed - failed0)
             self._carrier_binds_seen[name] = (ok, failed)
+            flaps = link.flaps_total
+            flaps0 = self._carrier_flaps_seen.get(name)
+            if flaps0 is None:  # the series exists from the first scrape, at 0
+                self.carrier_flaps.labels(name)
+                flaps0 = 0
+            if flaps > flaps0:
+                self.carrier_flaps.labels(name).inc(flaps - flaps0)
+            self._carrier_flaps_seen[name] = flaps
+            self.carrier_healthy.labels(name).set(1 if link.healthy else 0)
         for side, name in self._bound_seen - seen:
             self.bound.labels(side, name).set(0)
         self._bound_seen = seen

@@ -388,6 +388,15 @@ def test_reconnect_max_below_min(here: Path) -> None:
     ]
 
 
+def test_stable_after(here: Path) -> None:
+    assert load(BASE).carriers[0].stable_after == 30.0
+    assert load(BASE + "stable_after = 2.5\n").carriers[0].stable_after == 2.5
+    for bad in ("0", "-1", '"soon"', "nan"):
+        assert problems(BASE + f"stable_after = {bad}\n") == [
+            f"c.toml: carriers[0].stable_after: expected a number greater than 0, got {bad}"
+        ]
+
+
 def test_unknown_names_in_routes(here: Path) -> None:
     text = BASE + CARRIER.replace('"a"', '"b"')
     text += (

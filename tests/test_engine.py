@@ -393,6 +393,24 @@ def test_soft_submit_failure_sends_an_intermediate_notice_when_asked() -> None:
     assert not final_receipts(actions)
 
 
+def test_repeated_link_failures_send_one_intermediate_notice_per_reason() -> None:
+    """Link failures repeat until the deadline; the sender is not told of each."""
+    msg = make(registered_delivery=0x11)
+    now = NOW
+    msg, _ = decide(msg, Dispatch(now), POLICY)
+    notices: list[SenderReceipt] = []
+    for reason in ["timeout", "not_bound", "timeout", "not_bound", "timeout"] * 20:
+        msg, actions = decide(msg, failed(now, 0x08, soft(reason)), POLICY)
+        notices += intermediates(actions)
+        assert msg.next_attempt_at is not None
+        now = msg.next_attempt_at
+        msg, _ = decide(msg, Due(now), POLICY)
+    assert [n.stat for n in notices] == ["ENROUTE", "ENROUTE"]
+    msg, actions = decide(msg, ok(now, "C1"), POLICY)
+    msg, actions = decide(msg, receipt(now, msg.attempts, soft("absent_subscriber")), POLICY)
+    assert len(intermediates(actions)) == 1  # a destination failure is told each time
+
+
 @pytest.mark.parametrize("state", [State.ACCEPTED, State.SUBMITTED, State.HELD])
 def test_submit_result_outside_submitting_is_ignored(state: State) -> None:
     msg = make(state=state, attempts=1, carrier=CARRIER, carrier_message_id="C1")
@@ -655,7 +673,7 @@ def test_max_attempts_for_destination_reasons(max_attempts: int) -> None:
 
 @pytest.mark.parametrize("reason", sorted(LINK_REASONS))
 def test_link_reasons_do_not_count_as_attempts(reason: str) -> None:
-    policy = Policy(max_attempts=2, max_link_retries=50)
+    policy = Policy(max_attempts=2)
     msg = make()
     now = NOW
     msg, _ = decide(msg, Dispatch(now), policy)
@@ -679,20 +697,96 @@ def test_link_reasons_do_not_count_as_attempts(reason: str) -> None:
     assert publish(actions, "expired").fields["why"] == "attempts"
 
 
-@pytest.mark.parametrize("limit", [0, 1, 3])
-def test_link_retries_have_their_own_bound(limit: int) -> None:
-    policy = Policy(max_attempts=6, max_link_retries=limit)
+@pytest.mark.parametrize(
+    ("is_validity", "state", "stat", "why"),
+    [(True, State.EXPIRED, "EXPIRED", "validity"), (False, State.FAILED, "UNDELIV", "age")],
+)
+@pytest.mark.parametrize(
+    ("reason", "via"), [(r, "submit") for r in sorted(LINK_REASONS)] + [("congestion", "receipt")]
+)
+def test_link_failures_never_end_a_message_before_its_deadline(
+    reason: str, via: str, is_validity: bool, state: State, stat: str, why: str
+) -> None:
+    """A carrier that keeps failing (a flapping link) says nothing about the number:
+    hundreds of link failures keep the message held, each retry spaced by the reason's
+    schedule and none later than the deadline, where it ends as the deadline says."""
+    policy = Policy(max_attempts=1, jitter=0.0)
+    schedule = policy.schedule(reason)
+    deadline = NOW + 600 * schedule.max + 5.0  # room for 500 failures, and more
+    msg = make(deadline=deadline, deadline_is_validity=is_validity, registered_delivery=0x11)
+    now = NOW
+    msg, _ = decide(msg, Dispatch(now), policy)
+    failures = 0
+    while True:
+        if via == "submit":
+            msg, actions = decide(msg, failed(now, 0x58, soft(reason)), policy)
+        else:
+            msg, _ = decide(msg, ok(now, f"C{msg.attempts}"), policy)
+            msg, actions = decide(msg, receipt(now, msg.attempts, soft(reason), err="058"), policy)
+        failures += 1
+        assert msg.state == State.HELD, f"ended after {failures} link failures"
+        assert final_receipts(actions) == []
+        assert msg.next_attempt_at is not None
+        assert msg.next_attempt_at == min(now + schedule.delay(failures), deadline)
+        now = msg.next_attempt_at
+        if now >= deadline:
+            break
+        msg, actions = decide(msg, Due(now), policy)
+        assert actions == [Submit(msg.attempts)]
+    assert failures > 500
+    assert msg.retries_for(reason) == failures
+    new, actions = decide(msg, Due(deadline), policy)
+    assert new.state == state
+    assert final_receipts(actions) == [SenderReceipt(stat, "058", deadline)]
+    assert publish(actions, "expired").fields["why"] == why
+
+
+@pytest.mark.parametrize("reason", sorted(LINK_REASONS))
+def test_link_failures_back_off_on_their_reasons_schedule(reason: str) -> None:
+    policy = Policy(jitter=0.0)
     msg = make()
     now = NOW
     msg, _ = decide(msg, Dispatch(now), policy)
-    for _ in range(limit):
-        msg, _ = decide(msg, failed(now, 0x58, soft("throttled")), policy)
-        assert msg.state == State.HELD and msg.next_attempt_at is not None
+    delays: list[float] = []
+    for _ in range(12):
+        msg, _ = decide(msg, failed(now, 0x58, soft(reason)), policy)
+        assert msg.next_attempt_at is not None
+        delays.append(msg.next_attempt_at - now)
         now = msg.next_attempt_at
         msg, _ = decide(msg, Due(now), policy)
-    msg, actions = decide(msg, failed(now, 0x58, soft("throttled")), policy)
+    s = DEFAULT_SCHEDULES[reason]
+    assert delays == [min(s.initial * s.factor**k, s.max) for k in range(12)]
+    assert delays[-1] == s.max
+
+
+def test_schedule_delay_after_thousands_of_retries_is_the_cap() -> None:
+    # factor ** n overflows a float past n = 1024 with factor 2.
+    assert Schedule(2.0, 2.0, 60.0).delay(5000) == 60.0
+    assert Schedule(2.0, 1.0, 60.0).delay(5000) == 2.0
+
+
+def test_a_link_failure_after_the_deadline_ends_at_the_next_timer() -> None:
+    msg = make(deadline=NOW + 10, deadline_is_validity=True)
+    msg, _ = decide(msg, Dispatch(NOW), POLICY)
+    msg, actions = decide(msg, failed(NOW + 20, 0x08, soft("not_bound")), POLICY)
+    assert msg.state == State.HELD and msg.next_attempt_at == NOW + 10
+    new, actions = decide(msg, Due(NOW + 20), POLICY)
+    assert new.state == State.EXPIRED
+    assert publish(actions, "expired").fields["why"] == "validity"
+
+
+def test_an_explicit_max_retries_still_caps_a_link_reason() -> None:
+    """A classification rule that says `max_retries` is the operator's own bound."""
+    msg = make()
+    now = NOW
+    msg, _ = decide(msg, Dispatch(now), POLICY)
+    for _ in range(2):
+        msg, _ = decide(msg, failed(now, 0x58, soft("throttled", max_retries=2)), POLICY)
+        assert msg.state == State.HELD and msg.next_attempt_at is not None
+        now = msg.next_attempt_at
+        msg, _ = decide(msg, Due(now), POLICY)
+    msg, actions = decide(msg, failed(now, 0x58, soft("throttled", max_retries=2)), POLICY)
     assert msg.state == State.FAILED
-    assert msg.attempts == limit + 1
     assert final_receipts(actions) == [SenderReceipt("UNDELIV", "058", now)]
 
 
@@ -1175,7 +1269,6 @@ class EngineMachine(RuleBasedStateMachine):
         life=st.sampled_from([600.0, 3600.0, DAY, 3 * DAY]),
         is_validity=st.booleans(),
         max_attempts=st.integers(1, 4),
-        max_link=st.integers(0, 4),
         jitter=st.sampled_from([0.0, 0.2, 0.5]),
         quiet=st.booleans(),
         zone=st.sampled_from([None, "Europe/Paris", "Asia/Tokyo"]),
@@ -1188,7 +1281,6 @@ class EngineMachine(RuleBasedStateMachine):
         life: float,
         is_validity: bool,
         max_attempts: int,
-        max_link: int,
         jitter: float,
         quiet: bool,
         zone: str | None,
@@ -1197,7 +1289,6 @@ class EngineMachine(RuleBasedStateMachine):
     ) -> None:
         self.policy = Policy(
             max_attempts=max_attempts,
-            max_link_retries=max_link,
             jitter=jitter,
             quiet_start=NIGHT[0] if quiet else None,
             quiet_end=NIGHT[1] if quiet else None,
@@ -1286,6 +1377,25 @@ class EngineMachine(RuleBasedStateMachine):
                 assert new == before
             if event.verdict.kind != "delivered" and event.attempt < before.attempts:
                 assert (new, actions) == (before, []), "a late failure changed the message"
+
+        # A link failure never ends a message before its deadline (only a flagged
+        # number with flag_stops_retries does), and its retry keeps the reason's
+        # backoff: no sooner than the schedule says, no later than the deadline.
+        v = new.verdict
+        link = v is not None and v.kind == "soft" and v.reason in LINK_REASONS
+        if became_final and new.state in (State.FAILED, State.EXPIRED) and link:
+            assert v is not None
+            flagged = isinstance(event, ReceiptIn) and event.flagged
+            assert (
+                event.now >= new.deadline
+                or (flagged and self.policy.flag_stops_retries)
+                or v.max_retries is not None
+            ), f"a link failure ({v.reason}) ended the message before its deadline"
+        if new.state == State.HELD and before.state != State.HELD and link:
+            assert v is not None and new.next_attempt_at is not None
+            n = new.retries_for(v.reason)
+            soonest = event.now + self.policy.schedule(v.reason).delay(n) * (1 - self.policy.jitter)
+            assert new.next_attempt_at >= min(soonest, new.deadline) - 1e-6
         return actions
 
     # -- rules: each moves the clock forward, then feeds one event
@@ -1410,7 +1520,10 @@ class EngineMachine(RuleBasedStateMachine):
 
     @invariant()
     def attempts_bounded(self) -> None:
-        assert self.msg.attempts <= self.policy.max_attempts + self.policy.max_link_retries
+        # Only the attempts the destination was tried count; link failures are
+        # bounded by the deadline and their spacing (checked in `apply`).
+        link = sum(c for r, c in self.msg.retries_by_reason if r in LINK_REASONS)
+        assert self.msg.attempts - link <= self.policy.max_attempts
 
     @invariant()
     def held_within_deadline(self) -> None:

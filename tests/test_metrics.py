@@ -169,6 +169,8 @@ async def test_counters_follow_traffic_and_readyz_follows_the_carrier(tmp_path: 
             assert value(m, binds, side="carrier", name="sim", result="ok") == 1
             assert value(m, "bounceback_binds_current", side="esme", name="acme") == 1
             assert value(m, "bounceback_binds_current", side="carrier", name="sim") == 1
+            assert value(m, "bounceback_carrier_flaps_total", carrier="sim") == 0
+            assert value(m, "bounceback_carrier_healthy", carrier="sim") == 1
             assert value(m, "bounceback_held_messages") == 0
             assert value(m, "bounceback_outbox_backlog") == 0
             # Every submit to the carrier was timed; every accept and decision committed.
@@ -186,8 +188,12 @@ async def test_counters_follow_traffic_and_readyz_follows_the_carrier(tmp_path: 
             status, body, _ = await http(gw, "/readyz")
             assert status == 503 and b"no carrier bound" in body
             assert (await http(gw, "/healthz"))[0] == 200
+            await wait_until(lambda: gw.links["sim"].flaps_total == 1)
             m = await scrape(gw)
             assert value(m, "bounceback_binds_current", side="carrier", name="sim") == 0
+            # Lost within stable_after of binding: short-lived, but one is no flapping.
+            assert value(m, "bounceback_carrier_flaps_total", carrier="sim") == 1
+            assert value(m, "bounceback_carrier_healthy", carrier="sim") == 1
         # After stop() the endpoint is gone.
         with pytest.raises(OSError):
             await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/healthz")

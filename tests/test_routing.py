@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from bounceback.carrier import FLAPPING_AFTER
 from bounceback.config import load_config
 from bounceback.gateway import Gateway
 from bounceback.simulator import CarrierSimulator
@@ -282,3 +283,27 @@ async def test_alternate_carrier_keeps_the_carrier_for_a_subscriber_reason(
         assert a.count_for(n) == 2 and b.count_for(n) == 0
         msg = await gw.store.get(mid)
         assert msg is not None and msg.carrier == "a"
+
+
+async def test_a_flapping_carrier_is_tried_after_the_healthy_ones(tmp_path: Path) -> None:
+    async with (
+        simulator(scenario()) as a,
+        simulator(scenario()) as b,
+        gateway(two_carrier_config(tmp_path, a.port or 0, b.port or 0)) as gw,
+        sender(gw) as s,
+    ):
+        link_a = gw.links["a"]
+        # Short-lived binds in a row: a is flapping (though bound right now).
+        link_a.flaps = FLAPPING_AFTER
+        assert link_a.bound and not link_a.healthy
+        await send(s, "447700930001")
+        assert where(a, b, "447700930001") == "b"
+        # Only carrier of its route: a flapping carrier is still used.
+        await send(s, "447812930002")
+        assert where(a, b, "447812930002") == "a"
+        # Healthy again (a bind stayed up stable_after): the route's order is back.
+        link_a.flaps = 0
+        await send(s, "447700930003")
+        assert where(a, b, "447700930003") == "a"
+        got = await asyncio.to_thread(s.wait_delivered, 3, 10.0)
+        assert {receipt_fields(p)["stat"] for p in got} == {"DELIVRD"}
