@@ -131,6 +131,7 @@ def policy_from_config(cfg: Config) -> Policy:
         quiet_start=quiet[0] if quiet else None,
         quiet_end=quiet[1] if quiet else None,
         flag_stops_retries=r.flag_stops_retries,
+        receipt_query_after={c.name: c.receipt_query_after for c in cfg.carriers},
     )
 
 
