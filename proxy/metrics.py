@@ -154,6 +154,12 @@ class Metrics:
             buckets=SUBMIT_BUCKETS,
             registry=r,
         )
+        self.receipt_queries = Counter(
+            "bounceback_receipt_queries",
+            "query_sm sent for overdue receipts, by carrier and what the answer said.",
+            ["carrier", "result"],
+            registry=r,
+        )
         # Pre-bound children: the hot paths do one dict lookup and one increment.
         self._pdu_children: dict[tuple[str, int, int], Counter] = {}
         self._messages_children: dict[str, Counter] = {
@@ -204,6 +210,11 @@ class Metrics:
             self.suppression_hits.inc(n)
         elif name == "stale_decisions":
             self.stale_decisions.inc(n)
+
+    def receipt_query(self, carrier: str, result: str) -> None:
+        """One query_sm for an overdue receipt: `result` is final, pending, unknown,
+        unsupported, failed or skipped."""
+        self.receipt_queries.labels(carrier, result).inc()
 
     def observe_commit(self, seconds: float) -> None:
         self.store_commit.observe(seconds)
