@@ -104,19 +104,6 @@ STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
 CACHE_MAX = 200_000
 KEYS_MAX = 50_000
-# query_sm for overdue receipts (see `_query_upstream`).
-FINAL_MESSAGE_STATES = frozenset(
-    {
-        MessageState.DELIVERED,
-        MessageState.EXPIRED,
-        MessageState.DELETED,
-        MessageState.UNDELIVERABLE,
-        MessageState.REJECTED,
-    }
-)
-QUERY_CONCURRENCY = 2  # query_sm in flight per carrier: the window is the submits'
-QUERY_BACKLOG = 1000  # queries waiting per carrier beyond which a check is skipped
-QUERYFAIL_LIMIT = 3  # ESME_RQUERYFAIL answers, and never a success, mean "not supported"
 
 
 def verdict_of(o: Outcome) -> Verdict:
@@ -154,6 +141,21 @@ def policy_from_config(cfg: Config) -> Policy:
 def _answer(fut: asyncio.Future[int], status: int) -> None:
     if not fut.done():
         fut.set_result(status)
+
+
+# query_sm for overdue receipts (see `_query_upstream`).
+FINAL_MESSAGE_STATES = frozenset(
+    {
+        MessageState.DELIVERED,
+        MessageState.EXPIRED,
+        MessageState.DELETED,
+        MessageState.UNDELIVERABLE,
+        MessageState.REJECTED,
+    }
+)
+QUERY_CONCURRENCY = 2  # query_sm in flight per carrier: the window is the submits'
+QUERY_BACKLOG = 1000  # queries waiting per carrier beyond which a check is skipped
+QUERYFAIL_LIMIT = 3  # ESME_RQUERYFAIL answers, and never a success, mean "not supported"
 
 
 _TZ_CACHE: dict[str, dt.tzinfo | None] = {}

@@ -140,6 +140,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.receipt_queries = Counter(
+            "bounceback_receipt_queries",
+            "query_sm sent for overdue receipts, by carrier and what the answer said.",
+            ["carrier", "result"],
+            registry=r,
+        )
         self.store_commit = Histogram(
             "bounceback_store_commit_seconds",
             "Time a decision waits for its store transaction.",
@@ -152,12 +158,6 @@ class Metrics:
             "window slot, to response).",
             ["carrier"],
             buckets=SUBMIT_BUCKETS,
-            registry=r,
-        )
-        self.receipt_queries = Counter(
-            "bounceback_receipt_queries",
-            "query_sm sent for overdue receipts, by carrier and what the answer said.",
-            ["carrier", "result"],
             registry=r,
         )
         # Pre-bound children: the hot paths do one dict lookup and one increment.
