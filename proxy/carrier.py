@@ -32,6 +32,7 @@ from smppcodecs.pdu import (
     DataSm,
     DeliverSm,
     Pdu,
+    QuerySm,
     ReplaceSm,
 )
 
@@ -368,3 +369,13 @@ class CarrierLink:
             raise NotBound(self.name)
         resp = await s.request(pdu)
         return resp.command_status
+
+    async def query(self, pdu: QuerySm) -> Pdu:
+        """Send a query_sm and return the carrier's answer: a query_sm_resp, or a
+        generic_nack from a carrier that does not know the command.
+
+        Raises NotBound, SessionClosed or TimeoutError."""
+        s = self.tx
+        if s is None or not s.bound:
+            raise NotBound(self.name)
+        return await s.request(pdu)

@@ -209,6 +209,9 @@ class Carrier:
     submit_timeout: float = 10.0
     id_format: str = "auto"  # form of the ids in its submit_sm_resp
     receipt_id_format: str = "auto"  # form of the ids in its receipts
+    # Seconds a submitted message waits for its receipt before the carrier is asked
+    # with query_sm (then again with doubling waits); 0 = never ask.
+    receipt_query_after: float = 600.0
     mo_account: str = ""  # account receiving its mobile-originated messages; "" = none
     mo_routes: dict[str, str] = attrs.field(factory=dict)  # destination -> account
     tls: bool = False
@@ -1088,6 +1091,7 @@ def _parse_carrier(t: _Table, loader: _Loader, accounts: set[str]) -> Carrier:
         submit_timeout=t.number("submit_timeout", d.submit_timeout, lo=0, above=True),
         id_format=t.choice("id_format", d.id_format, ID_FORMATS),
         receipt_id_format=t.choice("receipt_id_format", d.receipt_id_format, ID_FORMATS),
+        receipt_query_after=t.number("receipt_query_after", d.receipt_query_after, lo=0),
         mo_account=mo_account,
         mo_routes=mo_routes,
         tls=t.boolean("tls", d.tls),
@@ -1535,6 +1539,10 @@ def _rate(per_second: float) -> str:
     return "unlimited" if per_second <= 0 else f"{_num(per_second)} msg/s"
 
 
+def _query(after: float) -> str:
+    return "receipts never queried" if after <= 0 else f"receipts queried after {_num(after)} s"
+
+
 def _password_source(password_env: str, password: str) -> str:
     if password_env:
         return f"password from ${password_env}"
@@ -1597,7 +1605,8 @@ def explain(config: Config) -> str:
         lines.append(
             f"  {c.name}: {c.host}:{c.port} as {c.system_id}"
             f"{f' ({c.system_type})' if c.system_type else ''}, {c.bind_mode}, window {c.window}, "
-            f"{_rate(c.throughput)}, ids {c.id_format}/{c.receipt_id_format}, TLS {tls}, "
+            f"{_rate(c.throughput)}, ids {c.id_format}/{c.receipt_id_format}, "
+            f"{_query(c.receipt_query_after)}, TLS {tls}, "
             f"mobile-originated to {mo}; {_password_source(c.password_env, c.password)}"
         )
     every = ", ".join(c.name for c in config.carriers)

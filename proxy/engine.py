@@ -47,6 +47,9 @@ FALLBACK_SCHEDULE = Schedule(300.0, 2.0, 3600.0)
 # ends as the deadline says. Only an explicit per-rule `max_retries` caps them.
 LINK_REASONS = frozenset({"throttled", "not_bound", "congestion", "timeout"})
 
+# The longest wait between two query_sm checks of one overdue receipt (they double).
+QUERY_MAX_INTERVAL = 6 * 3600.0
+
 
 @attrs.frozen
 class Policy:
@@ -57,9 +60,15 @@ class Policy:
     quiet_end: dt.time | None = None
     receipt_grace: float = 3600.0  # how long after the deadline a missing receipt is given up
     flag_stops_retries: bool = False
+    # Per carrier: how long a submitted message waits for its receipt before the carrier
+    # is asked with query_sm ([[carriers]] receipt_query_after); absent or 0: never.
+    receipt_query_after: Mapping[str, float] = attrs.field(factory=dict)
 
     def schedule(self, reason: str) -> Schedule:
         return self.schedules.get(reason, FALLBACK_SCHEDULE)
+
+    def query_after(self, carrier: str) -> float:
+        return self.receipt_query_after.get(carrier, 0.0)
 
 
 # ---------------------------------------------------------------- events
@@ -98,6 +107,9 @@ class ReceiptIn:
     rand: float = 0.5
     tz: dt.tzinfo | None = None
     flagged: bool = False  # the number is over the soft-bounce threshold
+    # True: not a deliver_sm but the carrier's answer to our query_sm (a final
+    # message_state and its error_code, classified as a receipt with that stat and err).
+    queried: bool = False
 
 
 @attrs.frozen
@@ -105,6 +117,8 @@ class Due:
     """The message's timer fired (retry due, deadline reached, receipt overdue)."""
 
     now: float
+    # Carriers known not to answer query_sm: their overdue messages wait for the receipt.
+    no_query: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -168,8 +182,25 @@ class SuppressNumber:
     reason: str
 
 
+@attrs.frozen
+class QueryUpstream:
+    """The receipt of `attempt` is overdue: ask its carrier with query_sm. A final
+    answer comes back as a ReceiptIn with queried=True; any other answer, or none,
+    needs nothing: the next check is already scheduled."""
+
+    carrier: str
+    carrier_message_id: str
+    attempt: int
+
+
 Action: TypeAlias = (
-    Submit | AnswerSender | SenderReceipt | Publish | CancelUpstream | SuppressNumber
+    Submit
+    | AnswerSender
+    | SenderReceipt
+    | Publish
+    | CancelUpstream
+    | SuppressNumber
+    | QueryUpstream
 )
 
 
@@ -366,9 +397,40 @@ def _on_due(msg: Message, event: Due, policy: Policy) -> tuple[Message, list[Act
         # The carrier never reported a final state.
         why = "validity" if msg.deadline_is_validity else "age"
         return _run_out(evolve(msg, final_err=msg.final_err or "000"), event.now, why)
+    if msg.state == State.SUBMITTED:
+        return _receipt_overdue(msg, event, policy)
     if msg.state == State.ACCEPTED:
         return _start_attempt(msg, event.now)
     return msg, []
+
+
+def _first_check(msg: Message, carrier: str, now: float, policy: Policy) -> float:
+    """When a message just submitted through `carrier` is next looked at: the first
+    query_sm check, or (no checks for this carrier) the end of the receipt grace."""
+    give_up = msg.deadline + policy.receipt_grace
+    after = policy.query_after(carrier)
+    return min(now + after, give_up) if after > 0 else give_up
+
+
+def _receipt_overdue(msg: Message, event: Due, policy: Policy) -> tuple[Message, list[Action]]:
+    """A submitted message's receipt is overdue: ask the carrier (query_sm), and look
+    again later, each wait twice the one before (the time since the submission), at
+    most QUERY_MAX_INTERVAL and never past the receipt grace, when the message gives up.
+
+    `updated_at` stays the time of the submission: a check is not a transition."""
+    now = event.now
+    if msg.next_attempt_at is not None and now < msg.next_attempt_at:
+        return msg, []
+    give_up = msg.deadline + policy.receipt_grace
+    after = policy.query_after(msg.carrier)
+    if after <= 0 or not msg.carrier_message_id or msg.carrier in event.no_query:
+        # No checks for this carrier (off, or it does not answer query_sm): wait.
+        if msg.next_attempt_at == give_up:
+            return msg, []
+        return evolve(msg, next_attempt_at=give_up), []
+    wait = min(max(after, now - msg.updated_at), QUERY_MAX_INTERVAL)
+    new = evolve(msg, next_attempt_at=min(now + wait, give_up))
+    return new, [QueryUpstream(msg.carrier, msg.carrier_message_id, msg.attempts)]
 
 
 def _on_submit_result(
@@ -382,7 +444,7 @@ def _on_submit_result(
             state=State.SUBMITTED,
             carrier=ev.carrier,
             carrier_message_id=ev.carrier_message_id,
-            next_attempt_at=msg.deadline + policy.receipt_grace,
+            next_attempt_at=_first_check(msg, ev.carrier, ev.now, policy),
             updated_at=ev.now,
         )
         actions: list[Action] = []
@@ -426,6 +488,17 @@ def _on_submit_result(
 
 
 def _on_receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, list[Action]]:
+    new, actions = _receipt(msg, ev, policy)
+    if ev.queried:
+        # The feed says where the verdict came from.
+        actions = [
+            Publish(a.event, {**a.fields, "source": "query_sm"}) if isinstance(a, Publish) else a
+            for a in actions
+        ]
+    return new, actions
+
+
+def _receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, list[Action]]:
     v = ev.verdict
     if msg.state.final:
         return msg, []  # duplicate or late receipt after the end: nothing twice

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from smppcodecs.classify import Outcome, Rules, classify_receipt, classify_submit_status
+from smppcodecs.constants import STATE_STAT_WORDS, MessageState
 from smppcodecs.constants import CommandStatus as S
-from smppcodecs.constants import MessageState
 from smppcodecs.exceptions import PduError
 from smppcodecs.msgid import id_keys
 from smppcodecs.pdu import (
@@ -34,8 +34,10 @@ from smppcodecs.pdu import (
     DataSm,
     DataSmResp,
     DeliverSm,
+    GenericNack,
     Pdu,
     QuerySm,
+    QuerySmResp,
     ReplaceSm,
     SmeAddress,
     SubmitMulti,
@@ -43,7 +45,7 @@ from smppcodecs.pdu import (
     UnsuccessSme,
     decode,
 )
-from smppcodecs.receipt import build_receipt_pdu, parse_receipt
+from smppcodecs.receipt import Receipt, build_receipt_pdu, parse_receipt
 from smppcodecs.smpptime import format_absolute, to_utc
 from smppcodecs.text import decode_text
 
@@ -57,6 +59,7 @@ from .engine import (
     CancelUpstream,
     Policy,
     Publish,
+    QueryUpstream,
     SenderReceipt,
     Submit,
     SuppressNumber,
@@ -137,12 +140,28 @@ def policy_from_config(cfg: Config) -> Policy:
         quiet_start=quiet[0] if quiet else None,
         quiet_end=quiet[1] if quiet else None,
         flag_stops_retries=r.flag_stops_retries,
+        receipt_query_after={c.name: c.receipt_query_after for c in cfg.carriers},
     )
 
 
 def _answer(fut: asyncio.Future[int], status: int) -> None:
     if not fut.done():
         fut.set_result(status)
+
+
+# query_sm for overdue receipts (see `_query_upstream`).
+FINAL_MESSAGE_STATES = frozenset(
+    {
+        MessageState.DELIVERED,
+        MessageState.EXPIRED,
+        MessageState.DELETED,
+        MessageState.UNDELIVERABLE,
+        MessageState.REJECTED,
+    }
+)
+QUERY_CONCURRENCY = 2  # query_sm in flight per carrier: the window is the submits'
+QUERY_BACKLOG = 1000  # queries waiting per carrier beyond which a check is skipped
+QUERYFAIL_LIMIT = 3  # ESME_RQUERYFAIL answers, and never a success, mean "not supported"
 
 
 _TZ_CACHE: dict[str, dt.tzinfo | None] = {}
@@ -320,6 +339,13 @@ class Gateway:
         for c in config.carriers:
             self._rules[c.name] = Rules.from_mapping(config.classify.for_carrier(c.name))
         self._default_rules = Rules.from_mapping(config.classify.for_carrier(""))
+        # Overdue receipts: carriers that do not answer query_sm, carriers that did
+        # answer one, ESME_RQUERYFAIL answers in a row, and the queries per carrier.
+        self._no_query: set[str] = set()
+        self._query_ok: set[str] = set()
+        self._queryfail: dict[str, int] = {}
+        self._query_slots: dict[str, asyncio.Semaphore] = {}
+        self._queries: dict[str, int] = {}
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -882,6 +908,8 @@ class Gateway:
             link = self.links.get(a.carrier)
             if link is not None:
                 self._spawn(self._cancel_upstream(link, msg, a.carrier_message_id))
+        elif isinstance(a, QueryUpstream):
+            self._spawn(self._query_upstream(msg, a))
 
     async def _cancel_upstream(self, link: CarrierLink, msg: Message, cmid: str) -> None:
         try:
@@ -1248,9 +1276,10 @@ class Gateway:
             except Exception:
                 log.exception("due query failed")
                 due = []
+            no_query = frozenset(self._no_query)
             for m in due:
                 if m.id not in self._in_progress:
-                    self._spawn(self._fire(m.id, engine.Due(now)))
+                    self._spawn(self._fire(m.id, engine.Due(now, no_query)))
             await asyncio.sleep(0.05 if len(due) >= 1000 else 0.25)
 
     async def _housekeeping(self) -> None:
@@ -1492,6 +1521,148 @@ class Gateway:
                 return
             self._cache.put(new.id, new)
         s.send(pdu.response())
+
+    # ------------------------------------------------------------ overdue receipts
+    def _query_counted(self, carrier: str, result: str) -> None:
+        self.count(f"receipt_queries_{result}")
+        if self.metrics is not None:
+            self.metrics.receipt_query(carrier, result)
+
+    async def _query_upstream(self, msg: Message, q: QueryUpstream) -> None:
+        """Ask the carrier about a message whose receipt is overdue (the engine's
+        QueryUpstream). A final message_state ends the message as a receipt would; any
+        other answer, or none, leaves it waiting for the next check, which the engine
+        has already scheduled."""
+        if q.carrier in self._no_query:  # learnt since the check was decided: not sent
+            return
+        link = self.links.get(q.carrier)
+        if link is None:  # no longer configured
+            self._query_counted(q.carrier, "failed")
+            return
+        waiting = self._queries.get(q.carrier, 0)
+        if waiting >= QUERY_BACKLOG:
+            self._query_counted(q.carrier, "skipped")
+            return
+        slots = self._query_slots.get(q.carrier)
+        if slots is None:
+            slots = self._query_slots[q.carrier] = asyncio.Semaphore(QUERY_CONCURRENCY)
+        self._queries[q.carrier] = waiting + 1
+        try:
+            async with slots:
+                if q.carrier in self._no_query:  # learnt while this one waited
+                    return
+                resp = await link.query(self._query_pdu(msg, q.carrier_message_id))
+        except (NotBound, TimeoutError, SessionClosed, PduError) as exc:
+            log.debug("%s: query_sm for %s failed: %r", q.carrier, msg.id, exc)
+            self._query_counted(q.carrier, "failed")
+            return
+        finally:
+            self._queries[q.carrier] -= 1
+        result = self._query_result(q.carrier, resp)
+        if result != "final":
+            self._query_counted(q.carrier, result)
+            return
+        assert isinstance(resp, QuerySmResp)
+        state = MessageState(resp.message_state)
+        stat = STATE_STAT_WORDS[state]
+        err = f"{resp.error_code:03d}"
+        receipt = Receipt(
+            message_id=q.carrier_message_id,
+            stat=stat,
+            raw_stat=stat,
+            err=err,
+            message_state=int(state),
+        )
+        verdict = verdict_of(
+            classify_receipt(receipt, self._rules.get(q.carrier, self._default_rules))
+        )
+        if verdict.kind == "pending":  # an override calls this state pending: wait
+            self._query_counted(q.carrier, "pending")
+            return
+        self._query_counted(q.carrier, "final")
+        now = time.time()
+        extra = Change()
+        flagged = False
+        if verdict.kind == "soft":
+            flagged = await self._soft_count(msg, now, extra)
+        log.info(
+            "%s: receipt of %s overdue; query_sm says %s (err %s)", q.carrier, msg.id, stat, err
+        )
+        await self.process(
+            msg.id,
+            engine.ReceiptIn(
+                now=now,
+                attempt=q.attempt,
+                verdict=verdict,
+                stat=stat,
+                err=err,
+                rand=random.random(),
+                tz=destination_tz(msg.destination_addr),
+                flagged=flagged,
+                queried=True,
+            ),
+            extra=extra,
+        )
+
+    @staticmethod
+    def _query_pdu(msg: Message, carrier_message_id: str) -> QuerySm:
+        """query_sm names the message by the carrier's id and its source address, as
+        it was submitted (type of number and numbering plan included)."""
+        ton = npi = 0
+        with contextlib.suppress(Exception):
+            original = decode(msg.pdu)
+            ton = getattr(original, "source_addr_ton", 0)
+            npi = getattr(original, "source_addr_npi", 0)
+        return QuerySm(
+            sequence_number=0,
+            message_id=carrier_message_id,
+            source_addr_ton=ton,
+            source_addr_npi=npi,
+            source_addr=msg.source_addr,
+        )
+
+    def _query_result(self, carrier: str, resp: Pdu) -> str:
+        """What a carrier's answer to query_sm says: `final`, `pending` (the message is
+        still on its way), `unknown` (the carrier does not know this message),
+        `unsupported` (it does not answer query_sm: remembered, logged once) or `failed`.
+
+        ESME_RINVCMDID and generic_nack mean the command is not supported.
+        ESME_RQUERYFAIL means either "no such message" or "query_sm not supported":
+        from a carrier that has answered a query_sm before it is the former; from one
+        that never has, QUERYFAIL_LIMIT of them in a row mean the latter."""
+        status = resp.command_status
+        unsupported = ""
+        if isinstance(resp, GenericNack):
+            unsupported = f"generic_nack 0x{status:08X}"
+        elif status == S.ESME_RINVCMDID:
+            unsupported = "ESME_RINVCMDID"
+        elif status in (S.ESME_RQUERYFAIL, S.ESME_RINVMSGID):
+            if status == S.ESME_RQUERYFAIL and carrier not in self._query_ok:
+                n = self._queryfail[carrier] = self._queryfail.get(carrier, 0) + 1
+                if n >= QUERYFAIL_LIMIT:
+                    unsupported = f"ESME_RQUERYFAIL {n} times and never an answer"
+            if not unsupported:
+                return "unknown"
+        elif status != 0 or not isinstance(resp, QuerySmResp):
+            return "failed"
+        if unsupported:
+            if carrier not in self._no_query:
+                self._no_query.add(carrier)
+                log.warning(
+                    "%s: the carrier does not answer query_sm (%s); overdue receipts now "
+                    "wait for the receipt grace",
+                    carrier,
+                    unsupported,
+                )
+            return "unsupported"
+        assert isinstance(resp, QuerySmResp)
+        self._query_ok.add(carrier)
+        self._queryfail.pop(carrier, None)
+        try:
+            state = MessageState(resp.message_state)
+        except ValueError:
+            return "pending"  # a state 3.4 does not define: look again later
+        return "final" if state in FINAL_MESSAGE_STATES else "pending"
 
     # ------------------------------------------------------------ admin
     async def suppress(self, number: str, reason: str, account: str = "") -> None:

@@ -161,6 +161,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.receipt_queries = Counter(
+            "bounceback_receipt_queries",
+            "query_sm sent for overdue receipts, by carrier and what the answer said.",
+            ["carrier", "result"],
+            registry=r,
+        )
         self.store_commit = Histogram(
             "bounceback_store_commit_seconds",
             "Time a decision waits for its store transaction.",
@@ -255,6 +261,11 @@ class Metrics:
             self.stale_decisions.inc(n)
         elif name in self._fault_children:
             self._fault_children[name].inc(n)
+
+    def receipt_query(self, carrier: str, result: str) -> None:
+        """One query_sm for an overdue receipt: `result` is final, pending, unknown,
+        unsupported, failed or skipped."""
+        self.receipt_queries.labels(carrier, result).inc()
 
     def observe_commit(self, seconds: float) -> None:
         self.store_commit.observe(seconds)

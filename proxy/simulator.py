@@ -51,6 +51,8 @@ number that no rule matches. The outcome words are in :data:`OUTCOMES`:
 ``submit_fail``    submit_sm_resp ``ESME_RSUBMITFAIL`` (permanent)
 ``invalid_dest``   submit_sm_resp ``ESME_RINVDSTADR``
 ``no_receipt``     accepted, never a receipt (query_sm keeps saying ENROUTE)
+``lost_receipt``   delivered one ``receipt_delay`` after the submission, but the receipt
+                   is never sent (lost on the way): query_sm then says DELIVERED
 ``no_response``    the submit_sm is never answered
 ``receipt_first``  the ``DELIVRD`` receipt is written before the submit_sm_resp
 =================  ===================================================================
@@ -178,6 +180,7 @@ class OutcomePlan:
     respond: bool = True  # False: never answer the submission
     receipt_first: bool = False  # write the receipt before the response
     receipts: tuple[ReceiptStep, ...] = ()
+    lost: bool = False  # the receipts settle the message's state but are never sent
 
 
 def _undeliv(map_code: int) -> tuple[ReceiptStep, ...]:
@@ -211,6 +214,7 @@ OUTCOMES: Final[dict[str, OutcomePlan]] = {
     "submit_fail": OutcomePlan(status=CommandStatus.ESME_RSUBMITFAIL),
     "invalid_dest": OutcomePlan(status=CommandStatus.ESME_RINVDSTADR),
     "no_receipt": OutcomePlan(),
+    "lost_receipt": OutcomePlan(receipts=_DELIVRD, lost=True),
     "no_response": OutcomePlan(respond=False),
     "receipt_first": OutcomePlan(receipt_first=True, receipts=_DELIVRD),
 }
@@ -1262,8 +1266,9 @@ class CarrierSimulator:
             code = step.network_error_code
             message.error_code = code[1] if code is not None else 0
         wanted = message.registered_delivery & REG_DELIVERY_RECEIPT_MASK
-        if wanted == REG_DELIVERY_SUCCESS_FAILURE or (
-            wanted == REG_DELIVERY_FAILURE and step.failed
+        if not plan.lost and (
+            wanted == REG_DELIVERY_SUCCESS_FAILURE
+            or (wanted == REG_DELIVERY_FAILURE and step.failed)
         ):
             self._deliver(job)
         if job.step + 1 < len(plan.receipts):

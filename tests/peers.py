@@ -82,6 +82,7 @@ OUTCOMES: dict[str, Outcome] = {
         Outcome("expire", 0x00, "EXPIRED", "000", 3),
         Outcome("reject", 0x00, "REJECTD", "000", 8),
         Outcome("no_receipt", 0x00),
+        Outcome("lost_receipt", 0x00),  # delivered, no receipt: query_sm says DELIVERED
         Outcome("throttle", 0x58),
         Outcome("queue_full", 0x14),
         Outcome("system_error", 0x08),

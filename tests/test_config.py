@@ -397,6 +397,20 @@ def test_stable_after(here: Path) -> None:
         ]
 
 
+def test_receipt_query_after(here: Path) -> None:
+    config = load(BASE)
+    assert config.carriers[0].receipt_query_after == 600.0
+    assert "receipts queried after 600 s" in explain(config)
+    off = load(BASE + "receipt_query_after = 0\n")
+    assert off.carriers[0].receipt_query_after == 0.0
+    assert "receipts never queried" in explain(off)
+    assert load(BASE + "receipt_query_after = 0.5\n").carriers[0].receipt_query_after == 0.5
+    for bad in ("-1", '"10m"', "true", "nan"):
+        assert problems(BASE + f"receipt_query_after = {bad}\n") == [
+            f"c.toml: carriers[0].receipt_query_after: expected a number of at least 0, got {bad}"
+        ]
+
+
 def test_unknown_names_in_routes(here: Path) -> None:
     text = BASE + CARRIER.replace('"a"', '"b"')
     text += (

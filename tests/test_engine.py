@@ -9,6 +9,7 @@ attempts and the deadline, late receipts handled, quiet hours honoured.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from bounceback.engine import (
     DEFAULT_SCHEDULES,
     FALLBACK_SCHEDULE,
     LINK_REASONS,
+    QUERY_MAX_INTERVAL,
     SUPPRESS_REASONS,
     Action,
     Alert,
@@ -30,6 +32,7 @@ from bounceback.engine import (
     Event,
     Policy,
     Publish,
+    QueryUpstream,
     ReceiptIn,
     Schedule,
     SenderReceipt,
@@ -1224,6 +1227,143 @@ def test_due_while_submitting_waits_for_the_carrier() -> None:
     assert decide(msg, Due(NOW + 10 * DAY), POLICY) == (msg, [])
 
 
+# ---------------------------------------------------------------- overdue receipts: query_sm
+
+QUERYING = Policy(receipt_query_after={CARRIER: 600.0})
+
+
+def submitted(policy: Policy = QUERYING, **changes: Any) -> Message:
+    """Attempt 1 accepted by CARRIER as C1 at NOW + 1."""
+    return at_attempt(1, policy=policy, **changes)
+
+
+def test_a_submitted_message_is_first_checked_after_receipt_query_after() -> None:
+    msg = submitted()
+    assert msg.next_attempt_at == NOW + 1 + 600
+    # Another carrier, or checks turned off: the message waits for the receipt grace.
+    other = at_attempt(1, policy=Policy(receipt_query_after={"other": 600.0}))
+    assert other.next_attempt_at == DEADLINE + POLICY.receipt_grace
+    off = at_attempt(1, policy=Policy(receipt_query_after={CARRIER: 0.0}))
+    assert off.next_attempt_at == DEADLINE + POLICY.receipt_grace
+
+
+def test_an_overdue_receipt_is_queried_with_waits_that_double() -> None:
+    msg = submitted()
+    assert msg.next_attempt_at is not None
+    assert decide(msg, Due(msg.next_attempt_at - 1), QUERYING) == (msg, [])
+    checks: list[float] = []
+    while msg.next_attempt_at is not None and msg.next_attempt_at < DEADLINE:
+        now = msg.next_attempt_at
+        new, actions = decide(msg, Due(now), QUERYING)
+        assert actions == [QueryUpstream(CARRIER, "C1", 1)]
+        assert new.state == State.SUBMITTED and new.attempts == 1
+        assert new.updated_at == msg.updated_at  # a check is not a transition
+        assert new.next_attempt_at is not None and new.next_attempt_at > now
+        checks.append(now - (NOW + 1))
+        msg = new
+    assert checks[:6] == [600.0, 1200.0, 2400.0, 4800.0, 9600.0, 19200.0]
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
+    assert max(gaps) == QUERY_MAX_INTERVAL
+    # The checks end at the receipt grace: then the message gives up as before.
+    assert msg.next_attempt_at == DEADLINE + QUERYING.receipt_grace
+    new, actions = decide(msg, Due(DEADLINE + QUERYING.receipt_grace), QUERYING)
+    assert new.state == State.FAILED
+    assert final_receipts(actions) == [
+        SenderReceipt("UNDELIV", "000", DEADLINE + QUERYING.receipt_grace)
+    ]
+    assert not any(isinstance(a, QueryUpstream) for a in actions)
+
+
+def test_a_late_check_waits_for_the_time_since_the_submission() -> None:
+    msg = submitted()
+    late = NOW + 1 + 5000  # the scheduler was behind
+    new, actions = decide(msg, Due(late), QUERYING)
+    assert actions == [QueryUpstream(CARRIER, "C1", 1)]
+    assert new.next_attempt_at == late + 5000
+
+
+def test_the_last_check_is_bounded_by_the_receipt_grace() -> None:
+    msg = submitted(deadline=NOW + 900)  # the grace ends at NOW + 900 + 3600
+    new, actions = decide(msg, Due(NOW + 1 + 2400), QUERYING)
+    assert actions == [QueryUpstream(CARRIER, "C1", 1)]
+    assert new.next_attempt_at == NOW + 900 + QUERYING.receipt_grace
+
+
+def test_a_carrier_without_query_sm_falls_back_to_the_receipt_grace() -> None:
+    msg = submitted()
+    assert msg.next_attempt_at is not None
+    due = Due(msg.next_attempt_at, no_query=frozenset({CARRIER}))
+    new, actions = decide(msg, due, QUERYING)
+    assert actions == []
+    assert new.next_attempt_at == DEADLINE + QUERYING.receipt_grace
+    assert new.updated_at == msg.updated_at
+    # Nothing more to do until then.
+    assert decide(new, Due(NOW + DAY, no_query=frozenset({CARRIER})), QUERYING) == (new, [])
+    # A carrier left out of no_query is still asked.
+    other = Due(msg.next_attempt_at, no_query=frozenset({"other"}))
+    assert decide(msg, other, QUERYING)[1] == [QueryUpstream(CARRIER, "C1", 1)]
+
+
+def test_checks_turned_off_after_the_submission_wait_for_the_grace() -> None:
+    msg = submitted()
+    assert msg.next_attempt_at is not None
+    new, actions = decide(msg, Due(msg.next_attempt_at), POLICY)
+    assert actions == [] and new.next_attempt_at == DEADLINE + POLICY.receipt_grace
+
+
+def test_no_query_for_messages_that_are_not_submitted() -> None:
+    held = held_at(1)
+    assert held.next_attempt_at is not None
+    _, actions = decide(held, Due(held.next_attempt_at), QUERYING)
+    assert actions == [Submit(2)]
+    for msg in (make(state=State.SUBMITTING, attempts=1), make(state=State.DELIVERED)):
+        assert decide(msg, Due(NOW + DAY), QUERYING) == (msg, [])
+
+
+def queried(now: float, v: Verdict, stat: str, err: str = "000", attempt: int = 1) -> ReceiptIn:
+    return ReceiptIn(now=now, attempt=attempt, verdict=v, stat=stat, err=err, queried=True)
+
+
+def test_a_delivered_answer_finishes_the_message_like_a_receipt() -> None:
+    msg = submitted()
+    at = NOW + 700
+    new, actions = decide(msg, queried(at, DELIVERED, "DELIVRD"), QUERYING)
+    by_receipt, receipt_actions = decide(msg, receipt(at, 1, DELIVERED), QUERYING)
+    assert new == by_receipt
+    assert new.state == State.DELIVERED and new.next_attempt_at is None
+    assert final_receipts(actions) == [SenderReceipt("DELIVRD", "000", at)]
+    event = publish(actions, "delivered")
+    assert event.fields == {**publish(receipt_actions, "delivered").fields, "source": "query_sm"}
+    # The receipt turning up after all changes nothing: one final receipt only.
+    assert decide(new, receipt(at + 5, 1, DELIVERED), QUERYING) == (new, [])
+    assert decide(new, Due(at + DAY), QUERYING) == (new, [])
+
+
+def test_a_failed_answer_is_classified_like_a_receipt() -> None:
+    msg = submitted()
+    new, actions = decide(
+        msg, queried(NOW + 700, hard("unknown_subscriber"), "UNDELIV", "001"), QUERYING
+    )
+    assert new.state == State.FAILED
+    assert final_receipts(actions) == [SenderReceipt("UNDELIV", "001", NOW + 700)]
+    assert publish(actions, "hard_bounce").fields["source"] == "query_sm"
+    assert SuppressNumber(msg.destination_addr, "unknown_subscriber") in actions
+    # A soft failure is held and retried, as from a receipt.
+    new, actions = decide(msg, queried(NOW + 700, soft("absent_subscriber"), "UNDELIV"), QUERYING)
+    assert new.state == State.HELD
+    assert publish(actions, "soft_bounce").fields["source"] == "query_sm"
+    assert final_receipts(actions) == []
+
+
+def test_an_answer_for_an_earlier_attempt_delivers_but_never_fails() -> None:
+    msg = at_attempt(2, policy=QUERYING)
+    new, actions = decide(msg, queried(NOW + DAY, hard("barred"), "UNDELIV", attempt=1), QUERYING)
+    assert (new, actions) == (msg, [])
+    new, actions = decide(msg, queried(NOW + DAY, DELIVERED, "DELIVRD", attempt=1), QUERYING)
+    assert new.state == State.DELIVERED
+    assert CancelUpstream(CARRIER, "C2") in actions
+
+
 # ---------------------------------------------------------------- random walks
 
 SOFT_VERDICTS = [
@@ -1274,6 +1414,7 @@ class EngineMachine(RuleBasedStateMachine):
         zone=st.sampled_from([None, "Europe/Paris", "Asia/Tokyo"]),
         flag_stops=st.booleans(),
         waiting=st.booleans(),
+        query_after=st.sampled_from([0.0, 60.0, 600.0]),
     )
     def start(
         self,
@@ -1286,6 +1427,7 @@ class EngineMachine(RuleBasedStateMachine):
         zone: str | None,
         flag_stops: bool,
         waiting: bool,
+        query_after: float,
     ) -> None:
         self.policy = Policy(
             max_attempts=max_attempts,
@@ -1294,6 +1436,7 @@ class EngineMachine(RuleBasedStateMachine):
             quiet_end=NIGHT[1] if quiet else None,
             flag_stops_retries=flag_stops,
             receipt_grace=1800.0,
+            receipt_query_after={"alpha": query_after},  # beta: never asked
         )
         self.msg = make(
             registered_delivery=rd, deadline=NOW + life, deadline_is_validity=is_validity
@@ -1328,6 +1471,16 @@ class EngineMachine(RuleBasedStateMachine):
             assert _wanted(new.registered_delivery, success=r.stat == "DELIVRD")
         if intermediates(actions):
             assert new.registered_delivery & 0x10
+
+        queries = [a for a in actions if isinstance(a, QueryUpstream)]
+        if queries:
+            # Only for the live attempt of a submitted message whose timer fired.
+            assert isinstance(event, Due) and before.state == State.SUBMITTED
+            carrier, cid = self.accepted[before.attempts]
+            assert queries == [QueryUpstream(carrier, cid, before.attempts)]
+            assert carrier == "alpha" and carrier not in event.no_query
+            assert new.state == State.SUBMITTED and new.updated_at == before.updated_at
+            assert new.next_attempt_at is not None and new.next_attempt_at > event.now
 
         answers = [a for a in actions if isinstance(a, AnswerSender)]
         if answers:
@@ -1475,9 +1628,10 @@ class EngineMachine(RuleBasedStateMachine):
         v=st.sampled_from(RECEIPT_VERDICTS),
         rand=st.floats(0.0, 1.0, exclude_max=True),
         flagged=st.booleans(),
+        queried=st.booleans(),
     )
     def receipt_arrives(
-        self, step: float, pick: int, v: Verdict, rand: float, flagged: bool
+        self, step: float, pick: int, v: Verdict, rand: float, flagged: bool, queried: bool
     ) -> None:
         self.now += step
         attempts = sorted(self.accepted)
@@ -1493,17 +1647,18 @@ class EngineMachine(RuleBasedStateMachine):
                 rand=rand,
                 tz=self.tz,
                 flagged=flagged,
+                queried=queried and v.kind != "pending",  # only final states come back
             )
         )
 
-    @rule(step=STEPS, on_time=st.booleans())
-    def timer_fires(self, step: float, on_time: bool) -> None:
+    @rule(step=STEPS, on_time=st.booleans(), no_query=st.booleans())
+    def timer_fires(self, step: float, on_time: bool, no_query: bool) -> None:
         due = self.msg.next_attempt_at
         if on_time and due is not None:
             self.now = max(self.now, due)
         else:
             self.now += step
-        self.apply(Due(self.now))
+        self.apply(Due(self.now, frozenset({"alpha"}) if no_query else frozenset()))
 
     @rule(step=STEPS)
     def alert(self, step: float) -> None:
@@ -1524,6 +1679,12 @@ class EngineMachine(RuleBasedStateMachine):
         # bounded by the deadline and their spacing (checked in `apply`).
         link = sum(c for r, c in self.msg.retries_by_reason if r in LINK_REASONS)
         assert self.msg.attempts - link <= self.policy.max_attempts
+
+    @invariant()
+    def submitted_gives_up_after_the_grace(self) -> None:
+        if self.msg.state == State.SUBMITTED:
+            assert self.msg.next_attempt_at is not None
+            assert self.msg.next_attempt_at <= self.msg.deadline + self.policy.receipt_grace
 
     @invariant()
     def held_within_deadline(self) -> None:

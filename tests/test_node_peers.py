@@ -359,3 +359,28 @@ async def test_missing_node_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "")
     with pytest.raises(PeerError, match="not on PATH"):
         await NodeSender().start()
+
+
+async def test_query_sm_finds_a_lost_receipt_and_can_be_refused() -> None:
+    async with NodeCarrier(receipt_delay_ms=5) as carrier, NodeSender() as sender:
+        await bound_pair(carrier, sender)
+        await carrier.script_outcomes("447700900001", ["lost_receipt"])
+        mid = (await sender.submit("447700900001", "lost"))["message_id"]
+        await carrier.wait_for("receipt_lost", lambda line: line["message_id"] == mid)
+        flush = await sender.submit("447700900002", "flush")
+        await sender.wait_receipt_for(flush["message_id"])
+        query = await sender.query(mid)
+        assert (query["status"], query["message_state"], query["error_code"]) == (0, 2, 0)
+        assert len(query["final_date"]) == 16
+        # Delivered, and no receipt ever sent for it.
+        assert [r["receipted_message_id"] for r in sender.receipts] == [flush["message_id"]]
+
+        # The switch for carriers that do not answer query_sm.
+        for answer, status in (("generic_nack", 0x03), ("invcmdid", 0x03), ("queryfail", 0x67)):
+            assert (await carrier.configure(query_sm=answer))["query_sm"] == answer
+            assert (await sender.query(mid))["status"] == status, answer
+        queries = carrier.seen("query")
+        assert [q["answer"] for q in queries] == ["answer", "generic_nack", "invcmdid", "queryfail"]
+        assert all(q["found"] and q["message_id"] == mid for q in queries)
+        refused = await carrier.cmd({"op": "config", "query_sm": "sometimes"})
+        assert refused["op"] == "error" and "query_sm must be one of" in refused["message"]

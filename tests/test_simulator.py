@@ -525,6 +525,24 @@ async def test_no_receipt_is_accepted_and_stays_enroute() -> None:
         assert sim.receipts_sent == 1
 
 
+async def test_lost_receipt_is_delivered_but_only_query_sm_says_so() -> None:
+    scenario = fast(rules=[Rule(number="1", outcomes=["lost_receipt"])])
+    async with running(scenario) as sim:
+        async with codec_esme(sim.port or 0, trx()) as esme:
+            lost = await esme.request(submit("1"))
+            delivered = await esme.request(submit("2"))
+            # Receipts leave in order: the second message's receipt coming first proves
+            # none was sent for the first, which by then has reached its final state.
+            receipt = await esme.next()
+            query = await esme.request(QuerySm(sequence_number=0, message_id=msg_id(lost)))
+        assert isinstance(receipt, DeliverSm)
+        assert receipt.tlvs[Tag.receipted_message_id] == msg_id(delivered)
+        assert isinstance(query, QuerySmResp)
+        assert (query.message_state, query.error_code) == (MessageState.DELIVERED, 0)
+        assert len(query.final_date) == 16
+        assert sim.receipts_sent == 1
+
+
 async def test_alert_after_an_absent_receipt() -> None:
     number = "447700900003"
     scenario = fast(rules=[Rule(number=number, outcomes=["absent"], alert_after=0.01)])

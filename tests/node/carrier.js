@@ -51,6 +51,8 @@
  *   expire          0x00            EXPIRED       000  3              -
  *   reject          0x00            REJECTD       000  8              -
  *   no_receipt      0x00            (none; the message stays ENROUTE)
+ *   lost_receipt    0x00            (none, but the message reaches DELIVERED: only
+ *                                   query_sm tells; a receipt_lost event is printed)
  *   throttle        0x58 ESME_RTHROTTLED     (no receipt)
  *   queue_full      0x14 ESME_RMSGQFUL       (no receipt)
  *   system_error    0x08 ESME_RSYSERR        (no receipt)
@@ -65,12 +67,19 @@
  *   {"op":"alert","number":N,"system_id":S?,"ms_availability_status":0?}
  *                                 -> {"op":"alert_sent","sessions":n}
  *   {"op":"config", receipt_delay_ms|resp_delay_ms|retry_ms|hex_ids|default_outcome|
- *                   password|bind_status|receipt_tlvs: value}  -> {"op":"configured",...}
+ *                   password|bind_status|receipt_tlvs|query_sm: value}
+ *                                 -> {"op":"configured",...}
+ *     query_sm: how query_sm is answered: "answer" (the default: query_sm_resp with
+ *     the message's state, or ESME_RINVMSGID for an unknown id), "generic_nack"
+ *     (generic_nack ESME_RINVCMDID, what node-smpp sends for a command it does not
+ *     know), "invcmdid" (query_sm_resp ESME_RINVCMDID) or "queryfail"
+ *     (query_sm_resp ESME_RQUERYFAIL); the query event is printed in every case.
  *   {"op":"sessions"}             -> {"op":"sessions","sessions":[{system_id,bind}]}
  *   {"op":"outcomes"}             -> {"op":"outcomes","outcomes":{word:{...}}}
  *   {"op":"exit"}                 -> {"op":"bye"}, then the process ends
  * Events (stdout): listening, bind, submit, receipt, receipt_ack, receipt_pending,
- * query, cancel, enquire_link, unbind, session_closed, session_error. A submit
+ * receipt_lost, query (message_id, source_addr, source_addr_ton, source_addr_npi,
+ * found, answer), cancel, enquire_link, unbind, session_closed, session_error. A submit
  * event's "outstanding" counts the session's submit_sm not yet answered,
  * this one included (with --resp-delay-ms it shows the client's window).
  */
@@ -97,7 +106,10 @@ const ESME = {
 	RINVCMDID: 0x03,
 	RSUBMITFAIL: 0x45,
 	RTHROTTLED: 0x58,
+	RQUERYFAIL: 0x67,
 };
+
+const QUERY_ANSWERS = ['answer', 'generic_nack', 'invcmdid', 'queryfail'];
 
 const OUTCOMES = {
 	deliver: {status: ESME.ROK, stat: 'DELIVRD', err: '000', message_state: 2, network_error: null},
@@ -110,6 +122,7 @@ const OUTCOMES = {
 	expire: {status: ESME.ROK, stat: 'EXPIRED', err: '000', message_state: 3, network_error: null},
 	reject: {status: ESME.ROK, stat: 'REJECTD', err: '000', message_state: 8, network_error: null},
 	no_receipt: {status: ESME.ROK, stat: null, err: null, message_state: null, network_error: null},
+	lost_receipt: {status: ESME.ROK, stat: 'DELIVRD', err: '000', message_state: 2, network_error: null, lost: true},
 	throttle: {status: ESME.RTHROTTLED, stat: null, err: null, message_state: null, network_error: null},
 	queue_full: {status: ESME.RMSGQFUL, stat: null, err: null, message_state: null, network_error: null},
 	system_error: {status: ESME.RSYSERR, stat: null, err: null, message_state: null, network_error: null},
@@ -134,6 +147,7 @@ const settings = {
 	default_outcome: 'deliver',
 	receipt_tlvs: true,
 	bind_status: 0,
+	query_sm: 'answer',
 };
 
 function parseArgs(argv) {
@@ -344,6 +358,10 @@ function finalise(msg) {
 	msg.timer = null;
 	msg.state = outcome.message_state;
 	msg.finalDate = new Date();
+	if (outcome.lost) {
+		emit({op: 'receipt_lost', message_id: msg.respId, receipt_id: msg.receiptId, system_id: msg.systemId});
+		return;
+	}
 	if (wantsReceipt(msg.registeredDelivery, outcome.stat)) {
 		queueReceipt(msg);
 	}
@@ -472,7 +490,23 @@ function onSubmit(info, pdu) {
 
 function onQuery(info, pdu) {
 	const msg = messages.get(pdu.message_id);
-	emit({op: 'query', message_id: pdu.message_id, system_id: info.systemId, found: Boolean(msg)});
+	emit({
+		op: 'query', message_id: pdu.message_id, system_id: info.systemId, found: Boolean(msg),
+		source_addr: pdu.source_addr, source_addr_ton: pdu.source_addr_ton,
+		source_addr_npi: pdu.source_addr_npi, answer: settings.query_sm,
+	});
+	if (settings.query_sm === 'generic_nack') {
+		info.session.send(new smpp.PDU('generic_nack', {
+			sequence_number: pdu.sequence_number,
+			command_status: ESME.RINVCMDID,
+		}));
+		return;
+	}
+	if (settings.query_sm !== 'answer') {
+		const status = settings.query_sm === 'invcmdid' ? ESME.RINVCMDID : ESME.RQUERYFAIL;
+		info.session.send(pdu.response({command_status: status}));
+		return;
+	}
 	if (!msg) {
 		info.session.send(pdu.response({command_status: ESME.RINVMSGID}));
 		return;
@@ -582,6 +616,7 @@ const CONFIG_KEYS = {
 	password: 'string',
 	bind_status: 'number',
 	receipt_tlvs: 'boolean',
+	query_sm: 'string',
 };
 
 function sessionList() {
@@ -656,6 +691,9 @@ function handleCommand(cmd) {
 				}
 				if (key === 'default_outcome') {
 					checkWord(value);
+				}
+				if (key === 'query_sm' && !QUERY_ANSWERS.includes(value)) {
+					throw new Error('query_sm must be one of: ' + QUERY_ANSWERS.join(', '));
 				}
 				settings[key] = value;
 			}
