@@ -88,21 +88,21 @@ c.execute("ROLLBACK")
 """
 
 
-def fill_disk(folder: Path) -> Path:
-    """Write a file until the disk is full: its path."""
+def fill_disk(folder: Path) -> Path | None:
+    """Write a file until the disk is full: its path (None: the disk was full already)."""
     path = folder / "filler"
-    chunk = b"\0" * (1 << 20)
-    with path.open("wb") as f:
-        try:
-            while True:
-                f.write(chunk)
-                f.flush()
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            for _ in range(64):  # the last partial chunks
-                f.write(b"\0" * 4096)
-                f.flush()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    except OSError:
+        return None
+    try:
+        for size in (1 << 20, 1 << 12):  # megabytes, then the last pages
+            chunk = b"\0" * size
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
     return path
 
 
@@ -181,8 +181,11 @@ class Run:
         else:
             filler = await asyncio.to_thread(fill_disk, store.parent)
             self.fault_start = time.monotonic()
+            if filler is None:
+                print(f"  the disk was full before the fault, after {a.before_seconds:.0f} s")
             await asyncio.sleep(a.fault_seconds)
-            filler.unlink()
+            if filler is not None:
+                filler.unlink()
         self.fault_end = time.monotonic()
 
 
@@ -203,6 +206,11 @@ def main(args: argparse.Namespace) -> int:
     sim_port, port, mport = free_port(), free_port(), free_port()
     store = store_dir / "bounceback.db"
     config = folder / "proxy.toml"
+    query = (
+        ""
+        if args.receipt_query_after is None
+        else f"receipt_query_after = {args.receipt_query_after}"
+    )
     config.write_text(
         f"""
 [server]
@@ -222,6 +230,7 @@ system_id = "bounceback"
 password = "sim-pw"
 reconnect_min = 0.2
 reconnect_max = 1.0
+{query}
 
 [store]
 path = "{store}"
@@ -338,6 +347,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--after-seconds", type=float, default=20.0)
     p.add_argument("--drain-seconds", type=float, default=30.0)
     p.add_argument("--tmpfs-mb", type=int, default=32)
+    p.add_argument(
+        "--receipt-query-after",
+        type=float,
+        default=None,
+        help="the carrier's receipt_query_after (default: the proxy's): receipts the "
+        "simulator gave up sending while the store refused them are then asked for",
+    )
     p.add_argument("--keep", action="store_true", help="keep the run's folder (logs, store)")
     return p.parse_args()
 
