@@ -1464,7 +1464,13 @@ class Gateway:
         if msg.state.final:
             s.send(pdu.response(command_status=S.ESME_RCANCELFAIL))
             return
-        await self.process(msg.id, engine.Cancel(time.time()))
+        try:
+            await self.process(msg.id, engine.Cancel(time.time()))
+        except Exception as exc:
+            if fault_kind(exc) is None:
+                raise
+            s.send(pdu.response(command_status=S.ESME_RCANCELFAIL))  # store failing
+            return
         s.send(pdu.response())
 
     async def on_replace(self, s: EsmeSession, pdu: ReplaceSm) -> None:
@@ -1517,6 +1523,9 @@ class Gateway:
                 await self.store.commit(Change(message=new))
             except StaleMessage:  # changed by another instance meanwhile: ask again
                 self._cache.pop(new.id, None)
+                s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
+                return
+            except StoreUnavailable:
                 s.send(pdu.response(command_status=S.ESME_RREPLACEFAIL))
                 return
             self._cache.put(new.id, new)
