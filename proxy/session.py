@@ -174,6 +174,21 @@ class SmppSession:
                 results.append(exc)
         return results
 
+    def try_request(self, pdu: Pdu, timeout: float | None = None) -> asyncio.Future[Pdu] | None:
+        """Send a request now if the window has a free slot, without waiting: the
+        future of its response (a response PDU, TimeoutError, SessionClosed), or None
+        when the window is full or the session closed. For callers that keep their own
+        queue and react to each answer (the receipt pump)."""
+        window = self._window_sem
+        if self.closed.is_set() or not window.try_acquire():
+            return None
+        return self._issue(pdu, timeout or self.response_timeout, window)
+
+    @property
+    def free(self) -> int:
+        """Free slots of the send window now."""
+        return self._window_sem.free
+
     async def _send_request(self, pdu: Pdu, wait: float) -> asyncio.Future[Pdu] | None:
         """Take a slot of the window, send `pdu` and return the future of its response
         (None when the session is closed). The slot, the timer and the pending entry go
@@ -185,6 +200,17 @@ class SmppSession:
         if self.closed.is_set():
             window.release()
             return None
+        fut = self._issue(pdu, wait, window)
+        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
+            try:
+                await self.writer.drain()
+            except BaseException:
+                fut.cancel()  # not waited for: free its slot now
+                raise
+        return fut
+
+    def _issue(self, pdu: Pdu, wait: float, window: Window) -> asyncio.Future[Pdu]:
+        """Send `pdu` on a slot of `window` already taken; the future of its response."""
         seq = self.next_sequence()
         pdu.sequence_number = seq
         fut: asyncio.Future[Pdu] = self._loop.create_future()
@@ -195,12 +221,6 @@ class SmppSession:
             functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
         )
         self.send(pdu)
-        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
-            try:
-                await self.writer.drain()
-            except BaseException:
-                fut.cancel()  # not waited for: free its slot now
-                raise
         return fut
 
     def _request_finished(
@@ -430,6 +450,17 @@ class Window:
         self.size = size
         self.used = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        return 0 if self._waiters else max(self.size - self.used, 0)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now (and nobody waits for one)."""
+        if self.used < self.size and not self._waiters:
+            self.used += 1
+            return True
+        return False
 
     async def acquire(self) -> None:
         if self.used < self.size and not self._waiters:
