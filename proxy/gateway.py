@@ -67,12 +67,12 @@ from .ids import IdGenerator
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve, set_version
 from .pgstore import store_from_config
+from .pump import ReceiptPump
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
 from .session import SessionClosed
 from .store import (
     Change,
-    PendingReceipt,
     ReceiptRow,
     SqliteStore,
     StaleMessage,
@@ -297,7 +297,7 @@ class Gateway:
         )
         self._rules: dict[str, Rules] = {}
         self._suppressed: dict[str, float] = {}  # number -> expires_at
-        self._pump_wake: dict[str, asyncio.Event] = {}
+        self._receipt_pumps: dict[str, ReceiptPump] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -1163,62 +1163,14 @@ class Gateway:
 
     # ------------------------------------------------------------ receipts to senders
     def wake_pump(self, account: str) -> None:
-        ev = self._pump_wake.get(account)
-        if ev is None:
-            ev = self._pump_wake[account] = asyncio.Event()
-        ev.set()
+        """New receipts for `account` are stored, or one of its receivers bound."""
+        pump = self._receipt_pumps.get(account)
+        if pump is None:
+            pump = self._receipt_pumps[account] = ReceiptPump(self, account)
+        pump.wake()
         t = self._pumps.get(account)
         if t is None or t.done():
-            self._pumps[account] = asyncio.get_running_loop().create_task(self._pump(account))
-
-    async def _pump(self, account: str) -> None:
-        """Deliver stored receipts to the account's receivers, oldest first."""
-        wake = self._pump_wake[account]
-        while not self._stopping.is_set():
-            await wake.wait()
-            wake.clear()
-            while True:
-                receivers = [s for s in self.sessions.get(account, ()) if s.can_receive]
-                if not receivers:
-                    break
-                window = sum(s.window for s in receivers)
-                batch = await self.store.claim_receipts(
-                    account, self.instance, time.time(), max(window * 4, 16), self.lease
-                )
-                if not batch:
-                    break
-                results = await self._deliver(receivers, batch)
-                done = [p.seq for p, ok in zip(batch, results, strict=True) if ok]
-                failed = not all(results)
-                if failed:
-                    await self.store.release_receipts(
-                        [p.seq for p, ok in zip(batch, results, strict=True) if not ok]
-                    )
-                if done:
-                    await self.store.commit(Change(delete_receipts=done))
-                    self.count("receipts_to_senders", len(done))
-                if failed:
-                    await asyncio.sleep(1.0)
-
-    async def _deliver(
-        self, receivers: list[EsmeSession], batch: list[PendingReceipt]
-    ) -> list[bool]:
-        """Send `batch` to the receivers in turn (each within its window): whether each
-        receipt was acknowledged with status 0. One coroutine per receiver, not a task
-        per receipt."""
-        n = len(receivers)
-        shares = [batch[i::n] for i in range(n)]
-        answers = await asyncio.gather(
-            *(
-                s.request_all([self._receipt_pdu(p.row) for p in share])
-                for s, share in zip(receivers, shares, strict=True)
-            )
-        )
-        ok: list[bool] = [False] * len(batch)
-        for i, got in enumerate(answers):
-            for j, resp in enumerate(got):
-                ok[i + j * n] = not isinstance(resp, Exception) and resp.command_status == 0
-        return ok
+            self._pumps[account] = asyncio.get_running_loop().create_task(pump.run())
 
     @staticmethod
     def _receipt_pdu(row: ReceiptRow) -> Pdu:
