@@ -302,6 +302,7 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = asyncio.Event()
+        self._starting = ""  # the step of `start` under way (named when it fails)
         self.port = 0
         self.counters: dict[str, int] = {}
         self.access = Access.from_config(config.server)  # connection limits, failed binds
@@ -314,7 +315,48 @@ class Gateway:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Open the store, start the feed, the carrier links, the listeners and the
+        metrics server. When any of it fails, what was started is stopped again and
+        `StartError` names the step that failed: no half-started proxy stays up."""
+        self._starting = "the store"
+        try:
+            await self._start()
+        except BaseException as exc:
+            step = self._starting
+            await self._abandon_start()
+            if isinstance(exc, Exception):
+                raise StartError(f"{step}: {_describe(exc)}") from exc
+            raise
+
+    async def _abandon_start(self) -> None:
+        """Stop whatever `_start` started before it failed (each step on its own)."""
+        self._stopping.set()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+        for link in self.links.values():
+            with contextlib.suppress(Exception):
+                await link.stop()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            t.cancel()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await self.feed.stop()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                await self.metrics.stop()
+        if self._starting != "the store":  # it opened
+            with contextlib.suppress(Exception):
+                await self.store.unregister_instance(self.instance_no)
+            with contextlib.suppress(Exception):
+                await self.store.close()
+
+    async def _start(self) -> None:
         await self.store.open()
+        self._starting = "the store (instance registration)"
         now = time.time()
         self.instance_no = await self.store.register_instance(self.instance, now, self.lease)
         floor = await self.store.meta_get(self._floor_key)
@@ -323,6 +365,7 @@ class Gateway:
             self._suppressed[s.number] = s.expires_at
         if not self.shared:
             await self._recover()
+        self._starting = "the feed"
         if self.cfg.feed is not None:
             if self.cfg.feed.publisher == "process" and _is_file(self.cfg.source):
                 self.feed = FeedProcess(self.cfg.feed, self.store, self.instance, self.cfg.source)
@@ -331,6 +374,7 @@ class Gateway:
                     self.cfg.feed, self.store, self.instance, lease=self.lease
                 )
             self.feed.start()
+        self._starting = "the carrier links"
         for c in self.cfg.carriers:
             link = CarrierLink(
                 c,
@@ -345,13 +389,16 @@ class Gateway:
             if self.metrics is not None:
                 link.submit_observer = self.metrics.observe_submit
             link.start()
+        self._starting = "the listeners"
         self._server, self._tls_server = await open_listeners(self)  # plain and/or TLS
         self.port = listener_port(self._server)
         self.tls_port = listener_port(self._tls_server)
         self._spawn(self._scheduler())
         self._spawn(self._housekeeping())
         if self.metrics is not None and self.cfg.metrics is not None:
-            await self.metrics.start(self, self.cfg.metrics.host, self.cfg.metrics.port)
+            m = self.cfg.metrics
+            self._starting = f"the metrics server on {m.host}:{m.port}"
+            await self.metrics.start(self, m.host, m.port)
         log.info("listening on %s:%d", self.cfg.server.host, self.port)
 
     async def stop(self) -> None:
@@ -1286,6 +1333,18 @@ class Gateway:
         s = Suppression(number, reason, now, now + self.cfg.retry.suppression_ttl, account)
         await self.store.suppression_add(s)
         self._suppressed[number] = s.expires_at
+
+
+class StartError(Exception):
+    """`Gateway.start` failed; what it had started is stopped again."""
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for an operator."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and exc.errno is not None:
+        text = text.replace(f"[Errno {exc.errno}] ", "")
+    return " ".join(text.split())
 
 
 def _is_file(path: str) -> bool:
