@@ -96,6 +96,7 @@ STATE_TO_SMPP = {
 
 STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instance
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
+UNMATCHED_LOG_EVERY = 100  # log the 1st, 101st, ... receipt for an unknown id
 STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is logged)
 # Another instance may have handled the submit_sm_resp and still be committing it.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -1039,8 +1040,7 @@ class Gateway:
                     self._early[(carrier, k)] = (now, pdu)
                 self.count("receipts_early")
                 return 0
-            self.count("receipts_unmatched")
-            log.warning("%s: receipt for unknown id %r", carrier, rid)
+            self._unmatched(carrier, rid)
             await self.store.unmatched_receipt(carrier, rid, repr(pdu), now)
             return 0
         mid, attempt = hit
@@ -1072,6 +1072,19 @@ class Gateway:
             return S.ESME_RX_T_APPN
         self.count("receipts_matched")
         return 0
+
+    def _unmatched(self, carrier: str, rid: str, *, early: bool = False) -> None:
+        """Count a receipt no message matches; log the 1st, 101st, ... of them."""
+        self.count("receipts_unmatched")
+        n = self.counters["receipts_unmatched"]
+        if n % UNMATCHED_LOG_EVERY == 1:
+            log.warning(
+                "%s: receipt for unknown id %r%s (%d unmatched so far)",
+                carrier,
+                rid,
+                f", unmatched after {EARLY_RECEIPT_TTL:.0f} s" if early else "",
+                n,
+            )
 
     async def _soft_count(self, msg: Message, now: float, extra: Change) -> bool:
         r = self.cfg.retry
@@ -1173,7 +1186,9 @@ class Gateway:
                     if wall - at > EARLY_RECEIPT_TTL:
                         self._early.pop(key, None)
                         if not any(v[1] is pdu for v in self._early.values()):
-                            self.count("receipts_unmatched")
+                            parsed = parse_receipt(pdu)
+                            rid = parsed.message_id if parsed is not None else None
+                            self._unmatched(key[0], rid or key[1], early=True)
                             await self.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
                 await self.store.meta_set(self._floor_key, f"{self.ids.last:016X}")
                 if not await self.store.renew_instance(self.instance_no, wall, self.lease):
