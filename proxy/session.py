@@ -264,7 +264,7 @@ class SmppSession:
                     frames = self.framer.feed(data)
                 except PduError as exc:
                     log.warning("%s: %s; closing", self.name, exc)
-                    self.send(generic_nack(exc.sequence_number or 0, exc.command_status))
+                    self.send(generic_nack(nack_sequence(exc), exc.command_status))
                     break
                 if frames:
                     self.last_rx = time.monotonic()
@@ -341,7 +341,7 @@ class SmppSession:
     def _answer_error(self, exc: PduError) -> None:
         log.info("%s: bad PDU: %s", self.name, exc)
         cid = exc.command_id
-        seq = exc.sequence_number or 0
+        seq = nack_sequence(exc)
         if not exc.in_sync:
             self.send(generic_nack(seq, exc.command_status))
             self.spawn(self._close_soon())
@@ -491,6 +491,15 @@ class Window:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+
+def nack_sequence(exc: PduError) -> int:
+    """The sequence_number of the answer to a PDU that could not be decoded: the one in
+    its header when that was readable and is a valid sequence number (1 to
+    0x7FFFFFFF), so the peer can tell which request failed; otherwise 0 (SMPP allows a
+    generic_nack with a null sequence number when the offending PDU cannot be told)."""
+    seq = exc.sequence_number
+    return seq if seq is not None and 0 < seq <= 0x7FFFFFFF else 0
 
 
 def _expire(fut: asyncio.Future[Pdu]) -> None:
