@@ -90,6 +90,7 @@ class ReceiptPump:
         self._deleting: asyncio.Task[None] | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._turn = 0  # where the search for a target starts (ties go round)
+        self._again = False  # a receipt was released to go again at once: claim
 
     # ------------------------------------------------------------ signals
     def wake(self) -> None:
@@ -116,6 +117,7 @@ class ReceiptPump:
         try:
             while not gw._stopping.is_set():
                 await event.wait()
+                await asyncio.sleep(0)  # let this turn's answers and wakes gather
                 event.clear()
                 try:
                     await self._round()
@@ -126,6 +128,10 @@ class ReceiptPump:
             if self._tick is not None:
                 self._tick.cancel()
                 self._tick = None
+            if self._done:  # stopping: what was acknowledged is not sent again
+                seqs, self._done = self._done, []
+                with contextlib.suppress(Exception):
+                    await gw.store.commit(Change(delete_receipts=seqs))
 
     def _schedule(self) -> None:
         if self._tick is None:
@@ -149,18 +155,25 @@ class ReceiptPump:
             later_due = bool(self._later) and min(self._later.values()) <= now
             pending = self._queue or self._inflight or self._later
             renew = pending and now - self._claimed_at > gw.lease / 3
-            if (room > len(self._queue) and not self._dry) or later_due or renew:
+            again = self._again
+            if (room > len(self._queue) and not self._dry) or later_due or renew or again:
                 await self._claim(targets, now)
             if room and self._queue:
                 await self._send(targets)
         if self._release:
             seqs, self._release = self._release, []
             await gw.store.release_receipts(seqs)
-        if self._done and (self._deleting is None or self._deleting.done()):
-            seqs, self._done = self._done, []
-            self._deleting = gw._spawn(self._delete(seqs))
+        if self._done:
+            self._flush_deletes()
         if self._queue or self._inflight or self._later or self._done:
             self._schedule()
+
+    def _flush_deletes(self) -> None:
+        """Delete the acknowledged receipts: one commit at a time, each taking what was
+        answered while the one before was written."""
+        if self._deleting is None or self._deleting.done():
+            seqs, self._done = self._done, []
+            self._deleting = self.gw._spawn(self._delete(seqs))
 
     def _take_answers(self, now: float) -> None:
         answers, self._answers = self._answers, []
@@ -186,6 +199,8 @@ class ReceiptPump:
                     r.since = now
             elif not isinstance(exc, SessionClosed):  # an answer we could not decode
                 self._later[seq] = now + RETRY_DELAY
+            if seq not in self._later:
+                self._again = True  # it goes again now, before newer ones
             self._inflight.pop(seq, None)
             self._release.append(seq)
             self._dry = False
@@ -243,9 +258,10 @@ class ReceiptPump:
         neither in flight nor waiting for a retry."""
         window = sum(s.window for s, _, _ in targets) or 1
         inflight, later = self._inflight, self._later
-        want = max(2 * window, 16)
+        want = max(4 * window, 32)
         limit = want + len(inflight) + len(later)
         self._claimed_at = now
+        self._again = False
         got = await self.gw.store.claim_receipts(
             self.account, self.gw.instance, time.time(), limit, self.gw.lease
         )
@@ -263,6 +279,9 @@ class ReceiptPump:
                     del later[p.seq]
             queue.append(p)
         self._queue = queue
+        if later:  # due but not claimed: delivered elsewhere, or simply not first now
+            for seq in [seq for seq, at in later.items() if at <= now]:
+                del later[seq]
 
     async def _send(self, targets: list[tuple[EsmeSession, int, Receiver]]) -> None:
         """Oldest first; each to the target with the most free slots (ties in turn)."""
@@ -282,7 +301,7 @@ class ReceiptPump:
                 break
             s, _, r = targets[best]
             p = queue[0]
-            fut = s.try_request(pdu_of(p.row))
+            fut = s.try_request(pdu_of(p.row), on_done=functools.partial(answered, p.seq, s))
             if fut is None:  # its window is full after all
                 room[best] = 0
                 continue
@@ -291,7 +310,6 @@ class ReceiptPump:
             self._turn = best + 1
             inflight[p.seq] = s
             r.inflight += 1
-            fut.add_done_callback(functools.partial(answered, p.seq, s))
             used.add(best)
         for i in used:
             s = targets[i][0]

@@ -174,15 +174,21 @@ class SmppSession:
                 results.append(exc)
         return results
 
-    def try_request(self, pdu: Pdu, timeout: float | None = None) -> asyncio.Future[Pdu] | None:
+    def try_request(
+        self,
+        pdu: Pdu,
+        timeout: float | None = None,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None = None,
+    ) -> asyncio.Future[Pdu] | None:
         """Send a request now if the window has a free slot, without waiting: the
         future of its response (a response PDU, TimeoutError, SessionClosed), or None
-        when the window is full or the session closed. For callers that keep their own
-        queue and react to each answer (the receipt pump)."""
+        when the window is full or the session closed. `on_done` is called with the
+        future once it is done (directly, not as a scheduled callback). For callers that
+        keep their own queue and react to each answer (the receipt pump)."""
         window = self._window_sem
         if self.closed.is_set() or not window.try_acquire():
             return None
-        return self._issue(pdu, timeout or self.response_timeout, window)
+        return self._issue(pdu, timeout or self.response_timeout, window, on_done)
 
     @property
     def free(self) -> int:
@@ -209,7 +215,13 @@ class SmppSession:
                 raise
         return fut
 
-    def _issue(self, pdu: Pdu, wait: float, window: Window) -> asyncio.Future[Pdu]:
+    def _issue(
+        self,
+        pdu: Pdu,
+        wait: float,
+        window: Window,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None = None,
+    ) -> asyncio.Future[Pdu]:
         """Send `pdu` on a slot of `window` already taken; the future of its response."""
         seq = self.next_sequence()
         pdu.sequence_number = seq
@@ -218,7 +230,7 @@ class SmppSession:
         # A timer handle, not wait_for: one callback instead of a wrapper per request.
         expiry = self._loop.call_later(wait, _expire, fut)
         fut.add_done_callback(
-            functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
+            functools.partial(self._request_finished, seq, expiry, window, pdu, wait, on_done)
         )
         self.send(pdu)
         return fut
@@ -230,6 +242,7 @@ class SmppSession:
         window: Window,
         pdu: Pdu,
         wait: float,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None,
         fut: asyncio.Future[Pdu],
     ) -> None:
         expiry.cancel()
@@ -246,6 +259,8 @@ class SmppSession:
                     wait,
                     self.timeouts,
                 )
+        if on_done is not None:
+            on_done(fut)
 
     @property
     def outstanding(self) -> int:
