@@ -8,7 +8,10 @@ it is in: a length below 16 or above ``max_command_length`` raises
 single octet of the announced body is kept, so a hostile peer cannot make the framer
 buffer more than ``max_command_length`` octets. After that error the stream cannot
 be re-synchronised: the framer drops what it holds and raises the same error again
-on every later ``feed``; the session answers generic_nack and closes.
+on every later ``feed``; the session answers generic_nack and closes. The error
+carries the header's command_id and sequence_number only for a length above the
+maximum (the rest of the header is then read as sent); for a length below 16 they
+are None, since by its own length nothing after it belongs to the PDU.
 """
 
 from __future__ import annotations
@@ -88,7 +91,11 @@ class Framer:
 
     def _fail(self, src: bytes | bytearray, pos: int, n: int, length: int) -> NoReturn:
         command_id = sequence_number = None
-        if n - pos >= 16:
+        # A length below the header's says the next octets are not part of this PDU:
+        # they are not its command_id or sequence_number (None: not readable).
+        if length < HEADER_LENGTH:
+            pass
+        elif n - pos >= 16:
             command_id, _, sequence_number = _U32x3.unpack_from(src, pos + 4)
         elif n - pos >= 8:
             (command_id,) = _U32.unpack_from(src, pos + 4)

@@ -200,7 +200,7 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import gc_text
-    from .gateway import Gateway
+    from .gateway import Gateway, StartError
 
     cfg = _load(args.config)
     _setup_logging(cfg.logging.level, cfg.logging.json)
@@ -210,7 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         logging.getLogger("bounceback").info("event loop: %s", loop_name(loop))
         gw = Gateway(cfg)
-        await gw.start()
+        try:
+            await gw.start()
+        except StartError as exc:  # what had started is stopped again
+            raise CommandError(EXIT_FAILURE, f"cannot start: {exc}") from None
         tune_gc(cfg.server.gc_threshold)
         logging.getLogger("bounceback").info("%s", gc_text(cfg.server.gc_threshold))
         stop = asyncio.Event()

@@ -987,8 +987,25 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
             '"uvloop" cannot serve the TLS listener (tls_cert is set): it may read a '
             'connection before its TLS handshake starts; set "auto" or "asyncio"',
         )
+    if server.tls_cert:
+        from .tlsconfig import cert_chain_problem
+
+        chain = cert_chain_problem(server.tls_cert, server.tls_key)
+        if chain is not None:
+            t.problem(*chain)
+    _check_ca_file(t, "tls_client_ca", server.tls_client_ca)
     t.finish()
     return server
+
+
+def _check_ca_file(t: _Table, name: str, path: str) -> None:
+    """A CA file that exists must also hold certificates (`run` would fail on it)."""
+    if path:
+        from .tlsconfig import ca_file_problem
+
+        problem = ca_file_problem(path)
+        if problem is not None:
+            t.problem(name, problem)
 
 
 def _parse_account(t: _Table, loader: _Loader) -> Account:
@@ -1098,6 +1115,7 @@ def _parse_carrier(t: _Table, loader: _Loader, accounts: set[str]) -> Carrier:
         tls_ca=loader.file_option(t, "tls_ca"),
         tls_verify=t.boolean("tls_verify", d.tls_verify),
     )
+    _check_ca_file(t, "tls_ca", carrier.tls_ca)
     t.finish()
     return carrier
 
@@ -1494,6 +1512,7 @@ def _parse_feed(t: _Table | None, loader: _Loader) -> FeedConfig | None:
         publisher=t.choice("publisher", d.publisher, FEED_PUBLISHERS),
         client=t.choice("client", d.client, FEED_CLIENTS),
     )
+    _check_ca_file(t, "tls_ca", feed.tls_ca)
     t.finish()
     return feed if enabled else None
 

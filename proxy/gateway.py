@@ -70,12 +70,12 @@ from .ids import IdGenerator
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve, set_version
 from .pgstore import store_from_config
+from .pump import ReceiptPump
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
 from .session import SessionClosed
 from .store import (
     Change,
-    PendingReceipt,
     ReceiptRow,
     SqliteStore,
     StaleMessage,
@@ -101,6 +101,7 @@ STATE_TO_SMPP = {
 
 STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instance
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
+UNMATCHED_LOG_EVERY = 100  # log the 1st, 101st, ... receipt for an unknown id
 STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is logged)
 # Another instance may have handled the submit_sm_resp and still be committing it.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -325,11 +326,12 @@ class Gateway:
         )
         self._rules: dict[str, Rules] = {}
         self._suppressed: dict[str, float] = {}  # number -> expires_at
-        self._pump_wake: dict[str, asyncio.Event] = {}
+        self._receipt_pumps: dict[str, ReceiptPump] = {}
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = asyncio.Event()
+        self._starting = ""  # the step of `start` under way (named when it fails)
         self.port = 0
         self.counters: dict[str, int] = {}
         self.access = Access.from_config(config.server)  # connection limits, failed binds
@@ -349,7 +351,48 @@ class Gateway:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Open the store, start the feed, the carrier links, the listeners and the
+        metrics server. When any of it fails, what was started is stopped again and
+        `StartError` names the step that failed: no half-started proxy stays up."""
+        self._starting = "the store"
+        try:
+            await self._start()
+        except BaseException as exc:
+            step = self._starting
+            await self._abandon_start()
+            if isinstance(exc, Exception):
+                raise StartError(f"{step}: {_describe(exc)}") from exc
+            raise
+
+    async def _abandon_start(self) -> None:
+        """Stop whatever `_start` started before it failed (each step on its own)."""
+        self._stopping.set()
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+        for link in self.links.values():
+            with contextlib.suppress(Exception):
+                await link.stop()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            t.cancel()
+        for t in list(self._tasks) + list(self._pumps.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await self.feed.stop()
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                await self.metrics.stop()
+        if self._starting != "the store":  # it opened
+            with contextlib.suppress(Exception):
+                await self.store.unregister_instance(self.instance_no)
+            with contextlib.suppress(Exception):
+                await self.store.close()
+
+    async def _start(self) -> None:
         await self.store.open()
+        self._starting = "the store (instance registration)"
         now = time.time()
         self.instance_no = await self.store.register_instance(self.instance, now, self.lease)
         floor = await self.store.meta_get(self._floor_key)
@@ -358,6 +401,7 @@ class Gateway:
             self._suppressed[s.number] = s.expires_at
         if not self.shared:
             await self._recover()
+        self._starting = "the feed"
         if self.cfg.feed is not None:
             if self.cfg.feed.publisher == "process" and _is_file(self.cfg.source):
                 self.feed = FeedProcess(self.cfg.feed, self.store, self.instance, self.cfg.source)
@@ -366,6 +410,7 @@ class Gateway:
                     self.cfg.feed, self.store, self.instance, lease=self.lease
                 )
             self.feed.start()
+        self._starting = "the carrier links"
         for c in self.cfg.carriers:
             link = CarrierLink(
                 c,
@@ -380,13 +425,16 @@ class Gateway:
             if self.metrics is not None:
                 link.submit_observer = self.metrics.observe_submit
             link.start()
+        self._starting = "the listeners"
         self._server, self._tls_server = await open_listeners(self)  # plain and/or TLS
         self.port = listener_port(self._server)
         self.tls_port = listener_port(self._tls_server)
         self._spawn(self._scheduler())
         self._spawn(self._housekeeping())
         if self.metrics is not None and self.cfg.metrics is not None:
-            await self.metrics.start(self, self.cfg.metrics.host, self.cfg.metrics.port)
+            m = self.cfg.metrics
+            self._starting = f"the metrics server on {m.host}:{m.port}"
+            await self.metrics.start(self, m.host, m.port)
         log.info("listening on %s:%d", self.cfg.server.host, self.port)
 
     async def stop(self) -> None:
@@ -1158,8 +1206,7 @@ class Gateway:
                     self._early[(carrier, k)] = (now, pdu)
                 self.count("receipts_early")
                 return 0
-            self.count("receipts_unmatched")
-            log.warning("%s: receipt for unknown id %r", carrier, rid)
+            self._unmatched(carrier, rid)
             await self.store.unmatched_receipt(carrier, rid, repr(pdu), now)
             return 0
         mid, attempt = hit
@@ -1202,6 +1249,19 @@ class Gateway:
             return S.ESME_RX_T_APPN
         self.count("receipts_matched")
         return 0
+
+    def _unmatched(self, carrier: str, rid: str, *, early: bool = False) -> None:
+        """Count a receipt no message matches; log the 1st, 101st, ... of them."""
+        self.count("receipts_unmatched")
+        n = self.counters["receipts_unmatched"]
+        if n % UNMATCHED_LOG_EVERY == 1:
+            log.warning(
+                "%s: receipt for unknown id %r%s (%d unmatched so far)",
+                carrier,
+                rid,
+                f", unmatched after {EARLY_RECEIPT_TTL:.0f} s" if early else "",
+                n,
+            )
 
     async def _soft_count(self, msg: Message, now: float, extra: Change) -> bool:
         r = self.cfg.retry
@@ -1320,7 +1380,9 @@ class Gateway:
                     if wall - at > EARLY_RECEIPT_TTL:
                         self._early.pop(key, None)
                         if not any(v[1] is pdu for v in self._early.values()):
-                            self.count("receipts_unmatched")
+                            parsed = parse_receipt(pdu)
+                            rid = parsed.message_id if parsed is not None else None
+                            self._unmatched(key[0], rid or key[1], early=True)
                             await self.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
                 await self.store.meta_set(self._floor_key, f"{self.ids.last:016X}")
                 if not await self.store.renew_instance(self.instance_no, wall, self.lease):
@@ -1357,62 +1419,14 @@ class Gateway:
 
     # ------------------------------------------------------------ receipts to senders
     def wake_pump(self, account: str) -> None:
-        ev = self._pump_wake.get(account)
-        if ev is None:
-            ev = self._pump_wake[account] = asyncio.Event()
-        ev.set()
+        """New receipts for `account` are stored, or one of its receivers bound."""
+        pump = self._receipt_pumps.get(account)
+        if pump is None:
+            pump = self._receipt_pumps[account] = ReceiptPump(self, account)
+        pump.wake()
         t = self._pumps.get(account)
         if t is None or t.done():
-            self._pumps[account] = asyncio.get_running_loop().create_task(self._pump(account))
-
-    async def _pump(self, account: str) -> None:
-        """Deliver stored receipts to the account's receivers, oldest first."""
-        wake = self._pump_wake[account]
-        while not self._stopping.is_set():
-            await wake.wait()
-            wake.clear()
-            while True:
-                receivers = [s for s in self.sessions.get(account, ()) if s.can_receive]
-                if not receivers:
-                    break
-                window = sum(s.window for s in receivers)
-                batch = await self.store.claim_receipts(
-                    account, self.instance, time.time(), max(window * 4, 16), self.lease
-                )
-                if not batch:
-                    break
-                results = await self._deliver(receivers, batch)
-                done = [p.seq for p, ok in zip(batch, results, strict=True) if ok]
-                failed = not all(results)
-                if failed:
-                    await self.store.release_receipts(
-                        [p.seq for p, ok in zip(batch, results, strict=True) if not ok]
-                    )
-                if done:
-                    await self.store.commit(Change(delete_receipts=done))
-                    self.count("receipts_to_senders", len(done))
-                if failed:
-                    await asyncio.sleep(1.0)
-
-    async def _deliver(
-        self, receivers: list[EsmeSession], batch: list[PendingReceipt]
-    ) -> list[bool]:
-        """Send `batch` to the receivers in turn (each within its window): whether each
-        receipt was acknowledged with status 0. One coroutine per receiver, not a task
-        per receipt."""
-        n = len(receivers)
-        shares = [batch[i::n] for i in range(n)]
-        answers = await asyncio.gather(
-            *(
-                s.request_all([self._receipt_pdu(p.row) for p in share])
-                for s, share in zip(receivers, shares, strict=True)
-            )
-        )
-        ok: list[bool] = [False] * len(batch)
-        for i, got in enumerate(answers):
-            for j, resp in enumerate(got):
-                ok[i + j * n] = not isinstance(resp, Exception) and resp.command_status == 0
-        return ok
+            self._pumps[account] = asyncio.get_running_loop().create_task(pump.run())
 
     @staticmethod
     def _receipt_pdu(row: ReceiptRow) -> Pdu:
@@ -1679,6 +1693,18 @@ class Gateway:
         s = Suppression(number, reason, now, now + self.cfg.retry.suppression_ttl, account)
         await self.store.suppression_add(s)
         self._suppressed[number] = s.expires_at
+
+
+class StartError(Exception):
+    """`Gateway.start` failed; what it had started is stopped again."""
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for an operator."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and exc.errno is not None:
+        text = text.replace(f"[Errno {exc.errno}] ", "")
+    return " ".join(text.split())
 
 
 def _is_file(path: str) -> bool:

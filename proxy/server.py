@@ -197,8 +197,13 @@ async def open_listeners(gw: Gateway) -> tuple[asyncio.Server | None, asyncio.Se
     (when ``tls_cert`` is set, on ``tls_port``). Returns (plain, tls)."""
     srv = gw.cfg.server
     plain = await listen(gw, srv.host, srv.port) if srv.plain else None
-    ctx = listener_context(srv)
-    tls = await listen(gw, srv.host, srv.tls_port, ctx) if ctx is not None else None
+    try:
+        ctx = listener_context(srv)
+        tls = await listen(gw, srv.host, srv.tls_port, ctx) if ctx is not None else None
+    except BaseException:
+        if plain is not None:  # no half-opened pair: the plain one closes again
+            plain.close()
+        raise
     return plain, tls
 
 

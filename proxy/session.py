@@ -175,6 +175,27 @@ class SmppSession:
                 results.append(exc)
         return results
 
+    def try_request(
+        self,
+        pdu: Pdu,
+        timeout: float | None = None,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None = None,
+    ) -> asyncio.Future[Pdu] | None:
+        """Send a request now if the window has a free slot, without waiting: the
+        future of its response (a response PDU, TimeoutError, SessionClosed), or None
+        when the window is full or the session closed. `on_done` is called with the
+        future once it is done (directly, not as a scheduled callback). For callers that
+        keep their own queue and react to each answer (the receipt pump)."""
+        window = self._window_sem
+        if self.closed.is_set() or not window.try_acquire():
+            return None
+        return self._issue(pdu, timeout or self.response_timeout, window, on_done)
+
+    @property
+    def free(self) -> int:
+        """Free slots of the send window now."""
+        return self._window_sem.free
+
     async def _send_request(self, pdu: Pdu, wait: float) -> asyncio.Future[Pdu] | None:
         """Take a slot of the window, send `pdu` and return the future of its response
         (None when the session is closed). The slot, the timer and the pending entry go
@@ -186,6 +207,23 @@ class SmppSession:
         if self.closed.is_set():
             window.release()
             return None
+        fut = self._issue(pdu, wait, window)
+        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
+            try:
+                await self.writer.drain()
+            except BaseException:
+                fut.cancel()  # not waited for: free its slot now
+                raise
+        return fut
+
+    def _issue(
+        self,
+        pdu: Pdu,
+        wait: float,
+        window: Window,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None = None,
+    ) -> asyncio.Future[Pdu]:
+        """Send `pdu` on a slot of `window` already taken; the future of its response."""
         seq = self.next_sequence()
         pdu.sequence_number = seq
         fut: asyncio.Future[Pdu] = self._loop.create_future()
@@ -193,15 +231,9 @@ class SmppSession:
         # A timer handle, not wait_for: one callback instead of a wrapper per request.
         expiry = self._loop.call_later(wait, _expire, fut)
         fut.add_done_callback(
-            functools.partial(self._request_finished, seq, expiry, window, pdu, wait)
+            functools.partial(self._request_finished, seq, expiry, window, pdu, wait, on_done)
         )
         self.send(pdu)
-        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
-            try:
-                await self.writer.drain()
-            except BaseException:
-                fut.cancel()  # not waited for: free its slot now
-                raise
         return fut
 
     def _request_finished(
@@ -211,6 +243,7 @@ class SmppSession:
         window: Window,
         pdu: Pdu,
         wait: float,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None,
         fut: asyncio.Future[Pdu],
     ) -> None:
         expiry.cancel()
@@ -227,6 +260,8 @@ class SmppSession:
                     wait,
                     self.timeouts,
                 )
+        if on_done is not None:
+            on_done(fut)
 
     @property
     def outstanding(self) -> int:
@@ -245,7 +280,7 @@ class SmppSession:
                     frames = self.framer.feed(data)
                 except PduError as exc:
                     log.warning("%s: %s; closing", self.name, exc)
-                    self.send(generic_nack(exc.sequence_number or 0, exc.command_status))
+                    self.send(generic_nack(nack_sequence(exc), exc.command_status))
                     break
                 if frames:
                     self.last_rx = time.monotonic()
@@ -322,7 +357,7 @@ class SmppSession:
     def _answer_error(self, exc: PduError) -> None:
         log.info("%s: bad PDU: %s", self.name, exc)
         cid = exc.command_id
-        seq = exc.sequence_number or 0
+        seq = nack_sequence(exc)
         if not exc.in_sync:
             self.send(generic_nack(seq, exc.command_status))
             self.spawn(self._close_soon())
@@ -450,6 +485,17 @@ class Window:
         self.used = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
 
+    @property
+    def free(self) -> int:
+        return 0 if self._waiters else max(self.size - self.used, 0)
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now (and nobody waits for one)."""
+        if self.used < self.size and not self._waiters:
+            self.used += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         if self.used < self.size and not self._waiters:
             self.used += 1
@@ -479,6 +525,15 @@ class Window:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
+
+
+def nack_sequence(exc: PduError) -> int:
+    """The sequence_number of the answer to a PDU that could not be decoded: the one in
+    its header when that was readable and is a valid sequence number (1 to
+    0x7FFFFFFF), so the peer can tell which request failed; otherwise 0 (SMPP allows a
+    generic_nack with a null sequence number when the offending PDU cannot be told)."""
+    seq = exc.sequence_number
+    return seq if seq is not None and 0 < seq <= 0x7FFFFFFF else 0
 
 
 def _expire(fut: asyncio.Future[Pdu]) -> None:

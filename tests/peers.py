@@ -377,6 +377,17 @@ class NodeSender(NodePeer):
             command["count"] = count
         return await self.cmd(command)
 
+    async def drop_deliver(self, count: int | None = None) -> Line:
+        """Leave the next `count` (None: all following) deliver_sm unanswered."""
+        command: Line = {"op": "drop_deliver"}
+        if count is not None:
+            command["count"] = count
+        return await self.cmd(command)
+
+    async def set_silent(self, silent: bool = True) -> Line:
+        """Answer no request at all (a hung application that keeps its socket open)."""
+        return await self.cmd({"op": "set_silent", "silent": silent})
+
     async def query(self, message_id: str) -> Line:
         return await self.cmd({"op": "query", "message_id": message_id})
 

@@ -353,6 +353,73 @@ def test_run_refuses_uvloop_when_it_cannot_be_imported(
     assert done.stdout == ""
 
 
+# ---------------------------------------------------------------- run: start-up failures
+
+
+def test_run_on_a_taken_port_exits_with_one_line(here: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (here / "c.toml").write_text(f"[server]\nport = {port}\n" + BASE, "utf-8")
+        done = run_cli("run", "--config", "c.toml")  # bounded by run_cli's timeout
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "bounceback run: cannot start: the listeners: error while attempting to bind on "
+        f"address ('127.0.0.1', {port}): address already in use"
+    )
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_run_with_the_metrics_port_taken_exits_with_one_line(here: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (here / "c.toml").write_text(
+            "[server]\nport = 0\n" + BASE + f"[metrics]\nport = {port}\n", "utf-8"
+        )
+        done = run_cli("run", "--config", "c.toml")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1].startswith(
+        f"bounceback run: cannot start: the metrics server on 127.0.0.1:{port}: "
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_run_when_the_store_cannot_be_opened(here: Path) -> None:
+    (here / "c.toml").write_text(
+        "[server]\nport = 0\n" + BASE + '[store]\npath = "no-such-folder/b.db"\n', "utf-8"
+    )
+    done = run_cli("run", "--config", "c.toml")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "bounceback run: cannot start: the store: unable to open database file"
+    )
+
+
+async def test_a_failed_start_stops_what_it_had_started(here: Path) -> None:
+    from bounceback.config import load_config
+    from bounceback.gateway import Gateway, StartError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_config(here, free_port(), extra=f"[metrics]\nport = {port}\n")
+        gw = Gateway(load_config(path))
+        expected = re.escape(f"the metrics server on 127.0.0.1:{port}: ")
+        with pytest.raises(StartError, match=expected):
+            await gw.start()
+    assert gw.port  # the listener had started...
+    with socket.socket() as again:  # ...and is closed again
+        again.bind(("127.0.0.1", gw.port))
+    tasks = [link._task for link in gw.links.values()]
+    assert tasks and all(t is not None and t.done() for t in tasks)  # links stopped
+    assert not gw._tasks
+
+
 # ---------------------------------------------------------------- suppression
 
 

@@ -31,7 +31,7 @@ from bounceback.config import (
     load_config,
     parse_config,
 )
-from harness import CONFIGS, EXAMPLE_ENV
+from harness import CONFIGS, EXAMPLE_ENV, self_signed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from smppcodecs.classify import Rules
@@ -247,8 +247,8 @@ def test_gc_threshold(here: Path) -> None:
 
 
 def test_event_loop_uvloop_is_refused_with_the_tls_listener(here: Path) -> None:
-    Path("cert.pem").write_text("(not read by the loader)\n", encoding="utf-8")
-    tls = '[server]\ntls_cert = "cert.pem"\n'
+    self_signed(here, "cert")
+    tls = '[server]\ntls_cert = "cert.pem"\ntls_key = "cert.key"\n'
     assert load(BASE + tls).server.event_loop == "auto"
     assert load(BASE + tls + 'event_loop = "asyncio"\n').server.event_loop == "asyncio"
     assert problems(BASE + tls + 'event_loop = "uvloop"\n') == [
@@ -503,8 +503,11 @@ def test_bad_allowed_ips_and_missing_tls_ca(here: Path) -> None:
         'got "10.0.0.300/8"',
         f"c.toml: carriers[0].tls_ca: file not found: {Path('certs/none.pem')}",
     ]
-    (here / "ca.pem").write_text("x", encoding="utf-8")
-    config = load(text.replace("certs/none.pem", "ca.pem").replace("10.0.0.300/8", "::1"))
+    (here / "ca.pem").write_text("x", encoding="utf-8")  # there, but no certificate in it
+    fixed = text.replace("certs/none.pem", "ca.pem").replace("10.0.0.300/8", "::1")
+    assert problems(fixed) == ["c.toml: carriers[0].tls_ca: no PEM certificate in the file"]
+    self_signed(here, "ca")
+    config = load(fixed)
     assert config.carriers[0].tls_ca == str(here / "ca.pem")
     assert config.accounts[0].allowed_ips == ("10.0.0.0/8", "::1/128")
 

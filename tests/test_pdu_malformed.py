@@ -423,3 +423,26 @@ def test_framer_over_garbage_raises_only_pdu_errors(stream: list[bytes], cuts: l
     except InvalidCommandLength as exc:
         assert exc.in_sync is False
         assert framer.pending == 0
+
+
+# -------------------------------------------------------------- a bad command_length
+
+
+def test_a_length_below_the_header_reports_no_header() -> None:
+    """By its own length nothing after it belongs to the PDU: the octets that would be
+    its command_id and sequence_number are not reported as such (the session's
+    generic_nack then carries sequence_number 0)."""
+    with pytest.raises(InvalidCommandLength) as info:
+        Framer().feed(struct.pack(">IIII", 3, CommandId.SUBMIT_SM, 0, 42))
+    assert info.value.in_sync is False
+    assert info.value.command_status == S.ESME_RINVCMDLEN
+    assert (info.value.command_id, info.value.sequence_number) == (None, None)
+
+
+def test_a_length_above_the_maximum_reports_the_header() -> None:
+    """The rest of the header is read as sent: the generic_nack echoes its
+    sequence_number, so the peer can tell which request was refused."""
+    with pytest.raises(InvalidCommandLength) as info:
+        Framer(max_command_length=4096).feed(struct.pack(">IIII", 5000, CommandId.DATA_SM, 0, 42))
+    assert info.value.in_sync is False
+    assert (info.value.command_id, info.value.sequence_number) == (CommandId.DATA_SM, 42)

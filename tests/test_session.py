@@ -4,13 +4,15 @@ within the window, each result in order, failures per request."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 from bounceback.session import SessionClosed, SmppSession
+from smppcodecs.constants import CommandId, CommandStatus
 from smppcodecs.framer import Framer
-from smppcodecs.pdu import Pdu, SubmitSm, SubmitSmResp, decode
+from smppcodecs.pdu import GenericNack, Pdu, SubmitSm, SubmitSmResp, decode
 
 HANG_GUARD = 20.0
 
@@ -127,3 +129,47 @@ async def test_request_all_empty_and_after_close(window: int) -> None:
         results = await s.request_all(submits("ok1", "ok2"))
         assert [type(r) for r in results] == [SessionClosed, SessionClosed]
         assert peer.received == []
+
+
+async def nack_for(data: bytes) -> GenericNack:
+    """What a session answers when its peer sends `data` (a PDU that does not frame)."""
+    answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        try:
+            answer.set_result(await reader.readexactly(16))
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        session = SmppSession(reader, writer, name="test")
+        await asyncio.wait_for(session.run(), HANG_GUARD)  # it closes after the nack
+        pdu = decode(await asyncio.wait_for(answer, HANG_GUARD))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert isinstance(pdu, GenericNack)
+    assert pdu.command_status == CommandStatus.ESME_RINVCMDLEN
+    return pdu
+
+
+@pytest.mark.parametrize(
+    ("header", "sequence"),
+    [
+        # Over the maximum: the header is read as sent and its sequence_number echoed.
+        ((0x7FFFFFF0, CommandId.SUBMIT_SM, 0, 7), 7),
+        # Below the 16-octet header: what follows is not its header; 0.
+        ((3, CommandId.SUBMIT_SM, 0, 7), 0),
+        # A sequence_number SMPP does not allow (above 0x7FFFFFFF) is not echoed.
+        ((0x7FFFFFF0, CommandId.SUBMIT_SM, 0, 0x80000007), 0),
+    ],
+)
+async def test_generic_nack_for_a_bad_command_length(
+    header: tuple[int, int, int, int], sequence: int
+) -> None:
+    nack = await nack_for(struct.pack(">IIII", *header))
+    assert nack.sequence_number == sequence

@@ -14,6 +14,7 @@ import logging
 import re
 import ssl
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import smpplib.client
+from bounceback.cli import main
 from bounceback.client import EsmeClient
 from bounceback.config import Carrier, ConfigError, ServerConfig, load_config
 from bounceback.gateway import Gateway
@@ -216,6 +218,102 @@ def test_config_checks_the_tls_keys(tmp_path: Path, pki: Pki) -> None:
             load_config(path)
         assert expected in str(info.value), (lines, str(info.value))
         assert str(path) in str(info.value)
+
+
+def test_check_loads_every_certificate_key_and_ca_file(
+    tmp_path: Path, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files that exist but are no certificate, key or CA are refused by `check`
+    (and so by `run`) as FILE: KEY: reason, instead of failing when the proxy starts."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a certificate\n")
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    encrypted = tmp_path / "encrypted.key"
+    _openssl(
+        "pkey", "-in", str(pki.server_key), "-aes256", "-passout", "pass:secret",
+        "-out", str(encrypted), cwd=tmp_path,
+    )  # fmt: skip
+    cert, key = pki.server_cert, pki.server_key
+    no_cert = "no PEM certificate in the file"
+    cases = [
+        (f'tls_cert = "{garbage}"\ntls_key = "{key}"', "", "server.tls_cert", no_cert),
+        (
+            f'tls_cert = "{broken}"\ntls_key = "{key}"',
+            "",
+            "server.tls_cert",
+            "not a valid PEM certificate file ([X509] PEM lib)",
+        ),
+        (
+            f'tls_cert = "{cert}"\ntls_key = "{garbage}"',
+            "",
+            "server.tls_key",
+            "no usable PEM private key in the file ([SSL] PEM lib)",
+        ),
+        (
+            f'tls_cert = "{cert}"\ntls_key = "{pki.client_key}"',
+            "",
+            "server.tls_key",
+            "the private key does not match the certificate in tls_cert",
+        ),
+        (
+            f'tls_cert = "{cert}"\ntls_key = "{encrypted}"',
+            "",
+            "server.tls_key",
+            "the private key is encrypted with a passphrase, which cannot be given: "
+            "store it unencrypted, readable by the proxy's user only",
+        ),
+        (
+            f'tls_cert = "{cert}"',
+            "",
+            "server.tls_cert",
+            "no PEM private key after the certificate (or set tls_key)",
+        ),
+        (
+            f'tls_cert = "{cert}"\ntls_key = "{key}"\ntls_client_ca = "{garbage}"',
+            "",
+            "server.tls_client_ca",
+            no_cert,
+        ),
+        ("", f'tls = true\ntls_ca = "{garbage}"\n', "carriers[0].tls_ca", no_cert),
+        ("", f'[feed]\ntls = true\ntls_ca = "{key}"\n', "feed.tls_ca", no_cert),
+    ]
+    for i, (server, tail, name, reason) in enumerate(cases):
+        path = tmp_path / f"c{i}.toml"
+        path.write_text(
+            f"[server]\n{server}\n"
+            '[[accounts]]\nsystem_id = "a"\npassword = "p"\n'
+            '[[carriers]]\nname = "c"\nhost = "h"\nsystem_id = "s"\npassword = "p"\n' + tail
+        )
+        assert main(["check", "--config", str(path)]) == 2, server + tail
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"{path}: {name}: {reason}", "configuration is invalid: 1 problem"]
+    # The same files, good ones: valid.
+    path = tmp_path / "good.toml"
+    path.write_text(
+        f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\ntls_client_ca = "{pki.ca}"\n'
+        '[[accounts]]\nsystem_id = "a"\npassword = "p"\n'
+        '[[carriers]]\nname = "c"\nhost = "h"\nsystem_id = "s"\npassword = "p"\n'
+        f'tls = true\ntls_ca = "{pki.ca}"\n[feed]\ntls = true\ntls_ca = "{pki.ca}"\n'
+    )
+    assert main(["check", "--config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_run_with_a_bad_certificate_exits_at_once(tmp_path: Path) -> None:
+    """It used to start the plain listener and the carrier link and then hang."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("this is not a certificate\n")
+    path = tls_config(tmp_path, free_port(), f'tls_port = 0\ntls_cert = "{garbage}"')
+    done = subprocess.run(
+        [sys.executable, "-m", "bounceback.cli", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a guard against the old hang, not a measurement
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == f"{path}: server.tls_cert: no PEM certificate in the file"
+    assert "Traceback" not in done.stderr
+    assert done.stdout == ""  # never said it was listening
 
 
 # ---------------------------------------------------------------- senders over TLS

@@ -24,6 +24,10 @@
  *           "aborted":bool}
  *   {"op":"set_deliver_status","status":N,"count"?:C}  status for the next C (default:
  *       all following) deliver_sm_resp / data_sm_resp  -> {"op":"ok"}
+ *   {"op":"drop_deliver","count"?:C}  leave the next C (default: all following)
+ *       deliver_sm / data_sm unanswered (reported with "dropped":true)  -> {"op":"ok"}
+ *   {"op":"set_silent","silent":B}  true: answer no request at all (deliver_sm,
+ *       enquire_link, unbind ...; each is still reported)  -> {"op":"ok"}
  *   {"op":"query","message_id":M,"source_addr"?}   -> {"op":"query_resp",...}
  *   {"op":"cancel","message_id":M,"destination_addr"?,"source_addr"?} -> {"op":"cancel_resp",...}
  *   {"op":"enquire_link"}  -> {"op":"enquire_link_resp","status":N}
@@ -65,6 +69,8 @@ let session = null;
 let connected = false;
 let deliverStatus = 0;
 let deliverStatusCount = null;
+let dropCount = 0; // deliver_sm / data_sm left unanswered (null: all of them)
+let silent = false; // no request is answered
 // Requests waiting for a response: token -> function(reason) called if the
 // connection goes away first.
 const outstanding = new Map();
@@ -175,7 +181,18 @@ function unknownTlvs(pdu) {
 	return out;
 }
 
-function reportMessage(pdu, status) {
+function dropThisOne() {
+	if (dropCount === null) {
+		return true;
+	}
+	if (dropCount > 0) {
+		dropCount -= 1;
+		return true;
+	}
+	return false;
+}
+
+function reportMessage(pdu, status, dropped) {
 	const body = Buffer.isBuffer(pdu.short_message) && pdu.short_message.length > 0 ?
 		pdu.short_message : pdu.message_payload;
 	const decoded = decodeBody(body, pdu.data_coding, pdu.esm_class);
@@ -194,7 +211,8 @@ function reportMessage(pdu, status) {
 		network_error_code: networkErrorCode(pdu.network_error_code),
 		receipt: isReceipt ? parseReceipt(decoded.text) : null,
 		unknown_tlvs: unknownTlvs(pdu),
-		resp_status: status,
+		resp_status: dropped ? null : status,
+		dropped: Boolean(dropped),
 		sequence_number: pdu.sequence_number,
 	});
 }
@@ -209,6 +227,10 @@ function onPdu(pdu) {
 	switch (pdu.command) {
 		case 'deliver_sm':
 		case 'data_sm': {
+			if (silent || dropThisOne()) {
+				reportMessage(pdu, 0, true);
+				return;
+			}
 			const status = nextDeliverStatus();
 			if (status) {
 				session.send(pdu.response({command_status: status}));
@@ -219,10 +241,16 @@ function onPdu(pdu) {
 			return;
 		}
 		case 'enquire_link':
-			session.send(pdu.response());
-			emit({op: 'enquire_link'});
+			if (!silent) {
+				session.send(pdu.response());
+			}
+			emit({op: 'enquire_link', dropped: silent});
 			return;
 		case 'unbind': {
+			if (silent) {
+				emit({op: 'unbind', dropped: true});
+				return;
+			}
 			const s = session;
 			s.send(pdu.response(), () => s.close());
 			emit({op: 'unbind'});
@@ -466,6 +494,14 @@ function handleCommand(cmd) {
 		case 'set_deliver_status':
 			deliverStatus = cmd.status || 0;
 			deliverStatusCount = cmd.count === undefined ? null : cmd.count;
+			reply(cmd, {op: 'ok'});
+			return;
+		case 'drop_deliver':
+			dropCount = cmd.count === undefined ? null : cmd.count;
+			reply(cmd, {op: 'ok'});
+			return;
+		case 'set_silent':
+			silent = Boolean(cmd.silent);
 			reply(cmd, {op: 'ok'});
 			return;
 		case 'query':
