@@ -122,7 +122,13 @@ class ReceiptPump:
                 try:
                     await self._round()
                 except Exception as exc:  # the store failed: try again on the next tick
-                    log.warning("receipts for %s: %s", self.account, exc)
+                    if gw._rare("receipt_pump_failures"):  # 1st, 101st, ...: not a flood
+                        log.warning(
+                            "receipts for %s: %s (%d so far)",
+                            self.account,
+                            exc,
+                            gw.counters["receipt_pump_failures"],
+                        )
                     self._schedule()
         finally:
             if self._tick is not None:
@@ -322,7 +328,13 @@ class ReceiptPump:
         try:
             await self.gw.store.commit(Change(delete_receipts=seqs))
         except Exception as exc:
-            log.warning("receipts for %s: not deleted yet: %s", self.account, exc)
+            if self.gw._rare("receipt_deletes_deferred"):  # 1st, 101st, ...: not a flood
+                log.warning(
+                    "receipts for %s: not deleted yet: %s (%d so far)",
+                    self.account,
+                    exc,
+                    self.gw.counters["receipt_deletes_deferred"],
+                )
             self._done.extend(seqs)
             self._schedule()
             return
