@@ -65,10 +65,26 @@ def _load(path: str) -> Config:
     from .config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise CommandError(EXIT_CONFIG) from None
+    _require_extras(cfg)
+    return cfg
+
+
+def _require_extras(cfg: Config, *, summary: bool = False) -> None:
+    """A CommandError (exit 2) naming the extra to install when `cfg` needs an optional
+    dependency that cannot be imported (see `extras.config_problems`)."""
+    from .extras import config_problems
+
+    problems = config_problems(cfg)
+    if problems:
+        print("\n".join(str(p) for p in problems), file=sys.stderr)
+        if summary:
+            n = len(problems)
+            print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        raise CommandError(EXIT_CONFIG)
 
 
 def store_path(cfg: Config, *, must_exist: bool = True) -> str:
@@ -149,6 +165,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         n = len(exc.problems)
         print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return EXIT_CONFIG
+    _require_extras(cfg, summary=True)
     print(explain(cfg))
     print("configuration is valid")
     return EXIT_OK
