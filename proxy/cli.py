@@ -10,6 +10,7 @@ Commands:
   suppression  list, add or remove suppressed numbers
   held         list held messages, or cancel one
   decode       decode one PDU given in hex
+  init         write a commented starter configuration
 
 Exit codes: 0 success; 1 a runtime failure (the demo did not complete, a message or
 number was not found, a PDU did not decode); 2 a usage error or an invalid
@@ -574,6 +575,83 @@ def cmd_held(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# ---------------------------------------------------------------- init / version
+
+STARTER_PASSWORD_LINE = 'password = "app-pw"'
+
+
+def version() -> str:
+    """The installed distribution's version (its metadata), else the package's own."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from . import __version__
+
+    try:
+        return dist_version("bounceback")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
+
+
+def starter_config() -> str:
+    """The starter configuration with a new random password for its sender."""
+    import secrets
+    import string
+
+    from .resources import starter_text
+
+    text = starter_text()
+    alphabet = string.ascii_letters + string.digits
+    password = "".join(secrets.choice(alphabet) for _ in range(8))  # SMPP 3.4: 8 at most
+    assert text.count(STARTER_PASSWORD_LINE) == 1
+    return text.replace(STARTER_PASSWORD_LINE, f'password = "{password}"')
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .resources import example_text
+
+    out = Path(args.output)
+    text = example_text() if args.example else starter_config()
+    try:
+        # Mode 0600: the file holds passwords. O_EXCL refuses an existing file.
+        fd = os.open(
+            out,
+            os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL),
+            0o600,
+        )
+    except FileExistsError:
+        raise CommandError(
+            EXIT_CONFIG, f"{out} exists already: choose another --output, or add --force"
+        ) from None
+    except OSError as exc:
+        raise CommandError(EXIT_FAILURE, f"cannot write {out}: {exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    shown = shlex.quote(str(out))
+    if args.example:
+        print(f"wrote {out}: the example configuration, with every key and its default")
+        print(
+            "it reads passwords from ACME_SMPP_PASSWORD, OPS_SMPP_PASSWORD, "
+            "CARRIER_A_PASSWORD and MQTT_PASSWORD; set them, or edit the file, then:"
+        )
+        print(f"  bounceback check --config {shown}")
+        return EXIT_OK
+    print(f"wrote {out}: a starter configuration (its sender has a new random password)")
+    steps = [
+        (f"bounceback check --config {shown}", "validate and explain it"),
+        ("bounceback simulate", "a carrier simulator to try it on (in another terminal)"),
+        (f"bounceback run --config {shown}", "the proxy; senders bind to 127.0.0.1:2775"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    print("next:")
+    for command, what in steps:
+        print(f"  {command:<{width}}  # {what}")
+    print("then put your carrier's SMSC in [[carriers]]; every key: bounceback init --example")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -601,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: bounceback demo\n" + EPILOG_EXIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"bounceback {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = _sub(
@@ -804,7 +883,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dc.add_argument("hex", nargs="+")
     dc.set_defaults(func=cmd_decode)
+    _add_setup_commands(sub)
     return p
+
+
+def _add_setup_commands(sub: Any) -> None:
+    """`init`."""
+    i = _sub(
+        sub,
+        "init",
+        "write a commented starter configuration",
+        "Write a commented starter configuration: one sender account (with a new random "
+        "password), one carrier (the local carrier simulator until you change it), the "
+        "SQLite store, metrics and health endpoints. With --example, the example "
+        "configuration with every key and its default instead. An existing file is left "
+        "alone unless --force is given. The file is created readable by its owner only.",
+        "bounceback init",
+        "bounceback init --output /etc/bounceback/bounceback.toml",
+    )
+    i.add_argument(
+        "--output", default="bounceback.toml", metavar="FILE", help="(default bounceback.toml)"
+    )
+    i.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    i.add_argument(
+        "--example", action="store_true", help="the example configuration with every key"
+    )
+    i.set_defaults(func=cmd_init)
 
 
 def _exit_code(code: object) -> int:
