@@ -11,6 +11,7 @@ Commands:
   held         list held messages, or cancel one
   decode       decode one PDU given in hex
   init         write a commented starter configuration
+  health       is the proxy a configuration describes alive? (for container health checks)
 
 Exit codes: 0 success; 1 a runtime failure (the demo did not complete, a message or
 number was not found, a PDU did not decode); 2 a usage error or an invalid
@@ -575,7 +576,7 @@ def cmd_held(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-# ---------------------------------------------------------------- init / version
+# ---------------------------------------------------------------- init / health / version
 
 STARTER_PASSWORD_LINE = 'password = "app-pw"'
 
@@ -650,6 +651,78 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"  {command:<{width}}  # {what}")
     print("then put your carrier's SMSC in [[carriers]]; every key: bounceback init --example")
     return EXIT_OK
+
+
+def _local(host: str) -> str:
+    """Where to reach a listener bound to `host` from this machine."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
+    """(healthy, what was checked and what it answered) for the proxy `cfg` describes.
+
+    With a ``[metrics]`` table: ``GET /healthz`` on its port (200 while the process
+    runs and its event loop answers). Without one: an ``enquire_link`` on the plain
+    SMPP port, which the proxy answers before any bind. A CommandError (exit 2) when
+    there is nothing to check: no ``[metrics]`` and ``plain = false``, or port 0."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from smppcodecs.pdu import EnquireLink, EnquireLinkResp, decode, encode
+
+    if cfg.metrics is not None:
+        host, port = _local(cfg.metrics.host), cfg.metrics.port
+        if port == 0:
+            raise CommandError(EXIT_CONFIG, "metrics.port = 0: the port is chosen at start")
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                status = int(resp.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (OSError, ValueError) as exc:
+            return False, f"{url}: {getattr(exc, 'reason', exc)}"
+        return status == 200, f"{url}: HTTP {status}"
+    if not cfg.server.plain:
+        raise CommandError(
+            EXIT_CONFIG,
+            "nothing to check: no [metrics] table and no plain SMPP port (server.plain = "
+            "false); add a [metrics] table",
+        )
+    host, port = _local(cfg.server.host), cfg.server.port
+    if port == 0:
+        raise CommandError(EXIT_CONFIG, "server.port = 0: the port is chosen at start")
+    where = f"SMPP {host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(encode(EnquireLink(sequence_number=1)))
+            data = b""
+            while len(data) < 16:
+                chunk = sock.recv(16 - len(data))
+                if not chunk:
+                    return False, f"{where}: the connection closed without an answer"
+                data += chunk
+    except OSError as exc:
+        return False, f"{where}: {exc}"
+    try:
+        answer = decode(data)
+    except Exception as exc:
+        return False, f"{where}: not an SMPP answer: {exc}"
+    if not isinstance(answer, EnquireLinkResp):
+        return False, f"{where}: answered {type(answer).__name__}, not enquire_link_resp"
+    return True, f"{where}: enquire_link answered"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    healthy, detail = health_probe(cfg, args.timeout)
+    print(f"{'healthy' if healthy else 'unhealthy'}: {detail}")
+    return EXIT_OK if healthy else EXIT_FAILURE
 
 
 # ---------------------------------------------------------------- parser
@@ -888,7 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_setup_commands(sub: Any) -> None:
-    """`init`."""
+    """`init` and `health`."""
     i = _sub(
         sub,
         "init",
@@ -909,6 +982,22 @@ def _add_setup_commands(sub: Any) -> None:
         "--example", action="store_true", help="the example configuration with every key"
     )
     i.set_defaults(func=cmd_init)
+
+    he = _sub(
+        sub,
+        "health",
+        "is the proxy alive? (for container and service health checks)",
+        "Check that the proxy the configuration describes is alive, on this machine: with "
+        "a [metrics] table, GET /healthz on its port; without one, an enquire_link on the "
+        "SMPP port. Prints one line; exit 0 healthy, 1 not, 2 invalid configuration or "
+        "nothing to check (no [metrics] and server.plain = false).",
+        "bounceback health --config /etc/bounceback/bounceback.toml",
+    )
+    he.add_argument("--config", required=True, help="TOML configuration file")
+    he.add_argument(
+        "--timeout", type=_positive(float), default=3.0, help="seconds to wait (default 3)"
+    )
+    he.set_defaults(func=cmd_health)
 
 
 def _exit_code(code: object) -> int:
