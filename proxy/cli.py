@@ -10,6 +10,8 @@ Commands:
   suppression  list, add or remove suppressed numbers
   held         list held messages, or cancel one
   decode       decode one PDU given in hex
+  init         write a commented starter configuration
+  health       is the proxy a configuration describes alive? (for container health checks)
 
 Exit codes: 0 success; 1 a runtime failure (the demo did not complete, a message or
 number was not found, a PDU did not decode); 2 a usage error or an invalid
@@ -65,10 +67,26 @@ def _load(path: str) -> Config:
     from .config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         raise CommandError(EXIT_CONFIG) from None
+    _require_extras(cfg)
+    return cfg
+
+
+def _require_extras(cfg: Config, *, summary: bool = False) -> None:
+    """A CommandError (exit 2) naming the extra to install when `cfg` needs an optional
+    dependency that cannot be imported (see `extras.config_problems`)."""
+    from .extras import config_problems
+
+    problems = config_problems(cfg)
+    if problems:
+        print("\n".join(str(p) for p in problems), file=sys.stderr)
+        if summary:
+            n = len(problems)
+            print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        raise CommandError(EXIT_CONFIG)
 
 
 def store_path(cfg: Config, *, must_exist: bool = True) -> str:
@@ -149,6 +167,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         n = len(exc.problems)
         print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return EXIT_CONFIG
+    _require_extras(cfg, summary=True)
     print(explain(cfg))
     print("configuration is valid")
     return EXIT_OK
@@ -560,6 +579,155 @@ def cmd_held(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+# ---------------------------------------------------------------- init / health / version
+
+STARTER_PASSWORD_LINE = 'password = "app-pw"'
+
+
+def version() -> str:
+    """The installed distribution's version (its metadata), else the package's own."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    from . import __version__
+
+    try:
+        return dist_version("bounceback")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return __version__
+
+
+def starter_config() -> str:
+    """The starter configuration with a new random password for its sender."""
+    import secrets
+    import string
+
+    from .resources import starter_text
+
+    text = starter_text()
+    alphabet = string.ascii_letters + string.digits
+    password = "".join(secrets.choice(alphabet) for _ in range(8))  # SMPP 3.4: 8 at most
+    assert text.count(STARTER_PASSWORD_LINE) == 1
+    return text.replace(STARTER_PASSWORD_LINE, f'password = "{password}"')
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from .resources import example_text
+
+    out = Path(args.output)
+    text = example_text() if args.example else starter_config()
+    try:
+        # Mode 0600: the file holds passwords. O_EXCL refuses an existing file.
+        fd = os.open(
+            out,
+            os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL),
+            0o600,
+        )
+    except FileExistsError:
+        raise CommandError(
+            EXIT_CONFIG, f"{out} exists already: choose another --output, or add --force"
+        ) from None
+    except OSError as exc:
+        raise CommandError(EXIT_FAILURE, f"cannot write {out}: {exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    shown = shlex.quote(str(out))
+    if args.example:
+        print(f"wrote {out}: the example configuration, with every key and its default")
+        print(
+            "it reads passwords from ACME_SMPP_PASSWORD, OPS_SMPP_PASSWORD, "
+            "CARRIER_A_PASSWORD and MQTT_PASSWORD; set them, or edit the file, then:"
+        )
+        print(f"  bounceback check --config {shown}")
+        return EXIT_OK
+    print(f"wrote {out}: a starter configuration (its sender has a new random password)")
+    steps = [
+        (f"bounceback check --config {shown}", "validate and explain it"),
+        ("bounceback simulate", "a carrier simulator to try it on (in another terminal)"),
+        (f"bounceback run --config {shown}", "the proxy; senders bind to 127.0.0.1:2775"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    print("next:")
+    for command, what in steps:
+        print(f"  {command:<{width}}  # {what}")
+    print("then put your carrier's SMSC in [[carriers]]; every key: bounceback init --example")
+    return EXIT_OK
+
+
+def _local(host: str) -> str:
+    """Where to reach a listener bound to `host` from this machine."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
+    """(healthy, what was checked and what it answered) for the proxy `cfg` describes.
+
+    With a ``[metrics]`` table: ``GET /healthz`` on its port (200 while the process
+    runs and its event loop answers). Without one: an ``enquire_link`` on the plain
+    SMPP port, which the proxy answers before any bind. A CommandError (exit 2) when
+    there is nothing to check: no ``[metrics]`` and ``plain = false``, or port 0."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from smppcodecs.pdu import EnquireLink, EnquireLinkResp, decode, encode
+
+    if cfg.metrics is not None:
+        host, port = _local(cfg.metrics.host), cfg.metrics.port
+        if port == 0:
+            raise CommandError(EXIT_CONFIG, "metrics.port = 0: the port is chosen at start")
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                status = int(resp.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (OSError, ValueError) as exc:
+            return False, f"{url}: {getattr(exc, 'reason', exc)}"
+        return status == 200, f"{url}: HTTP {status}"
+    if not cfg.server.plain:
+        raise CommandError(
+            EXIT_CONFIG,
+            "nothing to check: no [metrics] table and no plain SMPP port (server.plain = "
+            "false); add a [metrics] table",
+        )
+    host, port = _local(cfg.server.host), cfg.server.port
+    if port == 0:
+        raise CommandError(EXIT_CONFIG, "server.port = 0: the port is chosen at start")
+    where = f"SMPP {host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(encode(EnquireLink(sequence_number=1)))
+            data = b""
+            while len(data) < 16:
+                chunk = sock.recv(16 - len(data))
+                if not chunk:
+                    return False, f"{where}: the connection closed without an answer"
+                data += chunk
+    except OSError as exc:
+        return False, f"{where}: {exc}"
+    try:
+        answer = decode(data)
+    except Exception as exc:
+        return False, f"{where}: not an SMPP answer: {exc}"
+    if not isinstance(answer, EnquireLinkResp):
+        return False, f"{where}: answered {type(answer).__name__}, not enquire_link_resp"
+    return True, f"{where}: enquire_link answered"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    healthy, detail = health_probe(cfg, args.timeout)
+    print(f"{'healthy' if healthy else 'unhealthy'}: {detail}")
+    return EXIT_OK if healthy else EXIT_FAILURE
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -587,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: bounceback demo\n" + EPILOG_EXIT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"bounceback {version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = _sub(
@@ -790,7 +959,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dc.add_argument("hex", nargs="+")
     dc.set_defaults(func=cmd_decode)
+    _add_setup_commands(sub)
     return p
+
+
+def _add_setup_commands(sub: Any) -> None:
+    """`init` and `health`."""
+    i = _sub(
+        sub,
+        "init",
+        "write a commented starter configuration",
+        "Write a commented starter configuration: one sender account (with a new random "
+        "password), one carrier (the local carrier simulator until you change it), the "
+        "SQLite store, metrics and health endpoints. With --example, the example "
+        "configuration with every key and its default instead. An existing file is left "
+        "alone unless --force is given. The file is created readable by its owner only.",
+        "bounceback init",
+        "bounceback init --output /etc/bounceback/bounceback.toml",
+    )
+    i.add_argument(
+        "--output", default="bounceback.toml", metavar="FILE", help="(default bounceback.toml)"
+    )
+    i.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    i.add_argument(
+        "--example", action="store_true", help="the example configuration with every key"
+    )
+    i.set_defaults(func=cmd_init)
+
+    he = _sub(
+        sub,
+        "health",
+        "is the proxy alive? (for container and service health checks)",
+        "Check that the proxy the configuration describes is alive, on this machine: with "
+        "a [metrics] table, GET /healthz on its port; without one, an enquire_link on the "
+        "SMPP port. Prints one line; exit 0 healthy, 1 not, 2 invalid configuration or "
+        "nothing to check (no [metrics] and server.plain = false).",
+        "bounceback health --config /etc/bounceback/bounceback.toml",
+    )
+    he.add_argument("--config", required=True, help="TOML configuration file")
+    he.add_argument(
+        "--timeout", type=_positive(float), default=3.0, help="seconds to wait (default 3)"
+    )
+    he.set_defaults(func=cmd_health)
 
 
 def _exit_code(code: object) -> int:

@@ -1399,7 +1399,17 @@ def _parse_entry(t: _Table, loader: _Loader, *, nested: bool) -> dict[str, Any]:
 
 
 def _include(t: _Table, name: str, value: str, loader: _Loader) -> _Table | None:
-    target = loader.path(value)
+    from .resources import PRESET_PREFIX, preset_names, preset_path
+
+    if value.startswith(PRESET_PREFIX):  # a preset shipped in the package
+        preset = preset_path(value.removeprefix(PRESET_PREFIX))
+        if preset is None:
+            names = ", ".join(PRESET_PREFIX + n for n in preset_names())
+            t.problem(name, f"unknown preset {_show(value)} (the presets: {names})")
+            return None
+        target = preset
+    else:
+        target = loader.path(value)
     data, problem = _read_toml(str(target), target)
     if problem is not None and problem.key == "" and problem.message == "file not found":
         t.problem(name, f"file not found: {target}")

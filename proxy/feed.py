@@ -37,11 +37,11 @@ from .config import FeedConfig
 from .events import iso, render
 from .mqtt import Will
 from .mqttclient import MqttClient, MqttError
-from .mqttlib import AiomqttClient
 from .store import OutboxEvent, Store
 
 if TYPE_CHECKING:
     from .config import Config
+    from .mqttlib import AiomqttClient
 
 log = logging.getLogger("bounceback.feed")
 
@@ -166,6 +166,8 @@ class FeedPublisher(_Backlog):
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
         client: Callable[..., MqttClient | AiomqttClient] = MqttClient
         if self.cfg.client == "aiomqtt":
+            from .mqttlib import AiomqttClient  # the [aiomqtt] extra
+
             client = functools.partial(AiomqttClient, qos=self.cfg.qos)
         return client(
             self.cfg.host,

@@ -84,7 +84,8 @@ class _Protocol(asyncio.Protocol):
                 self.quickack = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._lost(exc)
+        if self.client._protocol is self:  # not a connection given up on earlier
+            self.client._lost(exc)
 
     def pause_writing(self) -> None:
         self.client._pause()
@@ -126,6 +127,7 @@ class MqttClient:
         self.too_large = 0  # messages not sent: over the broker's Maximum Packet Size
         self._conn = Connection(self.level)
         self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None  # the current connection's
         self._loop: asyncio.AbstractEventLoop | None = None
         self._owners: dict[int, _Batch] = {}  # packet id -> the batch waiting for it
         self._connack: asyncio.Future[ConnAck] | None = None
@@ -157,9 +159,11 @@ class MqttClient:
         self._ping_at = None
         self._connack = loop.create_future()
         self._closed = loop.create_future()
+        self._transport = None
+        self._protocol = None
         where = f"{self.host}:{self.port}"
         try:
-            transport, _ = await asyncio.wait_for(
+            transport, protocol = await asyncio.wait_for(
                 loop.create_connection(
                     lambda: _Protocol(self),
                     self.host,
@@ -176,6 +180,7 @@ class MqttClient:
         # No isinstance check here: uvloop's transports implement asyncio.Transport
         # without subclassing it.
         self._transport = transport
+        self._protocol = protocol
         try:
             self._write(
                 self._conn.connect(
@@ -191,7 +196,11 @@ class MqttClient:
             )
             if ack.code != 0:
                 raise MqttError(f"{where} refused the connection: {ack.refusal}")
-        except BaseException:
+        except BaseException as exc:
+            # The connection is over as soon as connect() fails, not once the
+            # transport's connection_lost has run (a later turn of the loop: how many
+            # turns after this raise that is differs between Python versions).
+            self._end(exc if isinstance(exc, MqttError) else MqttError(f"{where}: {exc!r}"))
             transport.abort()  # never leave a half-open connection behind
             raise
         if ack.maximum_qos < 2 or not ack.retain_available:

@@ -15,7 +15,12 @@ import ssl
 import time
 from collections.abc import Sequence
 
-import aiomqtt
+from .extras import MissingExtra
+
+try:
+    import aiomqtt
+except ImportError as exc:  # the [aiomqtt] extra is not installed
+    raise MissingExtra("aiomqtt", "the aiomqtt client") from exc
 
 from .mqtt import Will
 from .mqttclient import MqttError

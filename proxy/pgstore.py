@@ -22,12 +22,17 @@ Several instances on one database:
 The schema is Bounceback's own: versioned SQL files in `migrations/`, applied in
 order, each inside a transaction, recorded in `schema_migrations`, under an
 advisory lock so that instances starting together do not race (`migrate`).
+
+asyncpg is the ``bounceback[postgres]`` extra: it is imported when a PostgreSQL store
+is opened or migrated, so that this module (and `store_from_config`) imports without
+it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import secrets
@@ -37,9 +42,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from .config import ConfigError, StoreConfig, _mask_url, load_config
+from .extras import config_problems, require
 from .model import Message, State
 from .store import (
     EXPIRING,
@@ -76,10 +80,19 @@ class _Refused(Exception):
     """A message update did not apply (its version is not the next): roll back."""
 
 
-_RETRY_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.exceptions.DeadlockDetectedError,
-    asyncpg.exceptions.SerializationError,
-)
+def _asyncpg() -> Any:
+    """asyncpg, or a `MissingExtra` naming ``bounceback[postgres]``."""
+    return require("asyncpg", "PostgreSQL")
+
+
+@functools.cache
+def _retry_errors() -> tuple[type[BaseException], ...]:
+    asyncpg = _asyncpg()
+    return (
+        asyncpg.exceptions.DeadlockDetectedError,
+        asyncpg.exceptions.SerializationError,
+    )
+
 
 _UPDATE_MESSAGE = ", ".join(
     f"{c} = EXCLUDED.{c}" for c in (x.strip() for x in MESSAGE_COLS.split(",")) if c != "id"
@@ -188,7 +201,7 @@ async def _migrate_conn(conn: Any) -> tuple[list[str], str]:
 
 async def migrate(url: str) -> list[str]:
     """Bring the database at `url` to the newest schema; returns the versions applied."""
-    conn = await asyncpg.connect(url)
+    conn = await _asyncpg().connect(url)
     try:
         applied, _ = await _migrate_conn(conn)
         return applied
@@ -204,6 +217,10 @@ def migrate_main(config_path: str) -> int:
         cfg = load_config(config_path)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return 2
+    missing = config_problems(cfg)
+    if missing:
+        print("\n".join(str(p) for p in missing), file=sys.stderr)
         return 2
     st = cfg.store
     if st.backend != "postgresql":
@@ -222,7 +239,7 @@ def migrate_main(config_path: str) -> int:
         return 0
 
     async def run() -> tuple[list[str], str]:
-        conn = await asyncpg.connect(st.url)
+        conn = await _asyncpg().connect(st.url)
         try:
             return await _migrate_conn(conn)
         finally:
@@ -244,14 +261,18 @@ def migrate_main(config_path: str) -> int:
     return 0
 
 
-class _PoolConnection(asyncpg.Connection):  # type: ignore[misc]
-    """A pooled connection. The store keeps no session state on them (LISTEN has a
-    connection of its own, advisory locks are per transaction, nothing is SET), so
-    the reset asyncpg sends on every release (UNLISTEN, RESET ALL, ...) is skipped:
-    it cost a round trip per query. An open transaction is still rolled back."""
+@functools.cache
+def _pool_connection() -> type[Any]:
+    class _PoolConnection(_asyncpg().Connection):  # type: ignore[misc]
+        """A pooled connection. The store keeps no session state on them (LISTEN has a
+        connection of its own, advisory locks are per transaction, nothing is SET), so
+        the reset asyncpg sends on every release (UNLISTEN, RESET ALL, ...) is skipped:
+        it cost a round trip per query. An open transaction is still rolled back."""
 
-    def get_reset_query(self) -> str:
-        return ""
+        def get_reset_query(self) -> str:
+            return ""
+
+    return _PoolConnection
 
 
 def store_from_config(cfg: StoreConfig) -> Store:
@@ -341,16 +362,17 @@ class PgStore:
     async def open(self) -> None:
         if self.auto_migrate:
             await migrate(self.url)
-        self._pool = await asyncpg.create_pool(
+        self._pool = await _asyncpg().create_pool(
             self.url,
             min_size=self.pool_min,
             max_size=self.pool_max,
-            connection_class=_PoolConnection,
+            connection_class=_pool_connection(),
         )
         await self._listen()
 
     async def _listen(self) -> None:
         """A connection of its own that LISTENs for new sender receipts."""
+        asyncpg = _asyncpg()
         try:
             conn = await asyncpg.connect(self.url)
             await conn.add_listener(RECEIPT_CHANNEL, self._on_notify)
@@ -438,7 +460,7 @@ class PgStore:
                             "INSERT INTO soft_bounces (number, at, reason) VALUES ($1,$2,$3)",
                             b.soft_bounces,
                         )
-            except _RETRY_ERRORS:
+            except _retry_errors():
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))

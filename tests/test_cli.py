@@ -327,13 +327,16 @@ def test_tune_gc_sets_the_young_threshold_and_freezes() -> None:
     from bounceback.cli import tune_gc
 
     before = gc.get_threshold()
+    # Not 0 everywhere: CPython 3.12 starts with a few hundred objects in the
+    # permanent generation.
+    frozen = gc.get_freeze_count()
     try:
         tune_gc(0)  # left alone
         assert gc.get_threshold() == before
-        assert gc.get_freeze_count() == 0
+        assert gc.get_freeze_count() == frozen
         tune_gc(12345)
         assert gc.get_threshold() == (12345, before[1], before[2])
-        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > frozen
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)

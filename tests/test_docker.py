@@ -3,10 +3,13 @@
 * The Dockerfile: base image, non-root user, every COPY source exists in the repo,
   ENTRYPOINT + CMD form a valid `bounceback` command whose config (the image's copy
   of docker/bounceback.toml) passes `bounceback check`, and the HEALTHCHECK command
-  succeeds against a running proxy and fails when nothing listens.
+  (`bounceback health`) succeeds against a running proxy and fails when nothing
+  listens; the dependencies are installed in a layer of their own.
+* The build context's .dockerignore lets through what the image copies, nothing more.
 * The compose file: parsed (by `docker compose config` when the Compose plugin is
   there, by PyYAML when installed, and always by a small parser for the YAML subset
-  the file is written in), then checked service by service.
+  the file is written in), then checked service by service; its Mosquitto
+  configuration refuses anonymous clients (checked against a real Mosquitto).
 """
 
 from __future__ import annotations
@@ -15,22 +18,41 @@ import asyncio
 import importlib
 import json
 import os
+import pwd
 import re
 import shlex
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from bounceback.cli import build_parser, cmd_run, cmd_simulate
+import attrs
+import pytest
+from bounceback.cli import (
+    CommandError,
+    build_parser,
+    cmd_health,
+    cmd_run,
+    cmd_simulate,
+    health_probe,
+)
 from bounceback.config import load_config
+from bounceback.mqttclient import MqttClient, MqttError
 from harness import free_port, gateway, simulator, write_config
+from mqtt_broker import mosquitto_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
 IMAGE_CONFIG = "/etc/bounceback/bounceback.toml"
-ENV = {"BOUNCEBACK_ACME_PASSWORD": "acme-secret", "CARRIER_SIM_PASSWORD": "sim-pw"}
+ENV = {
+    "BOUNCEBACK_ACME_PASSWORD": "acme-secret",
+    "CARRIER_SIM_PASSWORD": "sim-pw",
+    "MQTT_PASSWORD": "mqtt-secret",
+}
 
 
 # ---------------------------------------------------------------- Dockerfile
@@ -110,14 +132,17 @@ def test_dockerfile_base_user_ports_and_copies() -> None:
     assert {"pyproject.toml", "codecs", "proxy", "docker/bounceback.toml"} <= set(srcs)
     for src in srcs:
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
-    # The build context is filtered by docker/Dockerfile.dockerignore ("*" then
-    # exceptions): everything copied must be let through.
-    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    # The build context (the repository root) is filtered by its .dockerignore ("*"
+    # then exceptions): everything copied must be let through, and nothing else.
+    assert not (DOCKER / "Dockerfile.dockerignore").exists()  # it would take precedence
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignore
     allowed = {ln[1:].rstrip("/") for ln in ignore if ln.startswith("!")}
     for src in srcs:
         parts = Path(src).parts
         assert any("/".join(parts[:i]) in allowed for i in range(1, len(parts) + 1)), src
+    for entry in allowed:  # nothing is sent that no COPY uses
+        assert any(s == entry or s.startswith(entry + "/") for s in srcs), entry
     # pyproject's readme is needed by the package build.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["readme"] in srcs
@@ -180,31 +205,121 @@ def test_image_config_store_and_postgres_option(tmp_path: Path) -> None:
     assert pg.store.backend == "postgresql"
 
 
-async def test_healthcheck_command_against_a_running_proxy(tmp_path: Path) -> None:
+def test_dependencies_have_a_layer_of_their_own(tmp_path: Path) -> None:
+    """The build stage copies pyproject.toml alone and installs the dependencies from
+    it before copying the code, so a code change reuses that layer; the list it
+    installs is the project's dependencies and both extras."""
+    build: list[tuple[str, str]] = []
+    for word, args in instructions():
+        if word == "FROM" and build:
+            break
+        build.append((word, args))
+    steps = [(w, a) for w, a in build if w in ("COPY", "RUN")]
+    first_code = next(i for i, (w, a) in enumerate(steps) if w == "COPY" and "proxy" in a)
+    deps = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "requirements" in a)
+    assert steps[deps - 1] == ("COPY", "pyproject.toml ./")
+    assert deps < first_code
+    assert "--no-deps" in next(a for w, a in steps[first_code:] if w == "RUN")
+    # Run the step's Python (the part that writes the list) on the real pyproject.toml.
+    command = steps[deps][1].split(" && ")[0].strip()
+    assert command.startswith("python -c ") and command.endswith(" > /tmp/requirements.txt")
+    # As the image's shell runs it, with the list on standard output.
+    script = shlex.quote(sys.executable) + command[len("python") : -len(" > /tmp/requirements.txt")]
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    done = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert done.stdout.splitlines() == [
+        *project["dependencies"],
+        *extras["postgres"],
+        *extras["aiomqtt"],
+    ]
+
+
+def health_argv() -> list[str]:
     hc = one("HEALTHCHECK")
     assert "--interval=" in hc
-    cmd = exec_form(hc[hc.index("CMD ") + 4 :])
-    cfg = load_config(DOCKER / "bounceback.toml", environ=ENV)
-    assert cfg.metrics is not None
-    url = f"http://127.0.0.1:{cfg.metrics.port}/healthz"
-    assert cmd[0] == "python" and url in cmd[-1]
+    return exec_form(hc[hc.index("CMD ") + 4 :])
 
-    async def run(port: int) -> int:
-        here = f"http://127.0.0.1:{port}/healthz"
-        argv = [sys.executable, *(c.replace(url, here) for c in cmd[1:])]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        return await asyncio.wait_for(proc.wait(), 30)
 
+def test_healthcheck_is_bounceback_health_on_the_image_config() -> None:
+    argv = health_argv()
+    assert argv == ["bounceback", "health", "--config", IMAGE_CONFIG]
+    args = build_parser().parse_args(argv[1:])
+    assert args.func is cmd_health
+    cfg = load_config(image_path_to_repo(IMAGE_CONFIG), environ=ENV)
+    # The image's config has [metrics] on every interface: probed on the loopback.
+    assert cfg.metrics is not None and cfg.metrics.host == "0.0.0.0"
+    with_port = attrs.evolve(cfg, metrics=attrs.evolve(cfg.metrics, port=free_port()))
+    healthy, detail = health_probe(with_port, 3.0)
+    assert not healthy and detail.startswith(
+        f"http://127.0.0.1:{with_port.metrics.port}/healthz: "  # type: ignore[union-attr]
+    )
+
+
+async def run_health(config: Path) -> tuple[int, str]:
+    """`bounceback health --config CONFIG` as the image runs it (the console script)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(bounceback_script()),
+        "health",
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_health_against_a_running_proxy(tmp_path: Path) -> None:
+    """With [metrics], GET /healthz on the configured port; without, an enquire_link
+    on the SMPP port. Healthy (0) while the proxy runs, unhealthy (1) once it stopped."""
     extra = '[metrics]\nhost = "127.0.0.1"\nport = 0\n'
-    async with (
-        simulator() as sim,
-        gateway(write_config(tmp_path, sim.port or 0, extra=extra)) as gw,
-    ):
-        assert gw.metrics is not None
-        assert await run(gw.metrics.port) == 0
-    assert await run(free_port()) != 0  # nothing listening: unhealthy
+    async with simulator() as sim:
+        async with gateway(write_config(tmp_path, sim.port or 0, extra=extra)) as gw:
+            assert gw.metrics is not None and gw.port
+            # The proxy started with free ports; health reads the config, so give it
+            # one naming the ports taken.
+            by_metrics = write_config(
+                tmp_path,
+                sim.port or 0,
+                port=gw.port,
+                extra=f'[metrics]\nhost = "0.0.0.0"\nport = {gw.metrics.port}\n',
+                name="metrics.toml",
+            )
+            by_smpp = write_config(tmp_path, sim.port or 0, port=gw.port, name="smpp.toml")
+            rc, out = await run_health(by_metrics)
+            assert (rc, out) == (
+                0,
+                f"healthy: http://127.0.0.1:{gw.metrics.port}/healthz: HTTP 200\n",
+            )
+            rc, out = await run_health(by_smpp)
+            assert (rc, out) == (0, f"healthy: SMPP 127.0.0.1:{gw.port}: enquire_link answered\n")
+        for config in (by_metrics, by_smpp):
+            rc, out = await run_health(config)
+            assert rc == 1 and out.startswith("unhealthy: "), out
+    # An invalid configuration: exit 2, the problem printed.
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server]\nport = -1\n")
+    rc, out = await run_health(broken)
+    assert rc == 2 and "broken.toml: server.port" in out
+
+
+def test_health_with_nothing_to_check(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, free_port(), port=free_port()))
+    assert cfg.metrics is None
+    tls_only = attrs.evolve(cfg, server=attrs.evolve(cfg.server, plain=False))
+    with pytest.raises(CommandError) as info:
+        health_probe(tls_only, 1.0)
+    assert info.value.code == 2 and "add a [metrics] table" in str(info.value)
+    any_port = attrs.evolve(cfg, server=attrs.evolve(cfg.server, port=0))
+    with pytest.raises(CommandError) as info:
+        health_probe(any_port, 1.0)
+    assert info.value.code == 2 and "server.port = 0" in str(info.value)
 
 
 # ---------------------------------------------------------------- compose
@@ -377,24 +492,44 @@ def test_compose_services() -> None:
             DOCKER / "Dockerfile"
         )
         assert "profiles" not in bb
-        assert {"2775:2775", "9102:9102"} <= set(bb["ports"])
+        # SMPP for senders everywhere; metrics on the loopback only.
+        assert set(bb["ports"]) == {"2775:2775", "127.0.0.1:9102:9102"}
         assert any(v.endswith(":/var/lib/bounceback") for v in bb["volumes"])
         assert set(ENV) <= set(bb["environment"])
         # The config's hosts are these services' names.
         cfg = load_config(DOCKER / "bounceback.toml", environ=ENV)
         assert cfg.feed is not None and cfg.feed.host in services
         assert cfg.carriers[0].host in services and cfg.carriers[0].port == 2776
+        # An init as PID 1, and a stop that waits out the proxy's own deadline
+        # (shutdown_grace + 10 s, see docs/operations.md) with room to spare.
+        assert bb["init"] is True
+        grace = re.fullmatch(r"(\d+)s", bb["stop_grace_period"])
+        assert grace is not None
+        assert int(grace.group(1)) >= cfg.server.shutdown_grace + 10 + 5
+        # The health check is the image's: `bounceback health` on the image's config,
+        # which reads the port from it (nothing fixed to 9102 in it).
+        hc = bb["healthcheck"]
+        assert hc["test"] == ["CMD", *health_argv()]
+        assert not any("9102" in part for part in hc["test"])
 
         mq = services["mosquitto"]
         assert mq["image"].startswith("eclipse-mosquitto:2")
         conf = doc["configs"][mq["configs"][0]["source"]]["content"].splitlines()
-        assert "listener 1883" in conf and "allow_anonymous true" in conf
+        assert "listener 1883" in conf and "allow_anonymous false" in conf
+        assert "password_file /mosquitto/data/passwd" in conf
         assert mq["configs"][0]["target"] == "/mosquitto/config/mosquitto.conf"
+        # Published on the loopback only; the feed logs in as the password file's user.
+        assert mq["ports"] == ["127.0.0.1:1883:1883"]
+        assert cfg.feed.username == "bounceback" and cfg.feed.password == ENV["MQTT_PASSWORD"]
+        assert "mosquitto_passwd -b -c /mosquitto/data/passwd bounceback" in mq["command"][0]
+        assert set(mq["environment"]) == {"MQTT_PASSWORD"}
 
         pg = services["postgres"]
         assert pg["image"].startswith("postgres:16")
         env = pg["environment"]
         assert env.get("POSTGRES_HOST_AUTH_METHOD") == "trust" or "POSTGRES_PASSWORD" in env
+
+        assert "ports" not in pg  # the compose network only
 
         sim = services["simulator"]
         assert sim["profiles"] == ["simulator"]
@@ -404,6 +539,80 @@ def test_compose_services() -> None:
         assert args.scenario == "/etc/bounceback/scenarios/demo.toml"
         assert image_path_to_repo(args.scenario).is_file()
         assert set(doc["volumes"]) >= {v.split(":")[0] for v in bb["volumes"]}
+
+
+def test_compose_mosquitto_refuses_anonymous_clients() -> None:
+    """The broker service's start command and configuration, run by a local Mosquitto
+    with only the paths and the port changed: the password file is written, anonymous
+    clients are refused and the feed's user gets in."""
+    if os.geteuid() != 0:
+        pytest.skip("the service's command runs as root (it hands the file to mosquitto)")
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no mosquitto user, as in the image")
+    (doc,) = compose_documents()[:1]
+    mq = doc["services"]["mosquitto"]
+    conf_text = doc["configs"][mq["configs"][0]["source"]]["content"]
+    # A folder the broker's user can reach (pytest's own are private to root).
+    folder = Path(tempfile.mkdtemp(prefix="bb-mosquitto-"))
+    folder.chmod(0o755)
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        conf_text.replace("/mosquitto/data/", f"{folder}/")
+        .replace("listener 1883", f"listener {port} 127.0.0.1")
+        .replace("persistence true", "persistence false")
+    )
+    # Compose turns "$$" into "$" for the shell.
+    command = (
+        mq["command"][0]
+        .replace("$$", "$")
+        .replace("/mosquitto/data/", f"{folder}/")
+        .replace("/mosquitto/config/mosquitto.conf", str(conf))
+        # The image's entrypoint hands /mosquitto to the broker's user and runs it.
+        .replace("exec /docker-entrypoint.sh mosquitto ", f"exec {mosquitto_binary()} ")
+    )
+    assert mq["entrypoint"] == ["/bin/sh", "-c"]
+    log = folder / "log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            env={**os.environ, "MQTT_PASSWORD": ENV["MQTT_PASSWORD"]},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        async def main() -> None:
+            for _ in range(500):  # until it listens (or exits)
+                if proc.poll() is not None:
+                    raise AssertionError(log.read_text(errors="replace"))
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.02)
+            anonymous = MqttClient("127.0.0.1", port, client_id="anon")
+            with pytest.raises(MqttError, match="not authorized"):
+                await asyncio.wait_for(anonymous.connect(), 30)
+            async with MqttClient(
+                "127.0.0.1",
+                port,
+                client_id="feed",
+                username="bounceback",
+                password=ENV["MQTT_PASSWORD"],
+            ) as feed:
+                await asyncio.wait_for(feed.publish("bounceback/v1/x", b"1", qos=1), 30)
+
+        asyncio.run(main())
+        passwd = folder / "passwd"
+        assert passwd.stat().st_mode & 0o077 == 0
+        assert passwd.stat().st_uid == pwd.getpwnam("mosquitto").pw_uid
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_docker_compose_config_when_available() -> None:

@@ -1,0 +1,6 @@
+"""`python -m bounceback`: the `bounceback` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
