@@ -373,11 +373,7 @@ class Gateway:
         for link in self.links.values():
             with contextlib.suppress(Exception):
                 await link.stop()
-        for t in list(self._tasks) + list(self._pumps.values()):
-            t.cancel()
-        for t in list(self._tasks) + list(self._pumps.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._cancel_tasks()
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 await self.feed.stop()
@@ -451,11 +447,7 @@ class Gateway:
             await s.close()
         for link in self.links.values():
             await link.stop()
-        for t in list(self._tasks) + list(self._pumps.values()):
-            t.cancel()
-        for t in list(self._tasks) + list(self._pumps.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._cancel_tasks()
         await self.store.meta_set(self._floor_key, f"{self.ids.last:016X}")
         if self.feed is not None:
             await self.feed.stop()
@@ -464,6 +456,15 @@ class Gateway:
         if self.metrics is not None:
             await self.metrics.stop()
         await self.store.close()
+
+    async def _cancel_tasks(self) -> None:
+        """Cancel the message path's tasks and the receipt pumps, and wait for them."""
+        tasks = list(self._tasks) + list(self._pumps.values())
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         # create_task, not ensure_future: a coroutine needs none of its type checks.
