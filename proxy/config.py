@@ -29,6 +29,8 @@ import attrs
 from smppcodecs.constants import CommandStatus
 from smppcodecs.errors import SOFT_REASONS as _CODEC_SOFT_REASONS
 
+from .localtime import zone
+
 __all__ = [
     "ACK_MODES",
     "BIND_MODES",
@@ -253,6 +255,8 @@ class RetryConfig:
     flag_stops_retries: bool = False
     suppression_ttl: float = 7776000.0
     schedules: dict[str, Schedule] = attrs.field(factory=lambda: dict(DEFAULT_SCHEDULES))
+    # number prefix -> IANA time zone, before what the numbering plan says
+    time_zones: dict[str, str] = attrs.field(factory=dict)
 
     def schedule(self, reason: str) -> Schedule:
         """The schedule for a soft reason (the unknown_state one for a reason not listed)."""
@@ -1199,6 +1203,24 @@ def _parse_retry(t: _Table) -> RetryConfig:
                 f"{_num(schedules[reason].initial)} s before its first retry "
                 f"(set [retry.schedules.{reason}])",
             )
+    time_zones: dict[str, str] = {}
+    ztable = t.table("time_zones")
+    if ztable is not None:
+        for prefix, name in ztable.data.items():
+            ztable.known(prefix)
+            if not prefix.isdigit():
+                ztable.problem(prefix, "expected a number prefix (digits only)")
+            elif not isinstance(name, str):
+                ztable.problem(
+                    prefix, f'expected a time zone name such as "Europe/Moscow", got {_show(name)}'
+                )
+            else:
+                try:
+                    zone(name)
+                except ValueError:
+                    ztable.problem(prefix, f"unknown time zone {_show(name)}")
+                else:
+                    time_zones[prefix] = name
     retry = RetryConfig(
         max_attempts=t.integer("max_attempts", d.max_attempts, lo=1),
         max_age=max_age,
@@ -1212,6 +1234,7 @@ def _parse_retry(t: _Table) -> RetryConfig:
         flag_stops_retries=t.boolean("flag_stops_retries", d.flag_stops_retries),
         suppression_ttl=t.number("suppression_ttl", d.suppression_ttl, lo=0, above=True),
         schedules=schedules,
+        time_zones=time_zones,
     )
     t.finish()
     return retry

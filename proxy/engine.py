@@ -334,6 +334,9 @@ def _hold(
     new = evolve(msg, state=State.HELD, next_attempt_at=due, updated_at=now)
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
+    zone_key = getattr(tz, "key", None)
+    if zone_key:  # the zone quiet hours are kept in for this destination
+        fields["time_zone"] = zone_key
     actions: list[Action] = [Publish("soft_bounce", fields)]
     if wants_intermediate(msg.registered_delivery) and (not link or n == 1):
         # Link failures repeat until the deadline: the sender hears of each reason once.

@@ -17,7 +17,6 @@ import os
 import random
 import socket
 import time
-import zoneinfo
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
@@ -67,6 +66,7 @@ from .engine import (
 from .events import event_record, mask_number
 from .feed import FeedProcess, FeedPublisher
 from .ids import IdGenerator
+from .localtime import Zones
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve, set_version
 from .pgstore import store_from_config
@@ -163,34 +163,6 @@ FINAL_MESSAGE_STATES = frozenset(
 QUERY_CONCURRENCY = 2  # query_sm in flight per carrier: the window is the submits'
 QUERY_BACKLOG = 1000  # queries waiting per carrier beyond which a check is skipped
 QUERYFAIL_LIMIT = 3  # ESME_RQUERYFAIL answers, and never a success, mean "not supported"
-
-
-_TZ_CACHE: dict[str, dt.tzinfo | None] = {}
-
-
-def destination_tz(number: str) -> dt.tzinfo | None:
-    """The destination's time zone (first of phonenumbers' zones for the number)."""
-    key = number[:7]
-    if key in _TZ_CACHE:
-        return _TZ_CACHE[key]
-    tz: dt.tzinfo | None = None
-    try:
-        import phonenumbers
-        from phonenumbers import timezone as pn_tz
-
-        parsed = phonenumbers.parse("+" + number.lstrip("+"), None)
-        zones = pn_tz.time_zones_for_number(parsed)
-        if not zones or zones[0] == "Etc/Unknown":
-            # Ranges phonenumbers cannot place (new or fictional blocks): the country's zone.
-            region = phonenumbers.region_code_for_country_code(parsed.country_code or 0)
-            example = phonenumbers.example_number(region) if region else None
-            zones = pn_tz.time_zones_for_number(example) if example is not None else ()
-        if zones and zones[0] != "Etc/Unknown":
-            tz = zoneinfo.ZoneInfo(zones[0])
-    except Exception:
-        tz = None
-    _TZ_CACHE[key] = tz
-    return tz
 
 
 class LRU(OrderedDict[Any, Any]):
@@ -341,6 +313,8 @@ class Gateway:
         for c in config.carriers:
             self._rules[c.name] = Rules.from_mapping(config.classify.for_carrier(c.name))
         self._default_rules = Rules.from_mapping(config.classify.for_carrier(""))
+        # The destination's time zone, for quiet hours ([retry.time_zones] first).
+        self.zones = Zones(config.retry.time_zones)
         # Overdue receipts: carriers that do not answer query_sm, carriers that did
         # answer one, ESME_RQUERYFAIL answers in a row, and the queries per carrier.
         self._no_query: set[str] = set()
@@ -1051,7 +1025,7 @@ class Gateway:
                 carrier_message_id=cmid,
                 verdict=verdict,
                 rand=random.random(),
-                tz=destination_tz(msg.destination_addr),
+                tz=self.zones(msg.destination_addr),
             ),
             extra,
         )
@@ -1232,7 +1206,7 @@ class Gateway:
                     stat=receipt.stat or "",
                     err=receipt.err or "000",
                     rand=random.random(),
-                    tz=destination_tz(msg.destination_addr) if msg is not None else None,
+                    tz=self.zones(msg.destination_addr) if msg is not None else None,
                     flagged=flagged,
                 ),
                 extra=extra,
@@ -1621,7 +1595,7 @@ class Gateway:
                 stat=stat,
                 err=err,
                 rand=random.random(),
-                tz=destination_tz(msg.destination_addr),
+                tz=self.zones(msg.destination_addr),
                 flagged=flagged,
                 queried=True,
             ),

@@ -215,7 +215,7 @@ class Report:
 
 def _hour(ts: float, number: str, local: bool) -> int:
     if local:
-        from .gateway import destination_tz
+        from .localtime import destination_tz
 
         tz = destination_tz(number)
         if tz is not None:
