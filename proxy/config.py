@@ -168,6 +168,7 @@ class Account:
     suppression: str = "reject"  # "reject" | "pass"
     allowed_ips: tuple[str, ...] = ()  # CIDR networks; empty = any address
     mask_destinations: bool = False
+    allow_empty_password: bool = False  # password = "" is a mistake unless this says so
 
     def allows_ip(self, address: str) -> bool:
         """Whether a connection from `address` may bind as this account."""
@@ -217,6 +218,7 @@ class Carrier:
     tls: bool = False
     tls_ca: str = ""
     tls_verify: bool = True
+    allow_empty_password: bool = False  # password = "" is a mistake unless this says so
 
     def mo_account_for(self, destination: str) -> str:
         """The account that gets a mobile-originated message sent to `destination`."""
@@ -900,6 +902,8 @@ def parse_config(
     store = _parse_store(top.section("store"), loader)
     feed = _parse_feed(top.table("feed"), loader)
     metrics = _parse_metrics(top.table("metrics"))
+    if metrics is not None:
+        _check_metrics_port(sink, source, server, metrics)
     logging = _parse_logging(top.section("logging"))
     top.finish()
 
@@ -918,6 +922,20 @@ def parse_config(
         metrics=metrics,
         logging=logging,
     )
+
+
+def _check_metrics_port(
+    sink: list[ConfigProblem], source: str, server: ServerConfig, metrics: MetricsConfig
+) -> None:
+    """The metrics endpoint cannot share a port with an SMPP listener (0: chosen at start)."""
+    if metrics.port == 0:
+        return
+    if server.plain and metrics.port == server.port:
+        message = f"the same as server.port ({server.port}): the SMPP listener's port"
+        sink.append(ConfigProblem(source, "metrics.port", message))
+    elif server.tls_cert and metrics.port == server.tls_port:
+        message = f"the same as server.tls_port ({server.tls_port}): the TLS listener's port"
+        sink.append(ConfigProblem(source, "metrics.port", message))
 
 
 def _raw_names(tables: Sequence[_Table], key: str) -> set[str]:
@@ -1037,9 +1055,22 @@ def _parse_account(t: _Table, loader: _Loader) -> Account:
         suppression=t.choice("suppression", "reject", SUPPRESSION_MODES),
         allowed_ips=tuple(allowed),
         mask_destinations=t.boolean("mask_destinations", False),
+        allow_empty_password=_empty_password_check(t),
     )
     t.finish()
     return account
+
+
+def _empty_password_check(t: _Table) -> bool:
+    """``allow_empty_password``; without it an inline ``password = ""`` is a problem."""
+    allowed = t.boolean("allow_empty_password", False)
+    if t.data.get("password") == "" and not allowed:
+        t.problem(
+            "password",
+            "empty: set the password (or password_env), or allow_empty_password = true "
+            "when the peer really has none",
+        )
+    return allowed
 
 
 def _account_ref(t: _Table, name: str, value: object, accounts: set[str]) -> str:
@@ -1114,6 +1145,7 @@ def _parse_carrier(t: _Table, loader: _Loader, accounts: set[str]) -> Carrier:
         tls=t.boolean("tls", d.tls),
         tls_ca=loader.file_option(t, "tls_ca"),
         tls_verify=t.boolean("tls_verify", d.tls_verify),
+        allow_empty_password=_empty_password_check(t),
     )
     _check_ca_file(t, "tls_ca", carrier.tls_ca)
     t.finish()

@@ -123,6 +123,19 @@ BAD_CONFIGS = [
         id="toml-syntax",
     ),
     pytest.param(
+        BASE + "[metrics]\nport = 2775\n",
+        ["c.toml: metrics.port: the same as server.port (2775): the SMPP listener's port"],
+        id="metrics-on-the-smpp-port",
+    ),
+    pytest.param(
+        BASE.replace('password = "a-pw"', 'password = ""'),
+        [
+            "c.toml: carriers[0].password: empty: set the password (or password_env), "
+            "or allow_empty_password = true when the peer really has none"
+        ],
+        id="empty-password",
+    ),
+    pytest.param(
         "",
         [
             "c.toml: accounts: at least one [[accounts]] entry is required",
