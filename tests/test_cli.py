@@ -75,6 +75,7 @@ def test_check_good_configs(
     assert main(["check", "--config", str(CONFIGS / "demo.toml")]) == 0
     out = capsys.readouterr().out
     assert out.rstrip().endswith("configuration is valid")
+    assert "\x1b" not in out  # piped: plain lines
     for name, value in EXAMPLE_ENV.items():
         monkeypatch.setenv(name, value)
     assert main(["check", "--config", str(CONFIGS / "example.toml")]) == 0
@@ -464,7 +465,9 @@ async def test_suppression_add_list_remove_with_a_real_proxy(
         assert "not a phone number" in capsys.readouterr().err
 
         assert await cli("suppression", "list", "--config", c) == 0
-        out = capsys.readouterr().out.splitlines()
+        text = capsys.readouterr().out
+        assert "\x1b" not in text  # piped: the plain table
+        out = text.splitlines()
         assert out[0].split() == ["number", "reason", "account", "added", "expires"]
         assert out[1].split()[:3] == [n, "complaint", "-"]
         assert out[-1] == "1 suppressed number"
@@ -519,7 +522,9 @@ async def test_held_list_and_cancel_with_a_real_proxy(
             await asyncio.to_thread(s.close)
 
         assert await cli("held", "list", "--config", c) == 0
-        out = capsys.readouterr().out.splitlines()
+        text = capsys.readouterr().out
+        assert "\x1b" not in text  # piped: the plain table
+        out = text.splitlines()
         assert out[0].split()[:5] == ["id", "account", "destination", "attempts", "reason"]
         assert out[1].split()[:5] == [mid, "acme", n, "1", "absent_subscriber"]
         assert out[-1] == "1 held message (showing 1)"
