@@ -168,8 +168,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return EXIT_CONFIG
     _require_extras(cfg, summary=True)
-    print(explain(cfg))
-    print("configuration is valid")
+    from rich.text import Text
+
+    from .term import GOOD, console, explain_text
+
+    con = console()
+    if not con.is_terminal:
+        print(explain(cfg))
+        print("configuration is valid")
+        return EXIT_OK
+    # soft_wrap: long lines are wrapped by the terminal, not broken by rich.
+    con.print(explain_text(explain(cfg)), soft_wrap=True)
+    con.print(Text("configuration is valid", GOOD))
     return EXIT_OK
 
 
@@ -346,7 +356,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(
             EXIT_CONFIG, f"--keep: {keep / 'demo.db'} exists already; choose an empty folder"
         )
-    live = not args.no_live and sys.stdout.isatty()
+    from .term import console
+
+    # The live view needs a terminal that moves its cursor (not TERM=dumb).
+    con = console()
+    live = not args.no_live and con.is_terminal and not con.is_dumb_terminal
     # The proxy's own warnings (a carrier link closing at the end, say) would break
     # the live view; errors still show.
     logger = logging.getLogger("bounceback")
@@ -354,7 +368,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logger.setLevel(logging.ERROR)
     try:
         return asyncio.run(
-            run_demo(args.messages, out=sys.stdout, live=live, keep=keep, timeout=args.timeout)
+            run_demo(
+                args.messages,
+                out=sys.stdout,
+                live=live,
+                keep=keep,
+                timeout=args.timeout,
+                console=con if live else None,
+            )
         )
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
@@ -396,7 +417,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(render_csv(report))
     else:
-        sys.stdout.write(render_text(report))
+        from .stats import print_report
+        from .term import console
+
+        con = console()
+        if con.is_terminal:
+            print_report(con, report)
+        else:
+            sys.stdout.write(render_text(report))
     if args.html is not None:
         try:
             Path(args.html).write_text(render_html(report), encoding="utf-8")
@@ -411,8 +439,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
 _NUMBER = re.compile(r"\+?[0-9]{3,21}")
 
 
-def cmd_suppression(args: argparse.Namespace) -> int:
+def _print_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    align: str,
+    footer: str,
+    styles: dict[int, str],
+) -> None:
+    """A table and a line under it: a rich table on a terminal, aligned plain lines
+    (`stats.format_table`) when the output is a pipe or a file."""
+    from rich.text import Text
+
     from .stats import format_table
+    from .term import MUTED, console, print_lines, table
+
+    con = console()
+    if con.is_terminal:
+        con.print(table(headers, rows, align, styles=styles))
+        con.print(Text(footer, MUTED))
+    else:
+        print_lines(con, [*format_table(headers, rows, align), footer])
+
+
+def cmd_suppression(args: argparse.Namespace) -> int:
     from .store import Suppression
 
     cfg = _load(args.config)
@@ -462,11 +511,14 @@ def cmd_suppression(args: argparse.Namespace) -> int:
                     [s.number, s.reason, s.account or "-", _iso(s.created_at), _iso(s.expires_at)]
                     for s in entries
                 ]
-                for line in format_table(
-                    ("number", "reason", "account", "added", "expires"), rows, "lllll"
-                ):
-                    print(line)
-                print(f"{len(entries)} suppressed number{'s' if len(entries) != 1 else ''}")
+                headers = ("number", "reason", "account", "added", "expires")
+                _print_table(
+                    headers,
+                    rows,
+                    "lllll",
+                    f"{len(entries)} suppressed number{'s' if len(entries) != 1 else ''}",
+                    {1: "red"},
+                )
             return EXIT_OK
 
     return asyncio.run(main())
@@ -526,7 +578,6 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
 
 def cmd_held(args: argparse.Namespace) -> int:
     from .engine import wants_receipt
-    from .stats import format_table
 
     cfg = _load(args.config)
     path = store_path(cfg)
@@ -571,9 +622,13 @@ def cmd_held(args: argparse.Namespace) -> int:
                 return EXIT_OK
             headers = ("id", "account", "destination", "attempts", "reason", "next attempt")
             table = [[*(i[k] for k in list(i)[:6]), i["deadline"]] for i in items]
-            for line in format_table((*headers, "deadline"), table, "lllrllll"):
-                print(line)
-            print(f"{total} held message{'s' if total != 1 else ''} (showing {len(items)})")
+            _print_table(
+                (*headers, "deadline"),
+                table,
+                "lllrllll",
+                f"{total} held message{'s' if total != 1 else ''} (showing {len(items)})",
+                {4: "yellow"},
+            )
             return EXIT_OK
 
     return asyncio.run(main())

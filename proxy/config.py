@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_SCHEDULES",
     "ERR_SPACES",
     "EVENT_LOOPS",
+    "FIELD_DOCS",
     "ID_FORMATS",
     "LOG_LEVELS",
     "MQTT_PROTOCOLS",
@@ -170,6 +171,7 @@ class Account:
     suppression: str = "reject"  # "reject" | "pass"
     allowed_ips: tuple[str, ...] = ()  # CIDR networks; empty = any address
     mask_destinations: bool = False
+    allow_empty_password: bool = False  # password = "" is a mistake unless this says so
 
     def allows_ip(self, address: str) -> bool:
         """Whether a connection from `address` may bind as this account."""
@@ -219,6 +221,7 @@ class Carrier:
     tls: bool = False
     tls_ca: str = ""
     tls_verify: bool = True
+    allow_empty_password: bool = False  # password = "" is a mistake unless this says so
 
     def mo_account_for(self, destination: str) -> str:
         """The account that gets a mobile-originated message sent to `destination`."""
@@ -904,6 +907,8 @@ def parse_config(
     store = _parse_store(top.section("store"), loader)
     feed = _parse_feed(top.table("feed"), loader)
     metrics = _parse_metrics(top.table("metrics"))
+    if metrics is not None:
+        _check_metrics_port(sink, source, server, metrics)
     logging = _parse_logging(top.section("logging"))
     top.finish()
 
@@ -922,6 +927,20 @@ def parse_config(
         metrics=metrics,
         logging=logging,
     )
+
+
+def _check_metrics_port(
+    sink: list[ConfigProblem], source: str, server: ServerConfig, metrics: MetricsConfig
+) -> None:
+    """The metrics endpoint cannot share a port with an SMPP listener (0: chosen at start)."""
+    if metrics.port == 0:
+        return
+    if server.plain and metrics.port == server.port:
+        message = f"the same as server.port ({server.port}): the SMPP listener's port"
+        sink.append(ConfigProblem(source, "metrics.port", message))
+    elif server.tls_cert and metrics.port == server.tls_port:
+        message = f"the same as server.tls_port ({server.tls_port}): the TLS listener's port"
+        sink.append(ConfigProblem(source, "metrics.port", message))
 
 
 def _raw_names(tables: Sequence[_Table], key: str) -> set[str]:
@@ -1041,9 +1060,22 @@ def _parse_account(t: _Table, loader: _Loader) -> Account:
         suppression=t.choice("suppression", "reject", SUPPRESSION_MODES),
         allowed_ips=tuple(allowed),
         mask_destinations=t.boolean("mask_destinations", False),
+        allow_empty_password=_empty_password_check(t),
     )
     t.finish()
     return account
+
+
+def _empty_password_check(t: _Table) -> bool:
+    """``allow_empty_password``; without it an inline ``password = ""`` is a problem."""
+    allowed = t.boolean("allow_empty_password", False)
+    if t.data.get("password") == "" and not allowed:
+        t.problem(
+            "password",
+            "empty: set the password (or password_env), or allow_empty_password = true "
+            "when the peer really has none",
+        )
+    return allowed
 
 
 def _account_ref(t: _Table, name: str, value: object, accounts: set[str]) -> str:
@@ -1118,6 +1150,7 @@ def _parse_carrier(t: _Table, loader: _Loader, accounts: set[str]) -> Carrier:
         tls=t.boolean("tls", d.tls),
         tls_ca=loader.file_option(t, "tls_ca"),
         tls_verify=t.boolean("tls_verify", d.tls_verify),
+        allow_empty_password=_empty_password_check(t),
     )
     _check_ca_file(t, "tls_ca", carrier.tls_ca)
     t.finish()
@@ -1573,6 +1606,187 @@ def _parse_logging(t: _Table) -> LoggingConfig:
     t.finish()
     return logging
 
+
+# ---------------------------------------------------------------- field documentation
+
+# One line per key of the file: what it means. The README's configuration reference is
+# generated from these and the model's defaults (`bounceback.configref`); a field with
+# no line here fails the documentation test, so a new key is documented where it is
+# added. Keyed by the TOML table, then the field name.
+FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
+    {
+        "server": {
+            "host": "address the sender-facing listener binds to",
+            "port": "its port (`0`: a free port, chosen at start)",
+            "instance_id": "this instance's name (feed topics, leases); empty: derived at start",
+            "enquire_link_interval": "idle time before we send enquire_link",
+            "response_timeout": "wait for a response to a PDU we sent",
+            "inactivity_timeout": "a silent session is closed",
+            "bind_timeout": "a connection that has not bound is closed",
+            "max_pdu_size": "larger command_length → generic_nack and close",
+            "submit_wait": 'bounded wait for the carrier in `ack = "carrier"` mode',
+            "max_connections": "connections at once",
+            "max_connections_per_ip": "connections at once from one address",
+            "shutdown_grace": "graceful shutdown deadline",
+            "event_loop": "the event loop of `run`: `auto` (uvloop when it can be imported "
+            "and the TLS listener is off, else asyncio), `uvloop` (refuses to start without "
+            "it; not allowed with `tls_cert`) or `asyncio`; logged at start",
+            "gc_threshold": "young-generation threshold of Python's cyclic garbage collector "
+            "in `run` (CPython's own, 700, costs about a sixth of the proxy's time under "
+            "load); startup objects are frozen out of collections; `0` leaves the collector "
+            "as Python sets it",
+            "tls_port": "the TLS listener's port (on when `tls_cert` is set)",
+            "tls_cert": "PEM certificate chain of the TLS listener; empty: no TLS listener",
+            "tls_key": "its private key; empty: inside `tls_cert`",
+            "tls_client_ca": "senders must present a certificate issued by this CA",
+            "plain": "also listen on plain TCP `port`; `false`: TLS only",
+            "failed_bind_limit": "failed binds from one address within `failed_bind_window` "
+            "that lock it out",
+            "failed_bind_window": "the window of `failed_bind_limit`",
+            "lockout_seconds": "how long a locked-out address is refused",
+        },
+        "accounts": {
+            "system_id": "the sender's system_id (at most 15 characters)",
+            "password": "its password (at most 8 characters); or `password_env`",
+            "password_env": "the environment variable holding the password (it must be set)",
+            "bind_types": "allowed of transmitter, receiver, transceiver",
+            "max_binds": "simultaneous binds",
+            "throughput": "msg/s (0 = unlimited; over it → `ESME_RTHROTTLED`)",
+            "window": "unacknowledged PDUs we send it",
+            "ack": "`carrier` (answer submit_sm after the carrier does) or `stored`",
+            "suppression": "`reject` (→ `ESME_RINVDSTADR`) or `pass` for suppressed numbers",
+            "allowed_ips": "CIDR allowlist; empty: any address",
+            "mask_destinations": "mask this sender's numbers in logs and on the feed",
+            "allow_empty_password": '`password = ""` is refused unless this is `true`',
+        },
+        "carriers": {
+            "name": "unique; used by routes, classify, metrics and the feed",
+            "host": "the upstream SMSC",
+            "system_id": "our system_id at the carrier",
+            "port": "its port",
+            "password": "our password there; or `password_env`",
+            "password_env": "the environment variable holding the password (it must be set)",
+            "system_type": "system_type of our bind (at most 12 characters)",
+            "bind_mode": "`transceiver` or `transmitter_receiver` (a pair of binds)",
+            "window": "our unanswered submits in flight",
+            "throughput": "the carrier's rate limit, msg/s (0 = unlimited)",
+            "enquire_link_interval": "idle time before we send enquire_link",
+            "reconnect_min": "first reconnect delay (exponential backoff with jitter)",
+            "reconnect_max": "longest reconnect delay",
+            "stable_after": "a bind lost sooner is short-lived and does not reset the "
+            "reconnect delay; two in a row mark the carrier as flapping (the delay keeps "
+            "doubling up to `reconnect_max`, routes prefer other carriers) until a bind "
+            "stays up this long",
+            "submit_timeout": "no submit_sm_resp by then: a soft `timeout` bounce",
+            "id_format": "ids in its submit_sm_resp: `auto`, `hex`, `dec`, `opaque` "
+            "(settles a real ambiguity only)",
+            "receipt_id_format": "ids in its receipts: the same choices",
+            "receipt_query_after": "a submitted message with no receipt this long is looked "
+            "up with `query_sm` (again after 2×, 4×, … that time, at most 6 h apart, until "
+            "the receipt grace); a final answer ends it as a receipt would; `0`: never (see "
+            "docs/operations.md, Overdue receipts)",
+            "mo_account": "the account that gets its mobile-originated messages; empty: none",
+            "mo_routes": "mobile-originated messages by destination (short code) → account",
+            "tls": "TLS to the carrier",
+            "tls_ca": "CA bundle file; empty: the system's CAs",
+            "tls_verify": "verify the carrier's certificate and host name",
+            "allow_empty_password": '`password = ""` is refused unless this is `true`',
+        },
+        "routes": {
+            "prefix": "destination digits; empty matches every destination; the longest "
+            "matching prefix wins",
+            "accounts": "the accounts it applies to; empty: every account",
+            "carriers": "carriers in fallback order",
+        },
+        "retry": {
+            "max_attempts": "submissions per message, the first included (16 reach the 48 h "
+            "validity at the 4 h cap of absent_subscriber; see `bench/bench_retry.py`)",
+            "max_age": "give up this long after acceptance",
+            "jitter": "each delay is randomised by up to this fraction",
+            "default_validity": "validity when the sender gave none",
+            "alternate_carrier": "routing/network soft bounces try the next carrier",
+            "quiet_hours_start": '`"HH:MM"` in the destination\'s local time: no retries '
+            "from then …",
+            "quiet_hours_end": "… until then (both empty: off)",
+            "flag_threshold": "soft bounces within `flag_window` that flag a number",
+            "flag_window": "the window of `flag_threshold`",
+            "flag_stops_retries": "a flagged number gets no more retries",
+            "suppression_ttl": "how long a hard-bounced number stays suppressed",
+            "schedules": "backoff per soft reason: `[retry.schedules.REASON]` below",
+            "time_zones": "`[retry.time_zones]`: number prefix = IANA zone for quiet hours, "
+            "before the numbering plan's (longest prefix first); without one, a range that "
+            "spans several zones gets its country's principal zone (Europe/Moscow for a "
+            "Russian mobile, America/New_York for US toll-free); the zone used is on the "
+            "`soft_bounce` event (`time_zone`)",
+        },
+        "retry.schedules.REASON": {
+            "initial": "first delay for one soft reason (throttled, congestion, "
+            "system_failure, network, routing, timeout, not_bound, subscriber_busy, "
+            "absent_subscriber, memory_full, unknown_state, expired)",
+            "factor": "each further delay is this times the one before …",
+            "max": "… up to this",
+        },
+        "classify": {
+            "include": "files shaped like this table, or the presets shipped in the "
+            'package: `"preset:map40-style"`, `"preset:twilio-style"`, '
+            '`"preset:vonage-style"` (`configs/classify/`); paths are relative to the config',
+            "defaults": "one entry for every carrier: `include`, `err_space` (`map`, "
+            "`map40`, `none`) and rule tables `err`, `status`, `stat`, `network_error_code` "
+            'mapping to `"soft:REASON"`, `"hard:REASON"`, `"pending"`, `"delivered"` (stat '
+            "only) or a table",
+            "carriers": "`carriers.NAME`: an entry for one carrier, merged over the defaults",
+        },
+        "store": {
+            "path": "SQLite file (relative to the config)",
+            "url": "`postgresql://…` selects the shared PostgreSQL store (needs "
+            "`bounceback[postgres]`)",
+            "retention_days": "finished messages (with their carrier ids) and bounce history "
+            "older than this are deleted",
+            "batch_max": "writes per group commit",
+            "batch_delay": "group-commit window, seconds",
+            "lease_seconds": "PostgreSQL: how long an instance owns a due message",
+            "write_timeout": "SQLite: how long a write waits (without stopping the proxy) for "
+            "a database another process holds locked; then the store counts as failing (see "
+            "docs/operations.md, Faults)",
+        },
+        "feed": {
+            "enabled": "`false` turns the feed off (so does leaving out `[feed]`: off by default)",
+            "host": "the MQTT broker",
+            "port": "its port",
+            "username": "empty: anonymous",
+            "password": "the broker password; or `password_env`; both optional",
+            "password_env": "the environment variable holding it",
+            "tls": "TLS to the broker",
+            "tls_ca": "CA bundle file; empty: the system's CAs",
+            "client_id": "MQTT client id; empty: derived from the instance id",
+            "protocol": "`3.1.1` or `5`",
+            "prefix": "topic prefix",
+            "qos": "0, 1 or 2",
+            "mask_destinations": "publish masked numbers (phone numbers are personal data)",
+            "mask_keep": "digits kept at the end of a masked number",
+            "stats_interval": "retained stats published this often",
+            "outbox_max": "events kept while the broker is unreachable",
+            "keepalive": "MQTT keepalive, seconds",
+            "publisher": "`process`: the MQTT publisher runs in a child process "
+            "(`bounceback feed-publisher`, started, restarted and stopped by `run`) on its "
+            "own core; `inline`: in the proxy's event loop",
+            "client": "`builtin`: the feed's own MQTT client (`proxy/mqtt.py`, "
+            "`proxy/mqttclient.py`); `aiomqtt`: aiomqtt over paho, about eight times the CPU "
+            "per event (needs `bounceback[aiomqtt]`)",
+        },
+        "metrics": {
+            "enabled": "`false` turns the endpoint off (so does leaving out `[metrics]`: "
+            "off by default)",
+            "host": "address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`)",
+            "port": "its port (not an SMPP listener's)",
+        },
+        "logging": {
+            "level": "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+            "json": "one JSON object per line",
+            "mask_destinations": "mask phone numbers in logs",
+        },
+    }
+)
 
 # ---------------------------------------------------------------- explain
 

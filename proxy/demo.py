@@ -11,8 +11,9 @@ Nothing outside is needed: no MQTT broker, no database server. The demo
    retry schedules of seconds instead of minutes;
 3. binds to the proxy as a transceiver and sends every message asking for a
    delivery receipt, then follows the store until every message has reached a final
-   state and every receipt has come back, showing a progress bar and a table (redrawn
-   in place on a terminal, one plain line every few seconds otherwise);
+   state and every receipt has come back, showing its progress: on a terminal a live
+   display (a progress bar with the rate and an ETA, and the figures) redrawn in place
+   within the terminal's width, otherwise one plain line every few seconds;
 4. prints a summary: how many deliveries the retries recovered, the share of hard
    bounces, and carrier submissions per message.
 
@@ -34,6 +35,12 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, Task, TaskID, TaskProgressColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+from rich.text import Text
 from smppcodecs.constants import ESM_CLASS_INTERMEDIATE
 from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import ReceiptParseError, parse_receipt
@@ -248,22 +255,6 @@ async def read_store(store: Store, p: Progress) -> None:
     p.attempts = attempts
 
 
-def bar(done: int, total: int, width: int = 40) -> str:
-    filled = width if total <= 0 else min(width, done * width // total)
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
-
-
-def live_lines(p: Progress) -> list[str]:
-    """The live view: a progress bar and a table."""
-    return [
-        f"{bar(p.final, p.total)} {p.final:>6}/{p.total} final   {p.elapsed:6.1f} s",
-        f"  delivered        {p.delivered:>7}    recovered by retry {p.recovered:>7}",
-        f"  soft-bounced     {p.soft_bounced:>7}    held now           {p.held:>7}",
-        f"  hard bounces     {p.hard:>7}    expired            {p.expired:>7}",
-        f"  in flight        {max(p.in_flight, 0):>7}    receipts to sender {p.receipts:>7}",
-    ]
-
-
 def plain_line(p: Progress) -> str:
     """One line for a log or a pipe."""
     return (
@@ -273,36 +264,104 @@ def plain_line(p: Progress) -> str:
     )
 
 
-class LiveView:
-    """Draws the live view in place with ANSI escapes, or plain lines periodically."""
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
-    def __init__(self, out: TextIO, live: bool, plain_every: float = 2.0) -> None:
+
+def status_text(p: Progress, task: Task | None) -> Text:
+    """The line under the bar: final count, rate, ETA and elapsed time (words that a
+    narrow terminal wraps between, never inside)."""
+    speed = None if task is None else task.speed
+    eta = None if task is None or p.final >= p.total else task.time_remaining
+    rate = "-- msg/s" if not speed else f"{speed:.1f} msg/s"
+    out = Text()
+    out.append(f"{p.final}/{p.total}", "bold")
+    out.append(" final  ")
+    out.append(rate, "cyan")
+    out.append("  ETA ")
+    out.append(_clock(0.0 if p.final >= p.total else eta), "cyan")
+    out.append(f"  elapsed {_clock(p.elapsed)}", "dim")
+    return out
+
+
+def figures(p: Progress) -> Table:
+    """The live view's table: label/value pairs that fold into fewer columns (rich
+    wraps the cells) when the terminal is narrow."""
+    grid = Table.grid(padding=(0, 2), expand=False)
+    grid.add_column(no_wrap=False)
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(no_wrap=False)
+    grid.add_column(justify="right", no_wrap=True)
+    rows = [
+        ("delivered", p.delivered, "green", "recovered by retry", p.recovered, "green"),
+        ("soft-bounced", p.soft_bounced, "yellow", "held now", p.held, "yellow"),
+        ("hard bounces", p.hard, "red", "expired", p.expired, "yellow"),
+        ("in flight", max(p.in_flight, 0), "", "receipts to sender", p.receipts, ""),
+    ]
+    for label, value, style, label2, value2, style2 in rows:
+        grid.add_row(label, Text(str(value), style), label2, Text(str(value2), style2))
+    return grid
+
+
+class LiveView:
+    """The demo's progress: on a terminal a rich live display (a progress bar with the
+    rate and an ETA, and the figures), redrawn in place within the terminal's width;
+    otherwise one plain line every `plain_every` seconds."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        live: bool,
+        plain_every: float = 2.0,
+        *,
+        console: Console | None = None,
+    ) -> None:
         self.out = out
         self.live = live
         self.plain_every = plain_every
-        self._drawn = 0
         self._last_plain = -1e9
+        self._console = console
+        self._live: Live | None = None
+        # Used for its bar and its rate estimate (over the recent updates) only.
+        self._bar = RichProgress(BarColumn(bar_width=None), TaskProgressColumn(), expand=True)
+        self._task: TaskID | None = None
+
+    def _renderable(self, p: Progress) -> Group:
+        if self._task is None:
+            self._task = self._bar.add_task("final", total=p.total)
+        self._bar.update(self._task, completed=p.final, total=p.total)
+        task = self._bar.tasks[0]
+        return Group(self._bar, status_text(p, task), figures(p))
 
     def draw(self, p: Progress, *, force: bool = False) -> None:
         if self.live:
-            lines = live_lines(p)
-            buf = []
-            if self._drawn:
-                buf.append(f"\x1b[{self._drawn}F")  # back to the first line of the view
+            renderable = self._renderable(p)
+            if self._live is None:
+                con = self._console or Console(file=self.out, force_terminal=True)
+                self._live = Live(
+                    renderable,
+                    console=con,
+                    auto_refresh=False,
+                    redirect_stdout=False,
+                    redirect_stderr=False,
+                )
+                self._live.start(refresh=True)
             else:
-                buf.append("\x1b[?25l")  # hide the cursor while redrawing
-            buf += [f"\x1b[2K{line}\n" for line in lines]
-            self.out.write("".join(buf))
-            self._drawn = len(lines)
-        elif force or p.elapsed - self._last_plain >= self.plain_every:
+                self._live.update(renderable, refresh=True)
+            return
+        if force or p.elapsed - self._last_plain >= self.plain_every:
             self.out.write(plain_line(p) + "\n")
             self._last_plain = p.elapsed
         self.out.flush()
 
     def close(self) -> None:
-        if self.live and self._drawn:
-            self.out.write("\x1b[?25h")
-            self.out.flush()
+        """Leave the last drawing on the screen and show the cursor again."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
 
 def summary_lines(p: Progress, planned: Sequence[Planned]) -> list[str]:
@@ -349,6 +408,7 @@ async def run_demo(
     keep: Path | None = None,
     timeout: float = 120.0,
     seed: int = 7,
+    console: Console | None = None,
 ) -> int:
     """Run the whole demo; returns the exit status (0 complete, 1 otherwise)."""
     from .config import load_config
@@ -361,7 +421,7 @@ async def run_demo(
     sim = CarrierSimulator(scenario)
     gw: Gateway | None = None
     client: EsmeClient | None = None
-    view = LiveView(out, live)
+    view = LiveView(out, live, console=console)
     p = Progress(total=messages)
     receipts: dict[str, int] = {}
     try:

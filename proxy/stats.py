@@ -37,7 +37,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -45,6 +45,9 @@ from .engine import LINK_REASONS, SUPPRESS_REASONS
 from .events import iso, number_info
 from .model import State
 from .store import Store
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SCHEMA = "bounceback.report/1"
 
@@ -627,3 +630,102 @@ def render_text(r: Report) -> str:
     else:
         out.append("  (none)")
     return "\n".join(out) + "\n"
+
+
+def print_report(con: Console, r: Report) -> None:
+    """The report as `render_text` has it, drawn for a terminal: rich tables, styled
+    headings, the bounce and hard rates in colour (see `bounceback.term`)."""
+    from rich.text import Text
+
+    from .term import BAD, GOOD, HEADING, MUTED, WARN, table
+
+    zone = "UTC" if r.hours == "utc" else "destination local time"
+    t = r.totals
+    # The columns of GROUP_HEADERS that say how it went, by index.
+    group = {1: GOOD, 2: GOOD, 3: WARN, 4: BAD, 5: WARN, 7: WARN, 8: BAD}
+
+    def shifted(by: int) -> dict[int, str]:
+        return {i + by: style for i, style in group.items()}
+
+    con.print(
+        Text(f"Bounceback stats for messages accepted {iso(r.since)} .. {iso(r.until)}", HEADING)
+    )
+    con.print(
+        Text(
+            f"(pending includes cancelled; rates are shares of sent, recovery = recovered / "
+            f"soft-bounced; hours in {zone})",
+            MUTED,
+        )
+    )
+    spm = f"{t.submissions / t.sent:.2f}" if t.sent else "-"
+    con.print()
+    con.print(
+        table(
+            (*GROUP_HEADERS, "submissions/msg"),
+            [[*_group_cells(t), spm]],
+            "r",
+            title="Totals",
+            styles=group,
+        )
+    )
+    con.print()
+    con.print(
+        table(
+            ("country", *GROUP_HEADERS),
+            [[k or "(unknown)", *_group_cells(c)] for k, c in r.by_country],
+            title="By country",
+            styles=shifted(1),
+        )
+    )
+    con.print()
+    con.print(
+        table(
+            ("country", "operator", *GROUP_HEADERS),
+            [[k or "(unknown)", op or "(unknown)", *_group_cells(c)] for k, op, c in r.by_operator],
+            "ll",
+            title="By operator",
+            styles=shifted(2),
+        )
+    )
+    con.print()
+    con.print(
+        table(
+            ("hour", *GROUP_HEADERS),
+            [[f"{h:02d}", *_group_cells(c)] for h, c in enumerate(r.by_hour) if c.sent],
+            title=f"By hour of day ({zone}; hours with messages)",
+            styles=shifted(1),
+        )
+    )
+    title = f"Numbers that keep soft-bouncing (top {r.top}; carrier-side reasons left out)"
+    con.print()
+    if r.soft_numbers:
+        con.print(
+            table(
+                ("number", "country", "operator", "soft bounces", "reasons", "last (UTC)"),
+                soft_number_rows(r, _when),
+                "lllrll",
+                title=title,
+                styles={3: WARN},
+            )
+        )
+    else:
+        con.print(Text(title, HEADING))
+        con.print(Text("  (none)", MUTED))
+    title = "Hard-bounced numbers to remove (suppression list + number-level hard bounces)"
+    con.print()
+    if r.remove_numbers:
+        con.print(
+            table(
+                ("number", "country", "operator", "reason", "source", "last (UTC)"),
+                remove_number_rows(r, _when),
+                "llllll",
+                title=title,
+                styles={3: BAD},
+            )
+        )
+        more = len(r.remove_numbers) - SHOW_NUMBERS
+        if more > 0:
+            con.print(Text(f"... and {more} more (--format csv or json lists them all)", MUTED))
+    else:
+        con.print(Text(title, HEADING))
+        con.print(Text("  (none)", MUTED))

@@ -75,6 +75,7 @@ def test_check_good_configs(
     assert main(["check", "--config", str(CONFIGS / "demo.toml")]) == 0
     out = capsys.readouterr().out
     assert out.rstrip().endswith("configuration is valid")
+    assert "\x1b" not in out  # piped: plain lines
     for name, value in EXAMPLE_ENV.items():
         monkeypatch.setenv(name, value)
     assert main(["check", "--config", str(CONFIGS / "example.toml")]) == 0
@@ -121,6 +122,19 @@ BAD_CONFIGS = [
         BASE + "[server]\nport = \n",
         ["c.toml: line 12, column 8: invalid TOML: Invalid value"],
         id="toml-syntax",
+    ),
+    pytest.param(
+        BASE + "[metrics]\nport = 2775\n",
+        ["c.toml: metrics.port: the same as server.port (2775): the SMPP listener's port"],
+        id="metrics-on-the-smpp-port",
+    ),
+    pytest.param(
+        BASE.replace('password = "a-pw"', 'password = ""'),
+        [
+            "c.toml: carriers[0].password: empty: set the password (or password_env), "
+            "or allow_empty_password = true when the peer really has none"
+        ],
+        id="empty-password",
     ),
     pytest.param(
         "",
@@ -451,7 +465,9 @@ async def test_suppression_add_list_remove_with_a_real_proxy(
         assert "not a phone number" in capsys.readouterr().err
 
         assert await cli("suppression", "list", "--config", c) == 0
-        out = capsys.readouterr().out.splitlines()
+        text = capsys.readouterr().out
+        assert "\x1b" not in text  # piped: the plain table
+        out = text.splitlines()
         assert out[0].split() == ["number", "reason", "account", "added", "expires"]
         assert out[1].split()[:3] == [n, "complaint", "-"]
         assert out[-1] == "1 suppressed number"
@@ -506,7 +522,9 @@ async def test_held_list_and_cancel_with_a_real_proxy(
             await asyncio.to_thread(s.close)
 
         assert await cli("held", "list", "--config", c) == 0
-        out = capsys.readouterr().out.splitlines()
+        text = capsys.readouterr().out
+        assert "\x1b" not in text  # piped: the plain table
+        out = text.splitlines()
         assert out[0].split()[:5] == ["id", "account", "destination", "attempts", "reason"]
         assert out[1].split()[:5] == [mid, "acme", n, "1", "absent_subscriber"]
         assert out[-1] == "1 held message (showing 1)"

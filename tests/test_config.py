@@ -257,6 +257,53 @@ def test_event_loop_uvloop_is_refused_with_the_tls_listener(here: Path) -> None:
     ]
 
 
+def test_metrics_port_must_differ_from_the_smpp_ports(here: Path) -> None:
+    assert load(BASE + "[metrics]\nport = 9102\n").metrics is not None
+    assert problems(BASE + "[metrics]\nport = 2775\n") == [
+        "c.toml: metrics.port: the same as server.port (2775): the SMPP listener's port"
+    ]
+    text = BASE + "[server]\nport = 2800\n[metrics]\nport = 2800\n"
+    assert problems(text) == [
+        "c.toml: metrics.port: the same as server.port (2800): the SMPP listener's port"
+    ]
+    # Port 0 is chosen at start; without TLS the TLS port is not listened on.
+    assert load(BASE + "[server]\nport = 0\n[metrics]\nport = 0\n").metrics is not None
+    assert load(BASE + "[metrics]\nport = 3550\n").metrics is not None
+    self_signed(here, "cert")
+    tls = '[server]\ntls_cert = "cert.pem"\ntls_key = "cert.key"\n'
+    assert problems(BASE + tls + "[metrics]\nport = 3550\n") == [
+        "c.toml: metrics.port: the same as server.tls_port (3550): the TLS listener's port"
+    ]
+    # A disabled metrics table has no port to clash.
+    assert load(BASE + "[metrics]\nenabled = false\nport = 2775\n").metrics is None
+
+
+EMPTY = (
+    "empty: set the password (or password_env), or allow_empty_password = true "
+    "when the peer really has none"
+)
+
+
+def test_an_empty_password_needs_allow_empty_password(here: Path) -> None:
+    account = ACCOUNT.replace('password = "acme-pw"', 'password = ""')
+    carrier = CARRIER.replace('password = "a-pw"', 'password = ""')
+    assert problems(account + carrier) == [
+        f"c.toml: accounts[0].password: {EMPTY}",
+        f"c.toml: carriers[0].password: {EMPTY}",
+    ]
+    allowed = account + "allow_empty_password = true\n" + carrier
+    assert problems(allowed) == [f"c.toml: carriers[0].password: {EMPTY}"]
+    config = load(allowed + "allow_empty_password = true\n")
+    assert config.accounts[0].password == "" and config.accounts[0].allow_empty_password
+    assert config.carriers[0].password == "" and config.carriers[0].allow_empty_password
+    assert "no password" in explain(config)
+    # A password that is set needs no permission; the key must be a boolean.
+    assert not load(BASE + "allow_empty_password = false\n").carriers[0].allow_empty_password
+    assert problems(BASE + 'allow_empty_password = "yes"\n') == [
+        'c.toml: carriers[0].allow_empty_password: expected true or false, got "yes"'
+    ]
+
+
 def test_store_url_selects_postgresql_and_is_masked(here: Path) -> None:
     config = load(BASE + '[store]\nurl = "postgresql://bb:pg-secret-77@db/bounce"\n')
     assert config.store.backend == "postgresql"
@@ -269,7 +316,15 @@ def test_store_url_selects_postgresql_and_is_masked(here: Path) -> None:
 def test_parse_config_from_a_mapping(tmp_path: Path) -> None:
     data = {
         "accounts": [{"system_id": "x", "password_env": "X_PW"}],
-        "carriers": [{"name": "c", "host": "h", "system_id": "s", "password": ""}],
+        "carriers": [
+            {
+                "name": "c",
+                "host": "h",
+                "system_id": "s",
+                "password": "",
+                "allow_empty_password": True,
+            }
+        ],
         "store": {"path": ":memory:"},
     }
     config = parse_config(data, source="inline", base_dir=tmp_path, environ={"X_PW": "pw"})

@@ -285,6 +285,7 @@ def test_csv_header_and_rows(config: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_terminal_tables(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = stats(config, capsys)
+    assert "\x1b" not in out  # piped: plain lines, no escape codes
     for heading in ("By country", "By operator", "By hour of day (UTC", "soft-bouncing"):
         assert heading in out
     country_rows = {
