@@ -36,6 +36,7 @@ from smppcodecs.pdu import (
     ReplaceSm,
 )
 
+from . import logs
 from .config import Carrier
 from .ratelimit import TokenBucket
 from .session import SessionClosed, SmppSession
@@ -210,6 +211,7 @@ class CarrierLink:
         )
 
     async def _maintain(self) -> None:
+        logs.bind(carrier=self.name)  # every line of this link's tasks names the carrier
         self.reconnect_delay = self.cfg.reconnect_min
         while not self._stop.is_set():
             lost_after: float | None = None  # how long a lost bind had lasted

@@ -48,7 +48,7 @@ from smppcodecs.receipt import Receipt, build_receipt_pdu, parse_receipt
 from smppcodecs.smpptime import format_absolute, to_utc
 from smppcodecs.text import decode_text
 
-from . import engine
+from . import engine, logs
 from .access import Access
 from .carrier import CarrierLink, NotBound
 from .config import Account, Config
@@ -533,6 +533,7 @@ class Gateway:
             on_pdu=self.metrics.on_pdu if self.metrics is not None else None,
         )
         s.name = f"esme:unbound:{s.peer}"
+        logs.bind(session=s.name)  # this connection's lines (and its tasks') name it
         self._connections.add(s)
         self._spawn(self._bind_deadline(s))
         try:
@@ -937,9 +938,21 @@ class Gateway:
     async def _cancel_upstream(self, link: CarrierLink, msg: Message, cmid: str) -> None:
         try:
             status = await link.cancel(cmid, msg.source_addr, msg.destination_addr)
-            log.info("cancel of %s at %s: status 0x%02X", msg.id, link.name, status)
+            log.info(
+                "cancel of %s at %s: status 0x%02X",
+                msg.id,
+                link.name,
+                status,
+                extra=logs.context(message_id=msg.id, carrier=link.name, account=msg.account),
+            )
         except Exception as exc:
-            log.info("cancel of %s at %s failed: %s", msg.id, link.name, exc)
+            log.info(
+                "cancel of %s at %s failed: %s",
+                msg.id,
+                link.name,
+                exc,
+                extra=logs.context(message_id=msg.id, carrier=link.name, account=msg.account),
+            )
 
     # ------------------------------------------------------------ upstream
     def route(self, msg: Message) -> list[CarrierLink]:
@@ -1584,7 +1597,12 @@ class Gateway:
         if verdict.kind == "soft":
             flagged = await self._soft_count(msg, now, extra)
         log.info(
-            "%s: receipt of %s overdue; query_sm says %s (err %s)", q.carrier, msg.id, stat, err
+            "%s: receipt of %s overdue; query_sm says %s (err %s)",
+            q.carrier,
+            msg.id,
+            stat,
+            err,
+            extra=logs.context(message_id=msg.id, carrier=q.carrier, account=msg.account),
         )
         await self.process(
             msg.id,

@@ -37,6 +37,7 @@ from smppcodecs.pdu import (
     SubmitSm,
 )
 
+from . import logs
 from .config import Account
 from .session import READ_SIZE, SmppSession
 from .tlsconfig import describe_peer, listener_context
@@ -160,6 +161,7 @@ class EsmeSession(SmppSession):
         self.account = account
         self.bind_type = bind_type
         self.name = f"esme:{account.system_id}:{self.peer}"
+        logs.bind(session=self.name, account=account.system_id)
         self.set_window(account.window)
         self.inbound_window = max(account.window, 1)
         self.send(pdu.response(system_id=self.gw.system_id))
