@@ -15,7 +15,7 @@ scripted per destination number by a small TOML scenario::
     default = ["deliver"]          # outcomes for numbers no rule matches
     throughput = 0                 # submissions per second per system_id (0 = no limit)
     window = 10                    # outstanding deliver_sm per session
-    receipt_session = "any"        # "any" receiver, or "other" than the submitting one
+    receipt_session = "any"        # "any" receiver, the "same" as submitted or an "other"
     system_id = "SIMSMSC"          # what bind responses call the SMSC
     max_records = 100000           # submissions and messages kept in memory
 
@@ -66,8 +66,9 @@ exercise intermediate notifications. Each ``deliver_sm`` waits for its
 bound, or whose session drops before answering, waits for the next receiver bind of
 that system_id; an error response is retried a few times, one second apart.
 Receipts go to the receivers of a system_id in turn; with ``receipt_session =
-"other"`` never to the session that submitted the message while another one is
-bound (as a carrier may do to several proxy instances sharing one account).
+"same"`` to the session that submitted the message while it can take them, with
+``"other"`` never to it while another one is bound (as a carrier may do to several
+proxy instances sharing one account).
 Submissions over ``throughput`` are answered ``ESME_RTHROTTLED`` before any outcome
 is consumed (they are counted in :attr:`CarrierSimulator.rate_limited`, not in
 :attr:`CarrierSimulator.submissions`).
@@ -269,7 +270,7 @@ def _rule_tuple(value: Iterable[Rule]) -> tuple[Rule, ...]:
 _ID_FORMATS: Final = ("hex", "dec")
 _RECEIPT_ID_FORMATS: Final = ("same", "hex", "dec")
 _RECEIPT_STYLES: Final = ("text+tlv", "text", "tlv")
-_RECEIPT_SESSIONS: Final = ("any", "other")
+_RECEIPT_SESSIONS: Final = ("any", "other", "same")
 
 
 @attrs.frozen(kw_only=True)
@@ -1311,8 +1312,13 @@ class CarrierSimulator:
             self._push_backlog(system_id, job)
             self._pump(system_id)
             return
-        avoid = job.message.session if self.scenario.receipt_session == "other" else None
-        session = self._pick(system_id, avoid)
+        mode = self.scenario.receipt_session
+        origin = job.message.session
+        session: SimulatorSession | None = None
+        if mode == "same" and origin in self._receivers.get(system_id, ()):
+            session = origin if origin is not None and origin.has_room else None
+        if session is None:
+            session = self._pick(system_id, origin if mode == "other" else None)
         if session is None:
             self._push_backlog(system_id, job)
             return

@@ -110,7 +110,8 @@ async def test_receipts_reach_a_receiver_bound_to_the_other_instance(
             " CREATE TRIGGER log_receipt AFTER INSERT ON sender_receipts"
             " FOR EACH ROW EXECUTE FUNCTION log_receipt()"
         )
-        async with simulator({"receipt_delay": 0.05}) as sim:
+        # The carrier sends each receipt on the bind that submitted it: all to a.
+        async with simulator({"receipt_delay": 0.05, "receipt_session": "same"}) as sim:
             pa, pb = free_port(), free_port()
             a = ProxyProcess(instance_config(tmp_path, "a", sim.port or 0, pg_url, pa))
             b = ProxyProcess(instance_config(tmp_path, "b", sim.port or 0, pg_url, pb))
@@ -121,7 +122,10 @@ async def test_receipts_reach_a_receiver_bound_to_the_other_instance(
                 tx = await bind(pa, "transmitter")
                 rx = await bind(pb, "receiver")
                 ids = await submit(tx, [f"4477009600{i:02d}" for i in range(n)])
-                await wait_until(lambda: len(rx.arrived) >= n, timeout=60)
+                try:
+                    await wait_until(lambda: len(rx.arrived) >= n, timeout=60)
+                except TimeoutError:
+                    raise AssertionError(f"{len(rx.arrived)} of {n} receipts reached b") from None
                 assert sorted(rx.arrived) == sorted(ids)
                 rows = await conn.fetch("SELECT message_id, created_at FROM receipt_log")
                 created = {str(r[0]): float(r[1]) for r in rows}
