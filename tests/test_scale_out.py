@@ -289,3 +289,29 @@ async def test_two_instances_race_on_one_message_one_outcome(tmp_path: Path, pg_
             outcomes[state] = outcomes.get(state, 0) + 1
         stale = a.counters.get("stale_decisions", 0) + b.counters.get("stale_decisions", 0)
         print(f"\noutcomes of 50 races: {outcomes}, decisions refused as stale: {stale}")
+
+
+async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: str) -> None:
+    """The connection that hears the notifications is cut: the instance listens again
+    and delivers what was stored meanwhile, without a new bind."""
+    scen = {"receipt_delay": 0.05, "receipt_session": "same"}
+    async with simulator(scen) as sim, two_gateways(tmp_path, sim.port or 0, pg_url) as gws:
+        a, b = gws
+        tx = await bind(a.port, "transmitter")
+        rx = await bind(b.port, "receiver")
+        try:
+            assert isinstance(b.store, PgStore)
+            listener: Any = b.store._listener
+            conn = await asyncpg.connect(pg_url)
+            try:
+                await conn.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+            finally:
+                await conn.close()
+            ids = await submit(tx, [f"4477009640{i:02d}" for i in range(3)])
+            await wait_until(lambda: len(rx.arrived) >= len(ids), timeout=30)
+            assert sorted(rx.arrived) == sorted(ids)
+            await wait_until(lambda: b.counters.get("notify_reconnects", 0) >= 1, timeout=30)
+            assert b.store.listening
+        finally:
+            await asyncio.to_thread(tx.close)
+            await asyncio.to_thread(rx.close)
