@@ -1490,8 +1490,9 @@ class Gateway:
                 if self._notice_numbers:
                     numbers, self._notice_numbers = self._notice_numbers, set()
                     await self._refresh_suppressed(numbers)
-                if await self.store.ensure_listening():
-                    # Notifications were lost with the connection: look for everything.
+                if await self.store.ensure_listening() and self.store.listening:
+                    # Listening again: the notifications sent meanwhile were lost, so
+                    # look for everything (until then, the periodic looks stand in).
                     log.warning("the store's notifications were interrupted; catching up")
                     self.count("notify_reconnects")
                     next_fallback = 0.0

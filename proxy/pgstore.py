@@ -341,6 +341,7 @@ class PgStore:
         self._listener: Any = None
         self._receipt_signal = asyncio.Event()
         self._subscribers: list[Callable[[str, str], None]] = []
+        self._listen_failures = 0  # failed attempts to listen in a row
         self._slot_tokens: dict[int, str] = {}
         self.commits = 0  # transactions committed (for metrics and tests)
         # The pool reconnects and retries by itself (see `_write`); a write that fails
@@ -375,12 +376,19 @@ class PgStore:
             for channel in CHANNELS:
                 await conn.add_listener(channel, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot listen for notifications (%s); polling instead", exc)
+            self._listen_failures += 1
+            if self._listen_failures % 100 == 1:  # tried every second: not a flood
+                log.warning(
+                    "cannot listen for notifications (%s); polling instead (%d tries so far)",
+                    exc,
+                    self._listen_failures,
+                )
             if conn is not None:
                 with contextlib.suppress(Exception):
                     await conn.close()
             self._listener = None
             return
+        self._listen_failures = 0
         self._listener = conn
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
@@ -410,8 +418,6 @@ class PgStore:
                 self._listener.terminate()
             self._listener = None
         await self._listen()
-        if self.listening:
-            log.info("listening for notifications again")
         return True
 
     async def close(self) -> None:
