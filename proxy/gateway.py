@@ -69,7 +69,7 @@ from .ids import IdGenerator
 from .localtime import Zones
 from .metrics import Metrics
 from .model import Message, State, Verdict, evolve, set_version
-from .pgstore import store_from_config
+from .pgstore import CARRIER_CHANNEL, RECEIPT_CHANNEL, SUPPRESSION_CHANNEL, store_from_config
 from .pump import ReceiptPump
 from .ratelimit import TokenBucket
 from .server import EsmeSession, listener_port, open_listeners
@@ -103,8 +103,13 @@ STUCK_AFTER = 60.0  # an unfinished message untouched this long lost its instanc
 EARLY_RECEIPT_TTL = 30.0  # how long a receipt that beat its submit_sm_resp is kept
 UNMATCHED_LOG_EVERY = 100  # log the 1st, 101st, ... receipt for an unknown id
 STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is logged)
-# Another instance may have handled the submit_sm_resp and still be committing it.
+# Another instance may have handled the submit_sm_resp and still be committing it:
+# without notifications (the listening connection is down), look again a few times.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
+# A shared store: how often the listening connection is checked (and opened again),
+# and how often the accounts with receivers here look for receipts even unnotified.
+LISTEN_CHECK = 1.0
+RECEIPT_FALLBACK = 5.0
 CACHE_MAX = 200_000
 KEYS_MAX = 50_000
 # Carrier answers that could not be written (the store was failing) are kept in memory
@@ -284,6 +289,13 @@ class Gateway:
         # their submission need it; older ones are found in the store.
         self._keys: LRU = LRU(KEYS_MAX)
         self._early: dict[tuple[str, str], tuple[float, DeliverSm | DataSm]] = {}
+        # Notifications from the other instances (a shared store), handled by `_notices`:
+        # carriers whose ids were written (a parked receipt may match now), numbers whose
+        # suppression changed ("*": all), and how many carrier-id notices came so far.
+        self._notice = asyncio.Event()
+        self._notice_carriers: set[str] = set()
+        self._notice_numbers: set[str] = set()
+        self._carrier_notices = 0
         self._waiting: dict[str, asyncio.Future[int]] = {}
         # The sender's PDU, already decoded, for a first attempt that is about to go.
         self._first_pdu: dict[str, SubmitSm | DataSm] = {}
@@ -371,6 +383,8 @@ class Gateway:
             self._suppressed[s.number] = s.expires_at
         if not self.shared:
             await self._recover()
+        else:
+            self.store.subscribe(self._on_notice)
         self._starting = "the feed"
         if self.cfg.feed is not None:
             if self.cfg.feed.publisher == "process" and _is_file(self.cfg.source):
@@ -401,6 +415,8 @@ class Gateway:
         self.tls_port = listener_port(self._tls_server)
         self._spawn(self._scheduler())
         self._spawn(self._housekeeping())
+        if self.shared:
+            self._spawn(self._notices())
         if self.metrics is not None and self.cfg.metrics is not None:
             m = self.cfg.metrics
             self._starting = f"the metrics server on {m.host}:{m.port}"
@@ -1171,8 +1187,11 @@ class Gateway:
             if hit is not None:
                 break
         # With several instances the response may be handled by the other one and its
-        # commit may still be on its way: look again a few times, briefly.
-        retries = SHARED_LOOKUP_DELAYS if self.shared else ()
+        # commit may still be on its way. Its commit notifies the carrier ids written: a
+        # notice heard from here on re-matches the receipt once parked. Without the
+        # notifications, look again a few times, briefly.
+        notices = self._carrier_notices
+        retries = SHARED_LOOKUP_DELAYS if self.shared and not self.store.listening else ()
         for delay in (0.0, *retries):
             if hit is not None or not keys:
                 break
@@ -1193,6 +1212,10 @@ class Gateway:
                 for k in keys[1:]:
                     self._early[(carrier, k)] = (now, pdu)
                 self.count("receipts_early")
+                if self.shared and self._carrier_notices != notices:
+                    # Carrier ids were committed while the store was read: look again.
+                    self._notice_carriers.add(carrier)
+                    self._notice.set()
                 return 0
             self._unmatched(carrier, rid)
             await self.store.unmatched_receipt(carrier, rid, repr(pdu), now)
@@ -1363,7 +1386,7 @@ class Gateway:
                             ", ".join(f"{n} {t} rows" for t, n in records.items() if n),
                         )
                 if self.shared:
-                    await self._rematch_early()
+                    await self._rematch_early(None, notified=False)
                 for key, (at, pdu) in list(self._early.items()):
                     if wall - at > EARLY_RECEIPT_TTL:
                         self._early.pop(key, None)
@@ -1390,20 +1413,107 @@ class Gateway:
             except Exception as exc:  # a locked or full store: try again next round
                 log.warning("housekeeping: %s", exc)
 
-    async def _rematch_early(self) -> None:
+    async def _rematch_early(self, carriers: set[str] | None, *, notified: bool) -> None:
         """With several instances, a receipt may beat the other instance's commit of the
-        carrier id: look the held-back receipts up in the store again."""
+        carrier id: look the held-back receipts (of `carriers`, None: all) up in the
+        store again. `notified`: a notification of new carrier ids asked for it (counted
+        ``receipts_rematched_notified``), else the housekeeping fallback
+        (``receipts_rematched_polled``)."""
         seen: set[int] = set()
         for (carrier, key), (_at, pdu) in list(self._early.items()):
-            if id(pdu) in seen:
+            if id(pdu) in seen or (carriers is not None and carrier not in carriers):
                 continue
+            if not any(v[1] is pdu for v in self._early.values()):
+                continue  # matched meanwhile (by the other path)
             if await self.store.find_carrier_key(carrier, [key]) is None:
                 continue
             seen.add(id(pdu))
+            found = False
             for k, v in list(self._early.items()):
                 if v[1] is pdu:
                     self._early.pop(k, None)
-            self._spawn(self.on_carrier_deliver(carrier, pdu))
+                    found = True
+            if found:
+                self.count(
+                    "receipts_rematched_notified" if notified else "receipts_rematched_polled"
+                )
+                self._spawn(self.on_carrier_deliver(carrier, pdu))
+
+    # ------------------------------------------------------------ notifications
+    def _receivers_here(self) -> list[str]:
+        """The accounts with a receiver bound to this instance."""
+        return [a for a, ss in self.sessions.items() if any(s.can_receive for s in ss)]
+
+    def _on_notice(self, channel: str, payload: str) -> None:
+        """A notification from the shared store (any instance's commit, ours too)."""
+        if channel == RECEIPT_CHANNEL:
+            # Receipts for an account: its pump here claims them (the leases make one
+            # instance deliver each) when a receiver of it is bound here.
+            if any(s.can_receive for s in self.sessions.get(payload, ())):
+                self.count("receipt_notices")
+                self.wake_pump(payload)
+        elif channel == CARRIER_CHANNEL:
+            self._carrier_notices += 1
+            if self._early:
+                self._notice_carriers.update(payload.split())
+                self._notice.set()
+        elif channel == SUPPRESSION_CHANNEL:
+            self._notice_numbers.update(payload.split() or ["*"])
+            self._notice.set()
+
+    async def _notices(self) -> None:
+        """Act on the notifications that need the store; keep the listening connection
+        open; every `RECEIPT_FALLBACK` s wake the pumps of the accounts with receivers
+        here (a notification may be lost with its connection)."""
+        loop = asyncio.get_running_loop()
+        next_fallback = loop.time() + RECEIPT_FALLBACK
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notice.wait(), LISTEN_CHECK)
+            self._notice.clear()
+            try:
+                if self._notice_carriers:
+                    carriers, self._notice_carriers = self._notice_carriers, set()
+                    await self._rematch_early(None if "*" in carriers else carriers, notified=True)
+                if self._notice_numbers:
+                    numbers, self._notice_numbers = self._notice_numbers, set()
+                    await self._refresh_suppressed(numbers)
+                if await self.store.ensure_listening() and self.store.listening:
+                    # Listening again: the notifications sent meanwhile were lost, so
+                    # look for everything (until then, the periodic looks stand in).
+                    log.warning("the store's notifications were interrupted; catching up")
+                    self.count("notify_reconnects")
+                    next_fallback = 0.0
+                    await self._rematch_early(None, notified=False)
+                    await self._refresh_suppressed({"*"})
+                if loop.time() >= next_fallback:
+                    next_fallback = loop.time() + RECEIPT_FALLBACK
+                    for account in self._receivers_here():
+                        self.wake_pump(account)
+            except Exception as exc:  # the store is failing: the next round tries again
+                if self._rare("notice_failures"):
+                    log.warning(
+                        "acting on store notifications: %s (%d so far)",
+                        exc,
+                        self.counters["notice_failures"],
+                    )
+
+    async def _refresh_suppressed(self, numbers: set[str]) -> None:
+        """Read the suppression of `numbers` ("*": the whole list) from the store."""
+        wall = time.time()
+        if "*" in numbers:
+            self._suppressed = {
+                x.number: x.expires_at for x in await self.store.suppression_list(wall)
+            }
+            self.count("suppression_notified")
+            return
+        for number in numbers:
+            s = await self.store.suppressed(number, wall)
+            if s is None:
+                self._suppressed.pop(number, None)
+            else:
+                self._suppressed[number] = s.expires_at
+        self.count("suppression_notified", len(numbers))
 
     # ------------------------------------------------------------ receipts to senders
     def wake_pump(self, account: str) -> None:

@@ -45,7 +45,7 @@ log = logging.getLogger("bounceback.metrics")
 
 _Handler = Callable[[], Coroutine[Any, Any, tuple[int, bytes, str]]]
 
-RECEIPT_RESULTS = ("matched", "unmatched", "early")
+RECEIPT_RESULTS = ("matched", "unmatched", "early", "rematched_notified", "rematched_polled")
 
 # Gateway counter names (Gateway.count) that become Prometheus series.
 _RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}

@@ -16,8 +16,14 @@ Several instances on one database:
 * the feed outbox has one publisher at a time (a row in `leaders` with a lease),
   which publishes in seq order, so the events of a message stay in order;
 * a transaction that inserts sender receipts also sends a NOTIFY on
-  `RECEIPT_CHANNEL`, so the instance where the sender is bound hears of them at
-  once (`wait_receipts`).
+  `RECEIPT_CHANNEL` (payload: the account), so the instance where the sender is
+  bound hears of them at once (`wait_receipts`, `subscribe`);
+* a transaction that writes carrier message ids sends one NOTIFY on
+  `CARRIER_CHANNEL` (payload: the carrier names), so that an instance holding a
+  receipt that came before the id was visible matches it at once;
+* a suppression write or removal sends one NOTIFY on `SUPPRESSION_CHANNEL`
+  (payload: the numbers, or ``*`` when they do not fit), so that every instance
+  applies it at once.
 
 The schema is Bounceback's own: versioned SQL files in `migrations/`, applied in
 order, each inside a transaction, recorded in `schema_migrations`, under an
@@ -38,7 +44,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +79,11 @@ MIGRATE_LOCK = 0x6262_6D69_6772  # "bbmigr"
 INSTANCE_LOCK = 0x6262_696E_7374  # "bbinst"
 
 RECEIPT_CHANNEL = "bounceback_receipts"
+CARRIER_CHANNEL = "bounceback_carrier_ids"
+SUPPRESSION_CHANNEL = "bounceback_suppression"
+CHANNELS = (RECEIPT_CHANNEL, CARRIER_CHANNEL, SUPPRESSION_CHANNEL)
+# A NOTIFY payload must stay under 8000 bytes; a longer list is sent as "*" (all).
+PAYLOAD_MAX = 4000
 OUTBOX_JOB = "outbox"
 
 
@@ -312,6 +323,12 @@ def _qmarks_to_dollars(sql: str) -> str:
     return "".join(out)
 
 
+def _payload(names: Iterable[str]) -> str:
+    """Names joined by spaces for a NOTIFY, or ``*`` when they would not fit."""
+    text = " ".join(sorted(set(names)))
+    return text if len(text) <= PAYLOAD_MAX else "*"
+
+
 def _rowcount(status: str) -> int:
     """The row count of a command status such as ``DELETE 3``."""
     tail = status.rsplit(" ", 1)[-1]
@@ -344,6 +361,8 @@ class PgStore:
         self._pool: Any = None
         self._listener: Any = None
         self._receipt_signal = asyncio.Event()
+        self._subscribers: list[Callable[[str, str], None]] = []
+        self._listen_failures = 0  # failed attempts to listen in a row
         self._slot_tokens: dict[int, str] = {}
         self.commits = 0  # transactions committed (for metrics and tests)
         # The pool reconnects and retries by itself (see `_write`); a write that fails
@@ -371,19 +390,57 @@ class PgStore:
         await self._listen()
 
     async def _listen(self) -> None:
-        """A connection of its own that LISTENs for new sender receipts."""
+        """A connection of its own that LISTENs on the notification channels."""
         asyncpg = _asyncpg()
+        conn: Any = None
         try:
             conn = await asyncpg.connect(self.url)
-            await conn.add_listener(RECEIPT_CHANNEL, self._on_notify)
+            for channel in CHANNELS:
+                await conn.add_listener(channel, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot listen for receipts (%s); polling instead", exc)
+            self._listen_failures += 1
+            if self._listen_failures % 100 == 1:  # tried every second: not a flood
+                log.warning(
+                    "cannot listen for notifications (%s); polling instead (%d tries so far)",
+                    exc,
+                    self._listen_failures,
+                )
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
             self._listener = None
             return
+        self._listen_failures = 0
         self._listener = conn
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        self._receipt_signal.set()
+        if channel == RECEIPT_CHANNEL:
+            self._receipt_signal.set()
+        for callback in self._subscribers:
+            try:
+                callback(channel, payload)
+            except Exception:
+                log.exception("handling a notification on %s failed", channel)
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        """Call `callback(channel, payload)` for every notification heard (in the loop)."""
+        self._subscribers.append(callback)
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
+
+    async def ensure_listening(self) -> bool:
+        """Listen again when the listening connection was lost. True when it had to:
+        the notifications sent meanwhile were lost, so the caller looks for itself."""
+        if self.listening:
+            return False
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._listener.terminate()
+            self._listener = None
+        await self._listen()
+        return True
 
     async def close(self) -> None:
         await self._group.drain()
@@ -434,8 +491,22 @@ class PgStore:
                             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
                             b.receipts,
                         )
+                    notes: list[str] = []
+                    if b.receipts:
                         for account in sorted(b.accounts):
-                            await conn.execute("SELECT pg_notify($1, $2)", RECEIPT_CHANNEL, account)
+                            notes += [RECEIPT_CHANNEL, account]
+                    if keys:
+                        notes += [CARRIER_CHANNEL, _payload(k[0] for k in keys)]
+                    if supp:
+                        notes += [SUPPRESSION_CHANNEL, _payload(x[0] for x in supp)]
+                    if notes:
+                        # One statement; the NOTIFYs are delivered on commit.
+                        n = len(notes) // 2
+                        await conn.execute(
+                            "SELECT "
+                            + ", ".join(f"pg_notify(${2 * i + 1}, ${2 * i + 2})" for i in range(n)),
+                            *notes,
+                        )
                     if b.deletes:
                         await conn.execute(
                             "DELETE FROM sender_receipts WHERE seq = ANY($1::bigint[])", b.deletes
@@ -591,7 +662,13 @@ class PgStore:
         )
 
     async def suppression_remove(self, number: str) -> bool:
-        return await self._exec("DELETE FROM suppression WHERE number = $1", number) > 0
+        rows = await self._fetch(
+            "WITH gone AS (DELETE FROM suppression WHERE number = $1 RETURNING number)"
+            " SELECT pg_notify($2, number) FROM gone",
+            number,
+            SUPPRESSION_CHANNEL,
+        )
+        return len(rows) > 0
 
     async def soft_bounce_count(self, number: str, since: float) -> int:
         rows = await self._fetch(
@@ -731,11 +808,11 @@ class PgStore:
         """Return when a NOTIFY said new sender receipts were committed (by any instance),
         or after `timeout`. A notification that arrives while nobody waits is kept for
         the next call; meant for one waiting task per store."""
-        if self._listener is None or self._listener.is_closed():
+        if not self.listening:
             # The listening connection is gone: listen again and report "maybe", since
             # notifications sent meanwhile were lost.
-            await self._listen()
-            if self._listener is not None:
+            await self.ensure_listening()
+            if self.listening:
                 return
             await asyncio.sleep(timeout)
             return

@@ -15,6 +15,7 @@ scripted per destination number by a small TOML scenario::
     default = ["deliver"]          # outcomes for numbers no rule matches
     throughput = 0                 # submissions per second per system_id (0 = no limit)
     window = 10                    # outstanding deliver_sm per session
+    receipt_session = "any"        # "any" receiver, the "same" as submitted or an "other"
     system_id = "SIMSMSC"          # what bind responses call the SMSC
     max_records = 100000           # submissions and messages kept in memory
 
@@ -64,6 +65,10 @@ exercise intermediate notifications. Each ``deliver_sm`` waits for its
 ``deliver_sm_resp`` within the session's window; a receipt that finds no receiver
 bound, or whose session drops before answering, waits for the next receiver bind of
 that system_id; an error response is retried a few times, one second apart.
+Receipts go to the receivers of a system_id in turn; with ``receipt_session =
+"same"`` to the session that submitted the message while it can take them, with
+``"other"`` never to it while another one is bound (as a carrier may do to several
+proxy instances sharing one account).
 Submissions over ``throughput`` are answered ``ESME_RTHROTTLED`` before any outcome
 is consumed (they are counted in :attr:`CarrierSimulator.rate_limited`, not in
 :attr:`CarrierSimulator.submissions`).
@@ -265,6 +270,7 @@ def _rule_tuple(value: Iterable[Rule]) -> tuple[Rule, ...]:
 _ID_FORMATS: Final = ("hex", "dec")
 _RECEIPT_ID_FORMATS: Final = ("same", "hex", "dec")
 _RECEIPT_STYLES: Final = ("text+tlv", "text", "tlv")
+_RECEIPT_SESSIONS: Final = ("any", "other", "same")
 
 
 @attrs.frozen(kw_only=True)
@@ -285,6 +291,9 @@ class Scenario:
     rules: tuple[Rule, ...] = attrs.field(default=(), converter=_rule_tuple)
     throughput: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     window: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    receipt_session: str = attrs.field(
+        default="any", validator=attrs.validators.in_(_RECEIPT_SESSIONS)
+    )
     credentials: Mapping[str, str] | None = attrs.field(default=None, hash=False)
     system_id: str = "SIMSMSC"
     max_records: int = attrs.field(default=100_000, validator=attrs.validators.ge(1))
@@ -305,6 +314,7 @@ _SCENARIO_KEYS: Final = (
     "rules",
     "throughput",
     "window",
+    "receipt_session",
     "credentials",
     "system_id",
     "max_records",
@@ -417,6 +427,7 @@ def _scenario_from_mapping(data: Mapping[str, Any]) -> Scenario:
         rules=tuple(_rule_from_mapping(i, rule) for i, rule in enumerate(rules_data)),
         throughput=_number("throughput", data.get("throughput", 0)),
         window=_integer("window", data.get("window", 10), minimum=1),
+        receipt_session=_choice(data, "receipt_session", _RECEIPT_SESSIONS, "any"),
         credentials=credentials,
         system_id=_string("system_id", data.get("system_id", "SIMSMSC")),
         max_records=_integer("max_records", data.get("max_records", 100_000), minimum=1),
@@ -478,6 +489,7 @@ class _Message:
         "plan",
         "receipt_id",
         "registered_delivery",
+        "session",
         "short_message",
         "source",
         "source_npi",
@@ -524,6 +536,7 @@ class _Message:
         self.submit_date = datetime.now()
         self.final_date: datetime | None = None
         self.cancelled = False
+        self.session: SimulatorSession | None = None  # the session that submitted it
 
 
 class _Job:
@@ -1115,6 +1128,8 @@ class CarrierSimulator:
             data_coding=pdu.data_coding,
             short_message=short_message,
         )
+        if message is not None:
+            message.session = session
         self._answer(session, pdu, plan, message)
 
     def _answer(
@@ -1297,7 +1312,13 @@ class CarrierSimulator:
             self._push_backlog(system_id, job)
             self._pump(system_id)
             return
-        session = self._pick(system_id)
+        mode = self.scenario.receipt_session
+        origin = job.message.session
+        session: SimulatorSession | None = None
+        if mode == "same" and origin in self._receivers.get(system_id, ()):
+            session = origin if origin is not None and origin.has_room else None
+        if session is None:
+            session = self._pick(system_id, origin if mode == "other" else None)
         if session is None:
             self._push_backlog(system_id, job)
             return
@@ -1319,7 +1340,11 @@ class CarrierSimulator:
         else:
             backlog.append(job)
 
-    def _pick(self, system_id: str) -> SimulatorSession | None:
+    def _pick(
+        self, system_id: str, avoid: SimulatorSession | None = None
+    ) -> SimulatorSession | None:
+        """A receiver of `system_id` with room, in turn; not `avoid` while another one
+        is bound."""
         receivers = self._receivers.get(system_id)
         if not receivers:
             return None
@@ -1327,6 +1352,8 @@ class CarrierSimulator:
         start = self._rr.get(system_id, 0)
         for offset in range(count):
             session = receivers[(start + offset) % count]
+            if session is avoid and count > 1:
+                continue
             if session.has_room:
                 self._rr[system_id] = (start + offset + 1) % count
                 return session

@@ -204,6 +204,22 @@ class Store(Protocol):
         """Return when a new sender receipt may be waiting, or after `timeout` seconds."""
         ...
 
+    @property
+    def listening(self) -> bool:
+        """Whether notifications from other instances are being heard."""
+        ...
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        """Have `callback(channel, payload)` called for each change another instance
+        notifies (a store shared by several instances); a no-op otherwise."""
+        ...
+
+    async def ensure_listening(self) -> bool:
+        """Listen for notifications again if the connection for them was lost; True
+        when it had to (notifications may have been missed). Always False for a store
+        no other instance shares."""
+        ...
+
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
@@ -1356,3 +1372,13 @@ class SqliteStore:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._receipt_signal.wait(), timeout)
         self._receipt_signal.clear()
+
+    @property
+    def listening(self) -> bool:
+        return False
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        """One process per SQLite file: nobody else writes, nothing to hear of."""
+
+    async def ensure_listening(self) -> bool:
+        return False

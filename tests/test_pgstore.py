@@ -321,3 +321,42 @@ async def test_pool_skips_the_reset_query_but_still_ends_open_transactions(pg_ur
         assert await s.meta_get("half") is None
     finally:
         await s.close()
+
+
+async def test_one_notification_per_channel_and_transaction(
+    stores: tuple[PgStore, PgStore],
+) -> None:
+    """A transaction that writes receipts, carrier ids of two carriers and two
+    suppressions notifies each channel once (the carriers and numbers as payload); a
+    suppression removal notifies its number."""
+    a, b = stores
+    heard: list[tuple[str, str]] = []
+    b.subscribe(lambda channel, payload: heard.append((channel, payload)))
+    await a.commit(
+        Change(
+            receipts=[receipt("N1"), receipt("N2")],
+            carrier_keys=[("sim", "K1", "M1", 1), ("sim", "K2", "M2", 1), ("alt", "K3", "M3", 1)],
+            suppress=[
+                ("447700900001", "unknown", T0, T0 + 60, "acme"),
+                ("447700900002", "unknown", T0, T0 + 60, "acme"),
+            ],
+        )
+    )
+    end = asyncio.get_running_loop().time() + 30  # a guard against hanging
+    while len(heard) < 3:
+        assert asyncio.get_running_loop().time() < end, heard
+        await asyncio.sleep(0.01)
+    assert await a.suppression_remove("447700900001")
+    assert not await a.suppression_remove("447700900009")
+    while len(heard) < 4:
+        assert asyncio.get_running_loop().time() < end, heard
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert sorted(heard) == sorted(
+        [
+            (pgstore.RECEIPT_CHANNEL, "acme"),
+            (pgstore.CARRIER_CHANNEL, "alt sim"),
+            (pgstore.SUPPRESSION_CHANNEL, "447700900001 447700900002"),
+            (pgstore.SUPPRESSION_CHANNEL, "447700900001"),
+        ]
+    )

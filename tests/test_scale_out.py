@@ -1,0 +1,350 @@
+"""Several instances on one PostgreSQL store share the work promptly: receipts for a
+receiver bound to another instance, carrier receipts that reach the instance that did
+not submit the message, suppression changes, and races on one message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from bounceback import engine
+from bounceback.config import load_config
+from bounceback.gateway import Gateway
+from bounceback.model import State
+from bounceback.pgstore import PgStore
+from bounceback.store import Suppression
+from harness import ProxyProcess, free_port, simulator, wait_until, write_config
+from smppcodecs.constants import CommandStatus as S
+from smppcodecs.receipt import build_receipt_pdu
+from smpplib_peer import SmpplibSender, receipt_fields
+
+pytest_plugins = ["pg_fixture"]
+
+
+def instance_config(tmp: Path, name: str, carrier_port: int, url: str, port: int = 0) -> Path:
+    """The configuration of instance `name` on the shared store at `url`."""
+    d = tmp / name
+    d.mkdir(exist_ok=True)
+    cfg = write_config(d, carrier_port, port=port)
+    text = cfg.read_text().replace(
+        '[store]\npath = "proxy.db"', f'[store]\nurl = "{url}"\nlease_seconds = 5.0'
+    )
+    text = text.replace("[server]\n", f'[server]\ninstance_id = "{name}"\n', 1)
+    cfg.write_text(text)
+    return cfg
+
+
+class TimedSender(SmpplibSender):
+    """Records when each receipt (by the id it names) arrived."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.arrived: dict[str, float] = {}
+
+    def _received(self, pdu: Any) -> int:
+        self.arrived.setdefault(receipt_fields(pdu)["id"], time.time())
+        return super()._received(pdu)
+
+
+async def bind(port: int, kind: str) -> TimedSender:
+    for _ in range(100):
+        s = TimedSender("127.0.0.1", port)
+        try:
+            status = await asyncio.to_thread(s.bind, kind, "acme", "acme-pw")
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        assert status == 0
+        s.listen()
+        return s
+    raise AssertionError(f"could not bind to port {port}")
+
+
+async def submit(s: SmpplibSender, numbers: list[str]) -> dict[str, str]:
+    """Submit to each number; our message id -> number."""
+    ids: dict[str, str] = {}
+    for n in numbers:
+        seq = await asyncio.to_thread(s.submit, n)
+        status, mid = await asyncio.to_thread(s.wait_resp, seq)
+        assert status == 0, hex(status)
+        ids[mid] = n
+    return ids
+
+
+@contextlib.asynccontextmanager
+async def two_gateways(tmp: Path, carrier_port: int, url: str) -> AsyncIterator[list[Gateway]]:
+    """Instances a and b in this process, on one store, both bound to the carrier."""
+    gws: list[Gateway] = []
+    try:
+        for name in ("a", "b"):
+            gw = Gateway(load_config(instance_config(tmp, name, carrier_port, url)))
+            await gw.start()
+            gws.append(gw)
+        await wait_until(lambda: all(lk.bound for g in gws for lk in g.links.values()), 20)
+        yield gws
+    finally:
+        for gw in gws:
+            await gw.stop()
+
+
+async def test_receipts_reach_a_receiver_bound_to_the_other_instance(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A transmitter on instance a, the account's only receiver on instance b: every
+    receipt reaches b without a new bind (before: they waited for one)."""
+    n = 20
+    # Note each sender receipt row's creation time (the store's clock is ours).
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE receipt_log (message_id TEXT, created_at FLOAT8);"
+            " CREATE FUNCTION log_receipt() RETURNS trigger AS $$ BEGIN"
+            " INSERT INTO receipt_log VALUES (NEW.message_id, NEW.created_at); RETURN NEW;"
+            " END $$ LANGUAGE plpgsql;"
+            " CREATE TRIGGER log_receipt AFTER INSERT ON sender_receipts"
+            " FOR EACH ROW EXECUTE FUNCTION log_receipt()"
+        )
+        # The carrier sends each receipt on the bind that submitted it: all to a.
+        async with simulator({"receipt_delay": 0.05, "receipt_session": "same"}) as sim:
+            pa, pb = free_port(), free_port()
+            a = ProxyProcess(instance_config(tmp_path, "a", sim.port or 0, pg_url, pa))
+            b = ProxyProcess(instance_config(tmp_path, "b", sim.port or 0, pg_url, pb))
+            await asyncio.to_thread(a.start)
+            await asyncio.to_thread(b.start)
+            tx = rx = None
+            try:
+                tx = await bind(pa, "transmitter")
+                rx = await bind(pb, "receiver")
+                ids = await submit(tx, [f"4477009600{i:02d}" for i in range(n)])
+                try:
+                    await wait_until(lambda: len(rx.arrived) >= n, timeout=60)
+                except TimeoutError:
+                    raise AssertionError(f"{len(rx.arrived)} of {n} receipts reached b") from None
+                assert sorted(rx.arrived) == sorted(ids)
+                rows = await conn.fetch("SELECT message_id, created_at FROM receipt_log")
+                created = {str(r[0]): float(r[1]) for r in rows}
+                lat = sorted(rx.arrived[m] - created[m] for m in ids)
+                print(
+                    f"\nreceipt row created on a -> delivered on b, {n} receipts:"
+                    f" p50 {statistics.median(lat) * 1000:.1f} ms,"
+                    f" max {lat[-1] * 1000:.1f} ms"
+                )
+                # Each delivered receipt is deleted (once answered), none is sent twice.
+                end = time.monotonic() + 30
+                while await conn.fetchval("SELECT COUNT(*) FROM sender_receipts"):
+                    assert time.monotonic() < end, "delivered receipts are still stored"
+                    await asyncio.sleep(0.05)
+                assert len(rx.delivered) == n
+            finally:
+                for s in (tx, rx):
+                    if s is not None:
+                        await asyncio.to_thread(s.close)
+                await asyncio.to_thread(a.terminate)
+                await asyncio.to_thread(b.terminate)
+    finally:
+        await conn.close()
+
+
+async def test_a_receipt_at_the_other_instance_is_matched_on_notification(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The carrier sends every receipt on the other instance's bind, some even before
+    the submit_sm_resp (the carrier id is not stored yet there): each is matched when
+    the submitting instance's commit is notified, not by the housekeeping fallback."""
+    first = [f"4477009610{i:02d}" for i in range(6)]
+    later = [f"4477009611{i:02d}" for i in range(6)]
+    scen = {
+        "receipt_delay": 0.05,
+        "receipt_session": "other",
+        "rules": [{"number": x, "outcomes": ["receipt_first"]} for x in first],
+    }
+    async with simulator(scen) as sim, two_gateways(tmp_path, sim.port or 0, pg_url) as gws:
+        a, b = gws
+        s = await bind(a.port, "transceiver")
+        try:
+            ids = await submit(s, first + later)
+
+            async def final() -> int:
+                rows = await a.store.query(
+                    "SELECT COUNT(*) FROM messages WHERE state = 'delivered'", ()
+                )
+                return int(rows[0][0])
+
+            end = time.monotonic() + 30
+            while await final() < len(ids):
+                assert time.monotonic() < end, "not every message was delivered"
+                await asyncio.sleep(0.05)
+            # From the receipt's sending (with the submission, for receipt_first) to
+            # the decision on b.
+            sent = {r.destination: r.time for r in sim.submissions}
+            lat = []
+            for mid, number in ids.items():
+                m = await a.store.get(mid)
+                assert m is not None and m.done_at is not None
+                if number in first:
+                    lat.append(m.done_at - sent[number])
+            lat.sort()
+            print(
+                f"\nreceipt sent before the submit_sm_resp -> decided on the other instance:"
+                f" p50 {statistics.median(lat) * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms"
+            )
+            await wait_until(lambda: len(s.arrived) >= len(ids), timeout=30)
+            assert sorted(s.arrived) == sorted(ids)
+        finally:
+            await asyncio.to_thread(s.close)
+        # Every receipt went to b; a matched none.
+        assert a.counters.get("receipts_matched", 0) == 0
+        assert b.counters.get("receipts_matched", 0) == len(ids)
+        early = b.counters.get("receipts_early", 0)
+        print(f"\nreceipts parked on b before the carrier id was visible: {early}")
+        assert early >= 1
+        assert b.counters.get("receipts_rematched_notified", 0) == early
+        assert b.counters.get("receipts_rematched_polled", 0) == 0
+        assert b.counters.get("receipts_unmatched", 0) == 0
+
+
+async def test_a_suppression_written_elsewhere_applies_at_once(tmp_path: Path, pg_url: str) -> None:
+    """`bounceback suppression add` (the store, from outside) reaches a running
+    instance by notification, and so does its removal."""
+    number = "447700962000"
+    async with (
+        simulator({"receipt_delay": 0.05}) as sim,
+        two_gateways(tmp_path, sim.port or 0, pg_url) as gws,
+    ):
+        b = gws[1]
+        s = await bind(b.port, "transceiver")
+        cli = PgStore(pg_url, pool_min=1, pool_max=2)
+        await cli.open()
+        try:
+            now = time.time()
+            await cli.suppression_add(Suppression(number, "manual", now, now + 3600, ""))
+            added = time.monotonic()
+            await wait_until(lambda: number in b._suppressed, timeout=30, step=0.001)
+            took = (time.monotonic() - added) * 1000
+            print(f"\nsuppression committed -> applied on the other instance: {took:.1f} ms")
+            assert b.counters.get("suppression_notified", 0) >= 1
+            seq = await asyncio.to_thread(s.submit, number)
+            status, _ = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == S.ESME_RINVDSTADR
+            assert await cli.suppression_remove(number)
+            await wait_until(lambda: number not in b._suppressed, timeout=30)
+            seq = await asyncio.to_thread(s.submit, number)
+            status, _ = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+        finally:
+            await cli.close()
+            await asyncio.to_thread(s.close)
+
+
+# The rival of a DELIVRD receipt: (its outcome's state, the sender receipt's stat).
+RIVALS = {"receipt": (State.FAILED, "UNDELIV"), "cancel": (State.CANCELLED, "DELETED")}
+
+
+@pytest.mark.parametrize("rival", sorted(RIVALS))
+async def test_two_instances_race_on_one_message_one_outcome(
+    tmp_path: Path, pg_url: str, rival: str
+) -> None:
+    """A DELIVRD receipt reaches one instance while, at the same instant, the other
+    gets a hard UNDELIV receipt for the same message (or cancels it), for 50 messages
+    (each instance gets the DELIVRD of half of them): each message ends in exactly one
+    final state, with one sender receipt that says that state, written once (no
+    update lost or applied twice)."""
+    numbers = [f"4477009630{i:02d}" for i in range(50)]
+    async with (
+        simulator({"default": ["no_receipt"]}) as sim,
+        two_gateways(tmp_path, sim.port or 0, pg_url) as gws,
+    ):
+        a, b = gws
+        s = await bind(a.port, "transmitter")  # no receiver: receipts stay stored
+        try:
+            ids = await submit(s, numbers)
+        finally:
+            await asyncio.to_thread(s.close)
+        sim_id = {r.destination: r.message_id for r in sim.submissions}
+        carrier_id = {mid: str(sim_id[n]) for mid, n in ids.items()}
+        version: dict[str, int] = {}
+        for mid in ids:
+            m = await a.store.get(mid)
+            assert m is not None and m.state == State.SUBMITTED
+            version[mid] = m.version
+
+        def receipt(mid: str, stat: str, err: str) -> Any:
+            return build_receipt_pdu(
+                sequence_number=1,
+                source_addr=ids[mid],
+                destination_addr="Acme",
+                message_id=carrier_id[mid],
+                stat=stat,
+                err=err,
+                submit_date=datetime.now(),
+                done_date=datetime.now(),
+            )
+
+        async def deliver(gw: Gateway, mid: str) -> None:
+            assert await gw.on_carrier_deliver("sim", receipt(mid, "DELIVRD", "000")) == 0
+
+        async def other(gw: Gateway, mid: str) -> None:
+            if rival == "receipt":
+                assert await gw.on_carrier_deliver("sim", receipt(mid, "UNDELIV", "001")) == 0
+            else:
+                await gw.process(mid, engine.Cancel(time.time()))
+
+        await asyncio.gather(
+            *(
+                job
+                for i, mid in enumerate(ids)
+                for job in (deliver((a, b)[i % 2], mid), other((b, a)[i % 2], mid))
+            )
+        )
+        stored = {
+            str(r[0]): (str(r[1]), int(r[2]))
+            for r in await a.store.query("SELECT id, state, version FROM messages", ())
+        }
+        receipts: dict[str, list[str]] = {}
+        for mid, stat in await a.store.query("SELECT message_id, stat FROM sender_receipts", ()):
+            receipts.setdefault(str(mid), []).append(str(stat))
+        rival_state, rival_stat = RIVALS[rival]
+        outcomes: dict[str, int] = {}
+        for mid in ids:
+            state, ver = stored[mid]
+            assert state in (State.DELIVERED.value, rival_state.value), (mid, state)
+            want = "DELIVRD" if state == State.DELIVERED.value else rival_stat
+            assert receipts.get(mid) == [want], (mid, state, receipts.get(mid))
+            assert ver == version[mid] + 1, (mid, ver, version[mid])
+            outcomes[state] = outcomes.get(state, 0) + 1
+        stale = a.counters.get("stale_decisions", 0) + b.counters.get("stale_decisions", 0)
+        print(f"\n{rival}: outcomes of 50 races: {outcomes}, refused as stale: {stale}")
+
+
+async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: str) -> None:
+    """The connection that hears the notifications is cut: the instance listens again
+    and delivers what was stored meanwhile, without a new bind."""
+    scen = {"receipt_delay": 0.05, "receipt_session": "same"}
+    async with simulator(scen) as sim, two_gateways(tmp_path, sim.port or 0, pg_url) as gws:
+        a, b = gws
+        tx = await bind(a.port, "transmitter")
+        rx = await bind(b.port, "receiver")
+        try:
+            assert isinstance(b.store, PgStore)
+            listener: Any = b.store._listener
+            conn = await asyncpg.connect(pg_url)
+            try:
+                await conn.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+            finally:
+                await conn.close()
+            ids = await submit(tx, [f"4477009640{i:02d}" for i in range(3)])
+            await wait_until(lambda: len(rx.arrived) >= len(ids), timeout=30)
+            assert sorted(rx.arrived) == sorted(ids)
+            await wait_until(lambda: b.counters.get("notify_reconnects", 0) >= 1, timeout=30)
+            assert b.store.listening
+        finally:
+            await asyncio.to_thread(tx.close)
+            await asyncio.to_thread(rx.close)
