@@ -377,11 +377,19 @@ class MqttClient:
             )
 
     def _received(self, data: bytes) -> None:
+        downgraded = self._conn.qos2_as_qos1
         try:
             events = self._conn.receive(data)
         except MqttProtocolError as exc:
             self.abort(f"protocol error from the broker: {exc}")
             return
+        if not downgraded and self._conn.qos2_as_qos1:
+            log.info(
+                "%s:%d acknowledges QoS 2 publishes with PUBACK: it takes them at QoS 1 "
+                "(delivery is at least once)",
+                self.host,
+                self.port,
+            )
         freed = False
         for e in events:
             if isinstance(e, PubAck | PubRec | PubComp):

@@ -424,12 +424,33 @@ def test_connection_qos2_exchange(level: int) -> None:
         conn.receive(ack(0x70, two))  # PUBCOMP before PUBREC
     conn = connected(level)
     _, two = conn.publish("t", b"x", qos=2)
+    conn.receive(ack(0x50, two))
     with pytest.raises(MqttProtocolError):
-        conn.receive(puback(two))  # a QoS 2 publish is not answered by PUBACK
+        conn.receive(puback(two))  # a released QoS 2 publish is not answered by PUBACK
     conn = connected(level)
     _, one = conn.publish("t", b"x", qos=1)
     with pytest.raises(MqttProtocolError):
         conn.receive(ack(0x50, one))  # nor a QoS 1 one by PUBREC
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_connection_qos2_answered_with_puback(level: int) -> None:
+    """RabbitMQ's MQTT plugin takes QoS 2 publishes at QoS 1 and answers them with
+    PUBACK (not PUBREC): that ends the exchange (no PUBREL) and frees the identifier,
+    and the downgrade is counted; a second PUBACK for it is an error."""
+    conn = connected(level)
+    _, two = conn.publish("t", b"x", qos=2)
+    assert conn.receive(puback(two)) == [PubAck(two)]
+    assert conn.data_to_send() == b"" and conn.inflight == set()
+    assert conn.qos2_as_qos1 == 1
+    with pytest.raises(MqttProtocolError):
+        conn.receive(puback(two))
+    # The QoS 2 limit on 3.1.1 counts only exchanges still open.
+    conn = connected(4)
+    for _ in range(QOS2_INFLIGHT_V311 * 2):
+        _, pid = conn.publish("t", b"x", qos=2)
+        conn.receive(puback(pid))
+    assert conn.room_for(2) == QOS2_INFLIGHT_V311 and conn.qos2_as_qos1 == QOS2_INFLIGHT_V311 * 2
 
 
 def test_connection_qos2_in_flight_limit_on_311() -> None:
