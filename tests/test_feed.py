@@ -1,4 +1,8 @@
-"""The MQTT status feed against a real Mosquitto broker started by the tests.
+"""The MQTT status feed against real brokers started by the tests.
+
+Every test that needs a broker runs twice: against Mosquitto (a broker of its
+own) and against RabbitMQ's MQTT plugin (the session's node), asserting where
+RabbitMQ legitimately differs (see docs/events.md, "Delivery guarantees").
 
 smpplib is the sender, the simulator is the carrier, an aiomqtt subscriber
 collects what the broker delivers, and every document is checked against the
@@ -39,7 +43,7 @@ from harness import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from mqtt_broker import Collector, Gate, MosquittoBroker, Received
+from mqtt_broker import Broker, Collector, Gate, MosquittoBroker, RabbitMQBroker, Received
 from smppcodecs.errors import SOFT_REASONS
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -79,10 +83,16 @@ stats_interval = 0.2
 """
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(tmp_path) as b:
-        yield b
+@pytest.fixture(params=["mosquitto", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    if request.param == "mosquitto":
+        with MosquittoBroker(tmp_path) as b:
+            yield b
+        return
+    node: RabbitMQBroker = request.getfixturevalue("rabbitmq")
+    node.start()
+    yield node
+    node.start()  # running again for the next test, whatever this one did
 
 
 async def submit(s: SmpplibSender, number: str) -> tuple[int, str]:
@@ -284,12 +294,12 @@ def test_status_and_stats_schemas_reject_what_they_should() -> None:
             STATS.validate(broken)
 
 
-# ---------------------------------------------------------------- against Mosquitto
+# ---------------------------------------------------------------- against the brokers
 
 
 @pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_two_soft_bounces_then_delivered_in_order(
-    tmp_path: Path, broker: MosquittoBroker, client: str
+    tmp_path: Path, broker: Broker, client: str
 ) -> None:
     number = "447700900001"
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "absent", "deliver"]}]}
@@ -327,7 +337,7 @@ async def test_two_soft_bounces_then_delivered_in_order(
         await asyncio.to_thread(s.close)
 
 
-async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_every_event_kind_validates(tmp_path: Path, broker: Broker) -> None:
     deliver, absent, unknown, refused, held = (f"44770090010{i}" for i in range(5))
     scenario = SIM | {
         "rules": [
@@ -402,7 +412,7 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
 
 @pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_broker_outage_during_traffic_loses_nothing(
-    tmp_path: Path, broker: MosquittoBroker, client: str
+    tmp_path: Path, broker: Broker, client: str
 ) -> None:
     async with (
         simulator(SIM) as sim,
@@ -479,7 +489,7 @@ def outbox_rows(db: Path) -> int:
     ("publisher", "client"), [("process", "builtin"), ("inline", "builtin"), ("process", "aiomqtt")]
 )
 async def test_kill9_leaves_offline_status_and_backlog_is_published(
-    tmp_path: Path, broker: MosquittoBroker, publisher: str, client: str
+    tmp_path: Path, broker: Broker, publisher: str, client: str
 ) -> None:
     """With the publisher in its own process or in the proxy's event loop (uvloop,
     in a `bounceback run` process), and on either MQTT client."""
@@ -544,9 +554,7 @@ async def test_kill9_leaves_offline_status_and_backlog_is_published(
                 await asyncio.to_thread(proxy.terminate)
 
 
-async def test_without_feed_the_proxy_works_the_same(
-    tmp_path: Path, broker: MosquittoBroker
-) -> None:
+async def test_without_feed_the_proxy_works_the_same(tmp_path: Path, broker: Broker) -> None:
     number = "447700900301"
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
 
@@ -579,7 +587,7 @@ async def test_without_feed_the_proxy_works_the_same(
     assert without[2] == []
 
 
-async def test_mask_destinations(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_mask_destinations(tmp_path: Path, broker: Broker) -> None:
     number = "447400123987"  # a valid UK mobile range, so country and operator are known
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
     # (name and topic prefix, [feed] keys, [[accounts]] keys)
@@ -655,7 +663,7 @@ def alive(pid: int) -> bool:
 
 
 async def test_publisher_runs_in_its_own_process_and_is_restarted(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """By default the MQTT work runs in a child process; kill -9 of that child loses
     nothing: the proxy starts another, which publishes what was committed meanwhile."""
@@ -687,7 +695,7 @@ async def test_publisher_runs_in_its_own_process_and_is_restarted(
 
 
 async def test_publisher_process_stops_with_the_proxy_even_after_kill9(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """The child notices its proxy is gone (its stdin closes), publishes offline and
     exits: no orphan publisher outlives a killed proxy."""
@@ -709,7 +717,7 @@ async def test_publisher_process_stops_with_the_proxy_even_after_kill9(
                 await asyncio.to_thread(proxy.terminate)
 
 
-async def test_inline_publisher_still_available(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_inline_publisher_still_available(tmp_path: Path, broker: Broker) -> None:
     async with (
         simulator(SIM) as sim,
         Collector(broker.port, [f"{PREFIX}/#"]) as col,
@@ -730,7 +738,7 @@ async def test_inline_publisher_still_available(tmp_path: Path, broker: Mosquitt
 
 @pytest.mark.parametrize("publisher", ["inline", "process"])
 async def test_qos0_events_are_published_and_leave_the_outbox(
-    tmp_path: Path, broker: MosquittoBroker, publisher: str
+    tmp_path: Path, broker: Broker, publisher: str
 ) -> None:
     """QoS 0: a publish counts as done once written (no PUBACK to wait for)."""
     extra = f'qos = 0\npublisher = "{publisher}"'
@@ -752,7 +760,7 @@ async def test_qos0_events_are_published_and_leave_the_outbox(
 
 
 async def test_a_stalled_publisher_process_is_replaced(
-    tmp_path: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A child that still counts as connected but publishes nothing while events wait
     (here: frozen with SIGSTOP) is killed and replaced; its events all arrive."""
