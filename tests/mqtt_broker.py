@@ -300,10 +300,13 @@ class Received:
 
 
 class Collector:
-    """Subscribes to `filters` with QoS 1 and keeps every message it receives."""
+    """Subscribes to `filters` (QoS 1 unless told) and keeps every message it receives."""
 
-    def __init__(self, port: int, filters: Iterable[str], *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, filters: Iterable[str], *, host: str = "127.0.0.1", qos: int = 1
+    ) -> None:
         self.host = host
+        self.qos = qos
         self.port = port
         self.filters = tuple(filters)
         self.messages: list[Received] = []
@@ -334,7 +337,7 @@ class Collector:
                     self.host, self.port, timeout=2, keepalive=10, clean_session=True
                 ) as client:
                     for f in self.filters:
-                        await client.subscribe(f, qos=1)
+                        await client.subscribe(f, qos=self.qos)
                     self.subscriptions += 1
                     self.subscribed.set()
                     async for m in client.messages:
