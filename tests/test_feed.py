@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -31,6 +32,7 @@ from bounceback.events import EVENT_NAMES, build_event, event_record, iso, rende
 from bounceback.feed import FeedProcess, FeedPublisher
 from bounceback.gateway import Gateway
 from bounceback.model import Message, State
+from bounceback.mqttclient import MqttClient
 from harness import (
     FAST_RETRY,
     ProxyProcess,
@@ -396,6 +398,7 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: Broker) -> Non
             lambda: any(m.json().get("state") == "offline" for m in col.matching("instances")),
             what="offline status",
         )
+    await check_retained(broker, next(m.topic for m in col.matching("instances")))
     assert names() == set(EVENT_NAMES)
     suppressed = next(e for e in col.events() if e["event"] == "suppressed")
     assert suppressed["state"] == "rejected" and suppressed["destination"] != unknown
@@ -408,6 +411,30 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: Broker) -> Non
     rejected = next(e for e in col.events() if e["event"] == "carrier_rejected")
     assert rejected["status"] == 0x45 and rejected["state"] == "rejected"
     assert_redeliveries_only(col)
+
+
+async def check_retained(broker: Broker, status_topic: str) -> None:
+    """After the proxy stopped, the offline status and the latest stats wait, retained,
+    for a new subscriber to their topics. Mosquitto sends them to wildcard filters as
+    well; RabbitMQ's MQTT plugin only to a subscription to the exact topic."""
+    exact = [status_topic, f"{PREFIX}/stats/account/acme", f"{PREFIX}/stats/carrier/sim"]
+    marker = f"{PREFIX}/marker"
+    async with (
+        Collector(broker.port, exact) as fresh,
+        Collector(broker.port, [f"{PREFIX}/#"]) as wild,
+    ):
+        await fresh.wait(lambda: {m.topic for m in fresh.messages} == set(exact), what="retained")
+        assert all(m.retain for m in fresh.messages) and len(fresh.messages) == 3
+        check_documents(fresh.messages)
+        by_topic = {m.topic: m.json() for m in fresh.messages}
+        assert by_topic[status_topic]["state"] == "offline"
+        assert by_topic[f"{PREFIX}/stats/account/acme"]["sent"] == 6
+        # Published after both subscribed: once it is in, `wild` holds all it will get.
+        async with MqttClient("127.0.0.1", broker.port, client_id="bbtest-marker") as pub:
+            await pub.publish(marker, b"end", qos=1)
+        await wild.wait(lambda: any(m.topic == marker for m in wild.messages), what="marker")
+        retained = {m.topic for m in wild.messages if m.retain}
+        assert retained == (set() if isinstance(broker, RabbitMQBroker) else set(exact))
 
 
 @pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
@@ -757,6 +784,34 @@ async def test_qos0_events_are_published_and_leave_the_outbox(
             await asyncio.sleep(0.05)
         assert await gw.store.outbox_count() == 0
         await asyncio.to_thread(s.close)
+
+
+@pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
+async def test_qos2_events_are_acknowledged_and_leave_the_outbox(
+    tmp_path: Path, broker: Broker, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QoS 2: a publish is done at the broker's PUBCOMP. RabbitMQ's MQTT plugin takes
+    QoS 2 publishes at QoS 1 and answers with PUBACK: that completes them too (at
+    least once, as at QoS 1), and a QoS 2 subscriber gets them at QoS 1."""
+    rabbit = isinstance(broker, RabbitMQBroker)
+    caplog.set_level(logging.INFO, logger="bounceback.mqtt")
+    extra = f'qos = 2\npublisher = "inline"\nclient = "{client}"'
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"], qos=2) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port, extra=extra))) as gw,
+    ):
+        s = await bind_sender(gw.port, SmpplibSender)
+        mids = [(await submit(s, f"4477009015{i:02d}"))[1] for i in range(5)]
+        await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+        await outbox_drained(gw)
+        assert {m.qos for m in col.matching("events")} == {1 if rabbit else 2}
+        assert set(event_ids(col)) == life(mids)
+        assert_redeliveries_only(col)
+        await asyncio.to_thread(s.close)
+    if client == "builtin":
+        said = any("it takes them at QoS 1" in r.getMessage() for r in caplog.records)
+        assert said == rabbit
 
 
 async def test_a_stalled_publisher_process_is_replaced(
