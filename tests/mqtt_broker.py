@@ -149,12 +149,12 @@ class RabbitMQBroker:
     Everything the node writes (Mnesia database, logs, Erlang cookie via HOME,
     config) lives under `workdir`; its name is unique, so it neither joins nor
     disturbs a RabbitMQ service running on the machine. Anonymous MQTT clients log
-    in as guest on the default vhost. Starting the node takes seconds, so one node
-    serves a whole test session: `stop()` and `start()` stop and start the RabbitMQ
-    application inside it (every client connection drops, the MQTT port refuses
-    connections, retained messages stay), `shutdown()` ends the node. The node
-    uses the machine's epmd (the start script starts one if none runs, as any
-    Erlang node does; it holds no state of the node's).
+    in as guest (allowed from loopback) on the default vhost. Starting the node
+    takes seconds, so one node serves a whole test session: `stop()` and `start()`
+    stop and start the RabbitMQ application inside it (every client connection
+    drops, the MQTT port refuses connections, retained messages stay), `shutdown()`
+    ends the node. The node uses the machine's epmd (the start script starts one if
+    none runs, as any Erlang node does; it holds no state of the node's).
     """
 
     def __init__(self, workdir: Path, scripts: Path) -> None:
@@ -176,7 +176,6 @@ class RabbitMQBroker:
             "mqtt.default_pass = guest\n"
             "mqtt.vhost = /\n"
             "mqtt.exchange = amq.topic\n"
-            "loopback_users = none\n"
         )
         (workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
         self.env = os.environ | {

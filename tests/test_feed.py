@@ -814,6 +814,35 @@ async def test_qos2_events_are_acknowledged_and_leave_the_outbox(
         assert said == rabbit
 
 
+async def test_mqtt5_where_the_broker_speaks_only_311(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`protocol = "5"`: Mosquitto takes it; RabbitMQ's MQTT plugin (3.1.1 only) closes
+    the connection before its CONNACK. The feed then says why in its log and keeps
+    every event in the outbox; the proxy works the same."""
+    rabbit = isinstance(broker, RabbitMQBroker)
+    caplog.set_level(logging.INFO, logger="bounceback.feed")
+    extra = feed(broker.port, extra='protocol = "5"\npublisher = "inline"')
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=extra)) as gw,
+    ):
+        s = await bind_sender(gw.port, SmpplibSender)
+        mids = [(await submit(s, f"4477009016{i:02d}"))[1] for i in range(3)]
+        assert all(mids)
+        assert len(await asyncio.to_thread(s.wait_delivered, 3, 15.0)) == 3
+        if rabbit:
+            hint = 'a broker without MQTT 5 does that: try protocol = "3.1.1"'
+            await wait_until(lambda: any(hint in r.getMessage() for r in caplog.records))
+            assert gw.feed is not None and not gw.feed.connected
+            assert await gw.store.outbox_count() == 9 and col.messages == []
+        else:
+            await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+            await outbox_drained(gw)
+        await asyncio.to_thread(s.close)
+
+
 async def test_a_stalled_publisher_process_is_replaced(
     tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
