@@ -467,7 +467,8 @@ class Connection:
     answers a publish in flight at its stage); `publish()` gives a PUBLISH and the
     packet identifier its acknowledgement will carry. A QoS 1 publish is complete at
     its PUBACK; a QoS 2 one at its PUBCOMP, after the PUBREL that `receive` queues in
-    `data_to_send()` when the PUBREC comes (or at a PUBREC with an error code). At
+    `data_to_send()` when the PUBREC comes (or at a PUBREC with an error code, or at a
+    PUBACK from a broker that downgrades QoS 2 to QoS 1 without saying so). At
     most `room` publishes may be in flight (the broker's Receive Maximum, MQTT 5;
     65535 otherwise, every identifier)."""
 
@@ -481,6 +482,7 @@ class Connection:
         self._reader = Reader(level)
         self._next_id = 0
         self._qos2: dict[int, bool] = {}  # QoS 2 in flight: released (PUBREL sent)?
+        self.qos2_as_qos1 = 0  # QoS 2 publishes the broker acknowledged with PUBACK
         self._out: list[bytes] = []
 
     def data_to_send(self) -> bytes:
@@ -531,8 +533,14 @@ class Connection:
         for e in events:
             if isinstance(e, PubAck):
                 pid = e.packet_id
-                if pid not in self.inflight or pid in self._qos2:
-                    raise MqttProtocolError(f"PUBACK for packet {pid}, not a QoS 1 in flight")
+                if pid not in self.inflight or self._qos2.get(pid, False):
+                    raise MqttProtocolError(f"PUBACK for packet {pid}, not a publish in flight")
+                if pid in self._qos2:
+                    # A QoS 2 publish answered with PUBACK instead of PUBREC: the broker
+                    # took it at QoS 1 (RabbitMQ's MQTT plugin does). It has the
+                    # message, so the exchange ends here: delivery is at least once.
+                    del self._qos2[pid]
+                    self.qos2_as_qos1 += 1
                 self.inflight.remove(pid)
             elif isinstance(e, PubRec):
                 pid = e.packet_id

@@ -125,6 +125,7 @@ class MqttClient:
         self.timeout = timeout
         self.refused = 0  # publishes the broker acknowledged with an error (MQTT 5)
         self.too_large = 0  # messages not sent: over the broker's Maximum Packet Size
+        self.qos2_as_qos1 = 0  # QoS 2 publishes the broker took at QoS 1 (PUBACK)
         self._conn = Connection(self.level)
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None  # the current connection's
@@ -191,9 +192,19 @@ class MqttClient:
                     will=self.will,
                 )
             )
-            ack = await self._wait(
-                self._connack, self.timeout, lambda: f"no CONNACK within {self.timeout:.0f} s"
-            )
+            try:
+                ack = await self._wait(
+                    self._connack, self.timeout, lambda: f"no CONNACK within {self.timeout:.0f} s"
+                )
+            except MqttError as exc:
+                if self.level == 5 and self._closed.done():
+                    # A 3.1.1-only broker (RabbitMQ up to 3.12) closes the connection
+                    # on an MQTT 5 CONNECT without a word.
+                    raise MqttError(
+                        f"{where} closed the connection before its CONNACK ({exc}); "
+                        'a broker without MQTT 5 does that: try protocol = "3.1.1"'
+                    ) from exc
+                raise
             if ack.code != 0:
                 raise MqttError(f"{where} refused the connection: {ack.refusal}")
         except BaseException as exc:
@@ -377,11 +388,21 @@ class MqttClient:
             )
 
     def _received(self, data: bytes) -> None:
+        downgraded = self._conn.qos2_as_qos1
         try:
             events = self._conn.receive(data)
         except MqttProtocolError as exc:
             self.abort(f"protocol error from the broker: {exc}")
             return
+        if self._conn.qos2_as_qos1 != downgraded:
+            self.qos2_as_qos1 += self._conn.qos2_as_qos1 - downgraded
+        if not downgraded and self._conn.qos2_as_qos1:
+            log.info(
+                "%s:%d acknowledges QoS 2 publishes with PUBACK: it takes them at QoS 1 "
+                "(delivery is at least once)",
+                self.host,
+                self.port,
+            )
         freed = False
         for e in events:
             if isinstance(e, PubAck | PubRec | PubComp):

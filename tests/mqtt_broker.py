@@ -1,8 +1,11 @@
-"""A real Mosquitto broker for tests, a collecting subscriber and a TCP gate.
+"""Real MQTT brokers for tests, a collecting subscriber and a TCP gate.
 
 `MosquittoBroker` runs its own `mosquitto` process on a free port with a config
 file of its own (anonymous, no persistence) and can stop and start again on the
 same port. A missing binary is an error, never a skip.
+
+`RabbitMQBroker` runs a throwaway RabbitMQ node with its MQTT plugin, a second
+broker implementation for the feed tests (the `rabbitmq` session fixture).
 
 `Collector` is an aiomqtt subscriber running in the test's event loop: it
 subscribes (QoS 1) to its filters, records every message, and reconnects and
@@ -130,6 +133,160 @@ class MosquittoBroker:
         self.stop()
 
 
+RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+
+
+def rabbitmq_scripts() -> Path | None:
+    """The directory of RabbitMQ's own start scripts (not the /usr/sbin wrappers,
+    which switch to the rabbitmq user), None when RabbitMQ is not installed."""
+    found = Path(os.environ.get("RABBITMQ_SCRIPTS", RABBITMQ_SCRIPTS))
+    return found if os.access(found / "rabbitmq-server", os.X_OK) else None
+
+
+class RabbitMQBroker:
+    """A throwaway RabbitMQ node with the MQTT plugin, on free ports on 127.0.0.1.
+
+    Everything the node writes (Mnesia database, logs, Erlang cookie via HOME,
+    config) lives under `workdir`; its name is unique, so it neither joins nor
+    disturbs a RabbitMQ service running on the machine. Anonymous MQTT clients log
+    in as guest (allowed from loopback) on the default vhost. Starting the node
+    takes seconds, so one node serves a whole test session: `stop()` and `start()`
+    stop and start the RabbitMQ application inside it (every client connection
+    drops, the MQTT port refuses connections, retained messages stay), `shutdown()`
+    ends the node. The node uses the machine's epmd (the start script starts one if
+    none runs, as any Erlang node does; it holds no state of the node's).
+    """
+
+    def __init__(self, workdir: Path, scripts: Path) -> None:
+        self.workdir = workdir
+        self.scripts = scripts
+        self.port = free_port()
+        self.amqp_port = free_port()
+        self.dist_port = free_port()
+        self.node = f"bbtest{os.getpid()}x{self.port}@localhost"
+        self.log = workdir / "node.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.app_running = False
+        self.starts = 0
+        (workdir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "mqtt.allow_anonymous = true\n"
+            "mqtt.default_user = guest\n"
+            "mqtt.default_pass = guest\n"
+            "mqtt.vhost = /\n"
+            "mqtt.exchange = amq.topic\n"
+        )
+        (workdir / "enabled_plugins").write_text("[rabbitmq_mqtt].\n")
+        self.env = os.environ | {
+            "HOME": str(workdir),  # the Erlang cookie is created here
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.amqp_port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(workdir / "log"),
+            "RABBITMQ_LOGS": "-",
+            "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(workdir / "node.pid"),
+            "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),  # none: no defaults
+        }
+
+    @property
+    def running(self) -> bool:
+        return self.app_running and self.node_running
+
+    @property
+    def node_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def boot(self, timeout: float = 120.0) -> float:
+        """Start the node; returns how long it took until the MQTT port accepted."""
+        began = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(self.scripts / "rabbitmq-server")],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the script's Erlang VM with it, for shutdown()
+            )
+        self.app_running = True
+        self.starts += 1
+        self._wait_port(began + timeout, "the RabbitMQ node did not start")
+        return time.monotonic() - began
+
+    def _wait_port(self, deadline: float, what: str) -> None:
+        while not _accepts(self.port):
+            if not self.node_running or time.monotonic() > deadline:
+                out = self.output()
+                self.shutdown()
+                raise RuntimeError(f"{what} (MQTT port {self.port}):\n{out[-6000:]}")
+            time.sleep(0.05)
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        done = subprocess.run(
+            [str(self.scripts / "rabbitmqctl"), "-n", self.node, *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"rabbitmqctl {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout.decode(errors='replace')}{done.stderr.decode(errors='replace')}"
+            )
+        return done.stdout.decode(errors="replace")
+
+    def stop(self) -> None:
+        """Stop the RabbitMQ application (every client connection drops)."""
+        if self.running:
+            self.ctl("stop_app")
+            self.app_running = False
+
+    def start(self, timeout: float = 60.0) -> None:
+        if self.running:
+            return
+        if not self.node_running:
+            self.boot()
+            return
+        self.ctl("start_app")
+        self.app_running = True
+        self.starts += 1
+        self._wait_port(time.monotonic() + timeout, "RabbitMQ did not start again")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def shutdown(self) -> None:
+        """End the node: `rabbitmqctl stop`, then SIGTERM and SIGKILL to its group."""
+        proc, self.proc = self.proc, None
+        self.app_running = False
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.ctl("stop", timeout=30)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                proc.wait(15)
+                return
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+        proc.wait(5)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+Broker = MosquittoBroker | RabbitMQBroker
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     topic: str
@@ -142,10 +299,13 @@ class Received:
 
 
 class Collector:
-    """Subscribes to `filters` with QoS 1 and keeps every message it receives."""
+    """Subscribes to `filters` (QoS 1 unless told) and keeps every message it receives."""
 
-    def __init__(self, port: int, filters: Iterable[str], *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int, filters: Iterable[str], *, host: str = "127.0.0.1", qos: int = 1
+    ) -> None:
         self.host = host
+        self.qos = qos
         self.port = port
         self.filters = tuple(filters)
         self.messages: list[Received] = []
@@ -176,7 +336,7 @@ class Collector:
                     self.host, self.port, timeout=2, keepalive=10, clean_session=True
                 ) as client:
                     for f in self.filters:
-                        await client.subscribe(f, qos=1)
+                        await client.subscribe(f, qos=self.qos)
                     self.subscriptions += 1
                     self.subscribed.set()
                     async for m in client.messages:

@@ -1,4 +1,8 @@
-"""The MQTT status feed against a real Mosquitto broker started by the tests.
+"""The MQTT status feed against real brokers started by the tests.
+
+Every test that needs a broker runs twice: against Mosquitto (a broker of its
+own) and against RabbitMQ's MQTT plugin (the session's node), asserting where
+RabbitMQ legitimately differs (see docs/events.md, "Delivery guarantees").
 
 smpplib is the sender, the simulator is the carrier, an aiomqtt subscriber
 collects what the broker delivers, and every document is checked against the
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -27,6 +32,7 @@ from bounceback.events import EVENT_NAMES, build_event, event_record, iso, rende
 from bounceback.feed import FeedProcess, FeedPublisher
 from bounceback.gateway import Gateway
 from bounceback.model import Message, State
+from bounceback.mqttclient import MqttClient
 from harness import (
     FAST_RETRY,
     ProxyProcess,
@@ -39,7 +45,7 @@ from harness import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from mqtt_broker import Collector, Gate, MosquittoBroker, Received
+from mqtt_broker import Broker, Collector, Gate, MosquittoBroker, RabbitMQBroker, Received
 from smppcodecs.errors import SOFT_REASONS
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -79,10 +85,16 @@ stats_interval = 0.2
 """
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
-    with MosquittoBroker(tmp_path) as b:
-        yield b
+@pytest.fixture(params=["mosquitto", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
+    if request.param == "mosquitto":
+        with MosquittoBroker(tmp_path) as b:
+            yield b
+        return
+    node: RabbitMQBroker = request.getfixturevalue("rabbitmq")
+    node.start()
+    yield node
+    node.start()  # running again for the next test, whatever this one did
 
 
 async def submit(s: SmpplibSender, number: str) -> tuple[int, str]:
@@ -284,12 +296,12 @@ def test_status_and_stats_schemas_reject_what_they_should() -> None:
             STATS.validate(broken)
 
 
-# ---------------------------------------------------------------- against Mosquitto
+# ---------------------------------------------------------------- against the brokers
 
 
 @pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_two_soft_bounces_then_delivered_in_order(
-    tmp_path: Path, broker: MosquittoBroker, client: str
+    tmp_path: Path, broker: Broker, client: str
 ) -> None:
     number = "447700900001"
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "absent", "deliver"]}]}
@@ -327,7 +339,7 @@ async def test_two_soft_bounces_then_delivered_in_order(
         await asyncio.to_thread(s.close)
 
 
-async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_every_event_kind_validates(tmp_path: Path, broker: Broker) -> None:
     deliver, absent, unknown, refused, held = (f"44770090010{i}" for i in range(5))
     scenario = SIM | {
         "rules": [
@@ -386,6 +398,7 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
             lambda: any(m.json().get("state") == "offline" for m in col.matching("instances")),
             what="offline status",
         )
+    await check_retained(broker, next(m.topic for m in col.matching("instances")))
     assert names() == set(EVENT_NAMES)
     suppressed = next(e for e in col.events() if e["event"] == "suppressed")
     assert suppressed["state"] == "rejected" and suppressed["destination"] != unknown
@@ -400,9 +413,33 @@ async def test_every_event_kind_validates(tmp_path: Path, broker: MosquittoBroke
     assert_redeliveries_only(col)
 
 
+async def check_retained(broker: Broker, status_topic: str) -> None:
+    """After the proxy stopped, the offline status and the latest stats wait, retained,
+    for a new subscriber to their topics. Mosquitto sends them to wildcard filters as
+    well; RabbitMQ's MQTT plugin only to a subscription to the exact topic."""
+    exact = [status_topic, f"{PREFIX}/stats/account/acme", f"{PREFIX}/stats/carrier/sim"]
+    marker = f"{PREFIX}/marker"
+    async with (
+        Collector(broker.port, exact) as fresh,
+        Collector(broker.port, [f"{PREFIX}/#"]) as wild,
+    ):
+        await fresh.wait(lambda: {m.topic for m in fresh.messages} == set(exact), what="retained")
+        assert all(m.retain for m in fresh.messages) and len(fresh.messages) == 3
+        check_documents(fresh.messages)
+        by_topic = {m.topic: m.json() for m in fresh.messages}
+        assert by_topic[status_topic]["state"] == "offline"
+        assert by_topic[f"{PREFIX}/stats/account/acme"]["sent"] == 6
+        # Published after both subscribed: once it is in, `wild` holds all it will get.
+        async with MqttClient("127.0.0.1", broker.port, client_id="bbtest-marker") as pub:
+            await pub.publish(marker, b"end", qos=1)
+        await wild.wait(lambda: any(m.topic == marker for m in wild.messages), what="marker")
+        retained = {m.topic for m in wild.messages if m.retain}
+        assert retained == (set() if isinstance(broker, RabbitMQBroker) else set(exact))
+
+
 @pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
 async def test_broker_outage_during_traffic_loses_nothing(
-    tmp_path: Path, broker: MosquittoBroker, client: str
+    tmp_path: Path, broker: Broker, client: str
 ) -> None:
     async with (
         simulator(SIM) as sim,
@@ -479,7 +516,7 @@ def outbox_rows(db: Path) -> int:
     ("publisher", "client"), [("process", "builtin"), ("inline", "builtin"), ("process", "aiomqtt")]
 )
 async def test_kill9_leaves_offline_status_and_backlog_is_published(
-    tmp_path: Path, broker: MosquittoBroker, publisher: str, client: str
+    tmp_path: Path, broker: Broker, publisher: str, client: str
 ) -> None:
     """With the publisher in its own process or in the proxy's event loop (uvloop,
     in a `bounceback run` process), and on either MQTT client."""
@@ -544,9 +581,7 @@ async def test_kill9_leaves_offline_status_and_backlog_is_published(
                 await asyncio.to_thread(proxy.terminate)
 
 
-async def test_without_feed_the_proxy_works_the_same(
-    tmp_path: Path, broker: MosquittoBroker
-) -> None:
+async def test_without_feed_the_proxy_works_the_same(tmp_path: Path, broker: Broker) -> None:
     number = "447700900301"
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
 
@@ -579,7 +614,7 @@ async def test_without_feed_the_proxy_works_the_same(
     assert without[2] == []
 
 
-async def test_mask_destinations(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_mask_destinations(tmp_path: Path, broker: Broker) -> None:
     number = "447400123987"  # a valid UK mobile range, so country and operator are known
     scenario = SIM | {"rules": [{"number": number, "outcomes": ["absent", "deliver"]}]}
     # (name and topic prefix, [feed] keys, [[accounts]] keys)
@@ -655,7 +690,7 @@ def alive(pid: int) -> bool:
 
 
 async def test_publisher_runs_in_its_own_process_and_is_restarted(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """By default the MQTT work runs in a child process; kill -9 of that child loses
     nothing: the proxy starts another, which publishes what was committed meanwhile."""
@@ -687,7 +722,7 @@ async def test_publisher_runs_in_its_own_process_and_is_restarted(
 
 
 async def test_publisher_process_stops_with_the_proxy_even_after_kill9(
-    tmp_path: Path, broker: MosquittoBroker
+    tmp_path: Path, broker: Broker
 ) -> None:
     """The child notices its proxy is gone (its stdin closes), publishes offline and
     exits: no orphan publisher outlives a killed proxy."""
@@ -709,7 +744,7 @@ async def test_publisher_process_stops_with_the_proxy_even_after_kill9(
                 await asyncio.to_thread(proxy.terminate)
 
 
-async def test_inline_publisher_still_available(tmp_path: Path, broker: MosquittoBroker) -> None:
+async def test_inline_publisher_still_available(tmp_path: Path, broker: Broker) -> None:
     async with (
         simulator(SIM) as sim,
         Collector(broker.port, [f"{PREFIX}/#"]) as col,
@@ -730,7 +765,7 @@ async def test_inline_publisher_still_available(tmp_path: Path, broker: Mosquitt
 
 @pytest.mark.parametrize("publisher", ["inline", "process"])
 async def test_qos0_events_are_published_and_leave_the_outbox(
-    tmp_path: Path, broker: MosquittoBroker, publisher: str
+    tmp_path: Path, broker: Broker, publisher: str
 ) -> None:
     """QoS 0: a publish counts as done once written (no PUBACK to wait for)."""
     extra = f'qos = 0\npublisher = "{publisher}"'
@@ -751,8 +786,65 @@ async def test_qos0_events_are_published_and_leave_the_outbox(
         await asyncio.to_thread(s.close)
 
 
+@pytest.mark.parametrize("client", ["builtin", "aiomqtt"])
+async def test_qos2_events_are_acknowledged_and_leave_the_outbox(
+    tmp_path: Path, broker: Broker, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QoS 2: a publish is done at the broker's PUBCOMP. RabbitMQ's MQTT plugin takes
+    QoS 2 publishes at QoS 1 and answers with PUBACK: that completes them too (at
+    least once, as at QoS 1), and a QoS 2 subscriber gets them at QoS 1."""
+    rabbit = isinstance(broker, RabbitMQBroker)
+    caplog.set_level(logging.INFO, logger="bounceback.mqtt")
+    extra = f'qos = 2\npublisher = "inline"\nclient = "{client}"'
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"], qos=2) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=feed(broker.port, extra=extra))) as gw,
+    ):
+        s = await bind_sender(gw.port, SmpplibSender)
+        mids = [(await submit(s, f"4477009015{i:02d}"))[1] for i in range(5)]
+        await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+        await outbox_drained(gw)
+        assert {m.qos for m in col.matching("events")} == {1 if rabbit else 2}
+        assert set(event_ids(col)) == life(mids)
+        assert_redeliveries_only(col)
+        await asyncio.to_thread(s.close)
+    if client == "builtin":
+        said = any("it takes them at QoS 1" in r.getMessage() for r in caplog.records)
+        assert said == rabbit
+
+
+async def test_mqtt5_where_the_broker_speaks_only_311(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`protocol = "5"`: Mosquitto takes it; RabbitMQ's MQTT plugin (3.1.1 only) closes
+    the connection before its CONNACK. The feed then says why in its log and keeps
+    every event in the outbox; the proxy works the same."""
+    rabbit = isinstance(broker, RabbitMQBroker)
+    caplog.set_level(logging.INFO, logger="bounceback.feed")
+    extra = feed(broker.port, extra='protocol = "5"\npublisher = "inline"')
+    async with (
+        simulator(SIM) as sim,
+        Collector(broker.port, [f"{PREFIX}/events/#"]) as col,
+        gateway(write_config(tmp_path, sim.port or 0, extra=extra)) as gw,
+    ):
+        s = await bind_sender(gw.port, SmpplibSender)
+        mids = [(await submit(s, f"4477009016{i:02d}"))[1] for i in range(3)]
+        assert all(mids)
+        assert len(await asyncio.to_thread(s.wait_delivered, 3, 15.0)) == 3
+        if rabbit:
+            hint = 'a broker without MQTT 5 does that: try protocol = "3.1.1"'
+            await wait_until(lambda: any(hint in r.getMessage() for r in caplog.records))
+            assert gw.feed is not None and not gw.feed.connected
+            assert await gw.store.outbox_count() == 9 and col.messages == []
+        else:
+            await col.wait(lambda: life(mids) <= set(event_ids(col)), what="events")
+            await outbox_drained(gw)
+        await asyncio.to_thread(s.close)
+
+
 async def test_a_stalled_publisher_process_is_replaced(
-    tmp_path: Path, broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A child that still counts as connected but publishes nothing while events wait
     (here: frozen with SIGSTOP) is killed and replaced; its events all arrive."""

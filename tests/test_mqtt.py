@@ -424,12 +424,33 @@ def test_connection_qos2_exchange(level: int) -> None:
         conn.receive(ack(0x70, two))  # PUBCOMP before PUBREC
     conn = connected(level)
     _, two = conn.publish("t", b"x", qos=2)
+    conn.receive(ack(0x50, two))
     with pytest.raises(MqttProtocolError):
-        conn.receive(puback(two))  # a QoS 2 publish is not answered by PUBACK
+        conn.receive(puback(two))  # a released QoS 2 publish is not answered by PUBACK
     conn = connected(level)
     _, one = conn.publish("t", b"x", qos=1)
     with pytest.raises(MqttProtocolError):
         conn.receive(ack(0x50, one))  # nor a QoS 1 one by PUBREC
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_connection_qos2_answered_with_puback(level: int) -> None:
+    """RabbitMQ's MQTT plugin takes QoS 2 publishes at QoS 1 and answers them with
+    PUBACK (not PUBREC): that ends the exchange (no PUBREL) and frees the identifier,
+    and the downgrade is counted; a second PUBACK for it is an error."""
+    conn = connected(level)
+    _, two = conn.publish("t", b"x", qos=2)
+    assert conn.receive(puback(two)) == [PubAck(two)]
+    assert conn.data_to_send() == b"" and conn.inflight == set()
+    assert conn.qos2_as_qos1 == 1
+    with pytest.raises(MqttProtocolError):
+        conn.receive(puback(two))
+    # The QoS 2 limit on 3.1.1 counts only exchanges still open.
+    conn = connected(4)
+    for _ in range(QOS2_INFLIGHT_V311 * 2):
+        _, pid = conn.publish("t", b"x", qos=2)
+        conn.receive(puback(pid))
+    assert conn.room_for(2) == QOS2_INFLIGHT_V311 and conn.qos2_as_qos1 == QOS2_INFLIGHT_V311 * 2
 
 
 def test_connection_qos2_in_flight_limit_on_311() -> None:
@@ -563,6 +584,61 @@ async def test_publishes_reach_an_independent_subscriber(
 
 
 @pytest.mark.mqtt
+@pytest.mark.parametrize("kind", ["mosquitto", "rabbitmq"])
+async def test_what_each_broker_does_with_qos2_retain_and_mqtt5(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
+) -> None:
+    """The client against both broker implementations the feed is tested with, and
+    what RabbitMQ's MQTT plugin (3.1.1 only up to 3.12) does differently: it takes
+    QoS 2 publishes at QoS 1 (PUBACK, no PUBREC/PUBCOMP; a QoS 2 subscriber gets
+    them at QoS 1), sends a retained message only to a subscription to its exact
+    topic (no wildcard), and closes an MQTT 5 CONNECT without a CONNACK."""
+    with contextlib.ExitStack() as stack:
+        if kind == "mosquitto":
+            port = stack.enter_context(MosquittoBroker(tmp_path)).port
+        else:
+            port = request.getfixturevalue("rabbitmq").port
+        rabbit = kind == "rabbitmq"
+        q2 = [(f"{kind}/q2", f"exactly once {i}".encode()) for i in range(30)]
+        async with (
+            Collector(port, [f"{kind}/#"], qos=2) as col,
+            client(port, "3.1.1", f"interop-{kind}") as pub,
+        ):
+            await pub.publish_many(q2, qos=2)  # more than QOS2_INFLIGHT_V311 at once
+            await pub.publish(f"{kind}/q2one", b"alone", qos=2)
+            await pub.publish(f"{kind}/kept/status", b"kept", qos=1, retain=True)
+            await col.wait(lambda: len(col.messages) == len(q2) + 2, BOUND, what="all")
+            assert pub.connected and pub.refused == 0
+            assert pub.qos2_as_qos1 == (len(q2) + 1 if rabbit else 0)
+        assert [m.payload for m in on(col, f"{kind}/q2")] == [p for _, p in q2]
+        assert {m.qos for m in col.messages if "/q2" in m.topic} == {1 if rabbit else 2}
+
+        exact, wild = [f"{kind}/kept/status"], [f"{kind}/+/status", f"{kind}/#"]
+        async with Collector(port, exact) as one, Collector(port, wild) as many:
+            await one.wait(lambda: bool(one.messages), BOUND, what="retained")
+            assert [(m.payload, m.retain) for m in one.messages] == [(b"kept", True)]
+            if not rabbit:
+                await many.wait(lambda: len(many.messages) == 2, BOUND, what="retained")
+            # A publish after both subscribed: what "many" holds by then is complete.
+            async with client(port, "3.1.1", f"marker-{kind}") as pub:
+                await pub.publish(f"{kind}/marker", b"end", qos=1)
+            await many.wait(lambda: bool(on(many, f"{kind}/marker")), BOUND, what="marker")
+            retained = [m for m in many.messages if m.retain]
+            assert len(retained) == (0 if rabbit else 2)  # once per matching filter
+
+        v5 = client(port, "5", f"v5-{kind}")
+        if rabbit:
+            with pytest.raises(MqttError) as info:
+                await v5.connect()
+            assert str(info.value).endswith('without MQTT 5 does that: try protocol = "3.1.1"')
+            assert not v5.connected
+        else:
+            async with v5:
+                await v5.publish(f"{kind}/v5", b"five", qos=2)
+                assert v5.qos2_as_qos1 == 0
+
+
+@pytest.mark.mqtt
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_will_on_abort_not_on_disconnect(broker: MosquittoBroker, protocol: str) -> None:
     will = Will("w/status", b"offline", qos=1, retain=True)
@@ -686,6 +762,27 @@ async def test_nothing_listening() -> None:
     # Refused by the OS, not the connect timeout running out.
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
     assert "no connection within" not in str(info.value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_closed_before_connack(protocol: str) -> None:
+    """A broker that closes the connection on CONNECT without a CONNACK (a 3.1.1-only
+    broker given an MQTT 5 CONNECT): on MQTT 5 the error says what is likely wrong."""
+
+    async def close_on_connect(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        w.close()
+
+    server = await asyncio.start_server(close_on_connect, HOST, 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        c = client(port, protocol, "closed")
+        with pytest.raises(MqttError) as info:
+            await asyncio.wait_for(c.connect(), BOUND)
+    assert "connection closed" in str(info.value)
+    hint = 'a broker without MQTT 5 does that: try protocol = "3.1.1"'
+    assert str(info.value).endswith(hint) == (protocol == "5")
+    assert not c.connected
 
 
 @pytest.mark.mqtt
