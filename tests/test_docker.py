@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -657,3 +658,90 @@ def test_docker_compose_config_when_available() -> None:
         # No anchors, aliases, tags, merge keys or flow mappings.
         code = line.split(" #")[0]
         assert not re.search(r"[&*!]\w|<<:|(^|[:-]\s+)\{", code.strip()), f"line {n}: {line}"
+
+
+# ================================================================ several instances
+
+
+def scale_documents() -> list[dict[str, Any]]:
+    """docker/compose.scale.yaml as every available parser reads it (all must agree)."""
+    text = (DOCKER / "compose.scale.yaml").read_text()
+    docs: list[dict[str, Any]] = [MiniYaml(text).parse()]
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        pass
+    else:
+        docs.append(yaml.safe_load(text))
+    assert all(d == docs[0] for d in docs)
+    return docs
+
+
+def haproxy_servers() -> list[tuple[str, str, int, int]]:
+    """(name, host, port, check port) of each server line of docker/haproxy.cfg."""
+    servers = []
+    for line in (DOCKER / "haproxy.cfg").read_text().splitlines():
+        m = re.fullmatch(r"\s*server (\S+) (\S+):(\d+) check port (\d+)\b.*", line)
+        if m:
+            servers.append((m.group(1), m.group(2), int(m.group(3)), int(m.group(4))))
+    return servers
+
+
+def test_compose_scale_services() -> None:
+    cfg = load_config(DOCKER / "bounceback-shared.toml", environ=ENV)
+    for doc in scale_documents():
+        services = doc["services"]
+        instances = {"bounceback-a", "bounceback-b"}
+        assert set(services) == {"haproxy", "postgres", "simulator", *instances}
+        # The shared config's hosts are this file's services; the store is shared.
+        assert cfg.store.backend == "postgresql"
+        assert urllib.parse.urlsplit(cfg.store.url).hostname in services
+        assert cfg.carriers[0].host in services and cfg.carriers[0].port == 2776
+        assert cfg.server.instance_id == ""  # derived from each instance's host name
+        for name in instances:
+            bb = services[name]
+            assert bb["hostname"] == name  # distinct instance names
+            (mount,) = bb["configs"]
+            assert doc["configs"][mount["source"]]["file"] == "./bounceback-shared.toml"
+            args = build_parser().parse_args(bb["command"])
+            assert args.func is cmd_run and args.config == mount["target"]
+            assert bb["healthcheck"]["test"] == [
+                "CMD",
+                "bounceback",
+                "health",
+                "--config",
+                mount["target"],
+            ]
+            assert bb["init"] is True
+            grace = re.fullmatch(r"(\d+)s", bb["stop_grace_period"])
+            assert grace is not None
+            assert int(grace.group(1)) >= cfg.server.shutdown_grace + 10 + 5
+            assert "ports" not in bb  # senders come through HAProxy
+            assert set(bb["environment"]) == {"BOUNCEBACK_ACME_PASSWORD", "CARRIER_SIM_PASSWORD"}
+        hp = services["haproxy"]
+        assert hp["ports"] == [f"{cfg.server.port}:2775"]
+        assert doc["configs"][hp["configs"][0]["source"]]["file"] == "./haproxy.cfg"
+    # HAProxy sends binds to the instances' SMPP port and checks each one's /readyz.
+    assert cfg.metrics is not None
+    servers = haproxy_servers()
+    assert {s[1] for s in servers} == {"bounceback-a", "bounceback-b"}
+    assert all(port == cfg.server.port for _, _, port, _ in servers)
+    assert all(check == cfg.metrics.port for _, _, _, check in servers)
+    text = (DOCKER / "haproxy.cfg").read_text()
+    assert "mode tcp" in text and "option httpchk GET /readyz" in text
+    assert "http-check expect status 200" in text
+
+
+def test_haproxy_config_is_valid() -> None:
+    """`haproxy -c` where the binary is (CI installs it); the instances' names do not
+    resolve outside compose, which the configuration allows (init-addr none)."""
+    exe = shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+    )
+    if exe is None:
+        pytest.skip("haproxy is not installed (.ci/run installs it)")
+    res = subprocess.run(
+        [exe, "-c", "-f", str(DOCKER / "haproxy.cfg")], capture_output=True, text=True, timeout=30
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Configuration file is valid" in res.stdout + res.stderr
