@@ -451,9 +451,9 @@ class MiniYaml:
         return "\n".join(b[cut:] for b in body) + "\n"
 
 
-def compose_documents() -> list[dict[str, Any]]:
-    """The compose file as every available parser reads it (all must agree)."""
-    text = (DOCKER / "compose.yaml").read_text()
+def compose_documents(name: str = "compose.yaml") -> list[dict[str, Any]]:
+    """A compose file of docker/ as every available parser reads it (all must agree)."""
+    text = (DOCKER / name).read_text()
     docs: list[dict[str, Any]] = [MiniYaml(text).parse()]
     try:
         yaml = importlib.import_module("yaml")
@@ -663,20 +663,6 @@ def test_docker_compose_config_when_available() -> None:
 # ================================================================ several instances
 
 
-def scale_documents() -> list[dict[str, Any]]:
-    """docker/compose.scale.yaml as every available parser reads it (all must agree)."""
-    text = (DOCKER / "compose.scale.yaml").read_text()
-    docs: list[dict[str, Any]] = [MiniYaml(text).parse()]
-    try:
-        yaml = importlib.import_module("yaml")
-    except ImportError:
-        pass
-    else:
-        docs.append(yaml.safe_load(text))
-    assert all(d == docs[0] for d in docs)
-    return docs
-
-
 def haproxy_servers() -> list[tuple[str, str, int, int]]:
     """(name, host, port, check port) of each server line of docker/haproxy.cfg."""
     servers = []
@@ -689,7 +675,7 @@ def haproxy_servers() -> list[tuple[str, str, int, int]]:
 
 def test_compose_scale_services() -> None:
     cfg = load_config(DOCKER / "bounceback-shared.toml", environ=ENV)
-    for doc in scale_documents():
+    for doc in compose_documents("compose.scale.yaml"):
         services = doc["services"]
         instances = {"bounceback-a", "bounceback-b"}
         assert set(services) == {"haproxy", "postgres", "simulator", *instances}
