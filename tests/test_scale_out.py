@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from bounceback.gateway import Gateway
 from bounceback.model import State
 from bounceback.pgstore import PgStore
 from bounceback.store import Suppression
-from harness import ProxyProcess, free_port, simulator, wait_until, write_config
+from harness import ProxyProcess, bind_sender, free_port, simulator, wait_until, write_config
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.receipt import build_receipt_pdu
 from smpplib_peer import SmpplibSender, receipt_fields
@@ -29,13 +31,15 @@ from smpplib_peer import SmpplibSender, receipt_fields
 pytest_plugins = ["pg_fixture"]
 
 
-def instance_config(tmp: Path, name: str, carrier_port: int, url: str, port: int = 0) -> Path:
+def instance_config(
+    tmp: Path, name: str, carrier_port: int, url: str, port: int = 0, lease: float = 5.0
+) -> Path:
     """The configuration of instance `name` on the shared store at `url`."""
     d = tmp / name
     d.mkdir(exist_ok=True)
     cfg = write_config(d, carrier_port, port=port)
     text = cfg.read_text().replace(
-        '[store]\npath = "proxy.db"', f'[store]\nurl = "{url}"\nlease_seconds = 5.0'
+        '[store]\npath = "proxy.db"', f'[store]\nurl = "{url}"\nlease_seconds = {lease}'
     )
     text = text.replace("[server]\n", f'[server]\ninstance_id = "{name}"\n', 1)
     cfg.write_text(text)
@@ -348,3 +352,95 @@ async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: 
         finally:
             await asyncio.to_thread(tx.close)
             await asyncio.to_thread(rx.close)
+
+
+class AckingSender(SmpplibSender):
+    """Keeps the receipts it answered with ESME_ROK, in order; while `hold` is set it
+    answers none: the first deliver_sm blocks its reader (the application is stuck)
+    and is dropped, unanswered, when `unblock` is set."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.acked: list[str] = []
+        self.hold = False
+        self.held = 0
+        self.unblock = threading.Event()
+
+    def _received(self, pdu: Any) -> int:
+        if self.hold:
+            with self._cond:
+                self.held += 1
+            self.unblock.wait(60)
+            return 0x64  # ESME_RX_T_APPN: not taken
+        with self._cond:
+            self.acked.append(receipt_fields(pdu)["id"])
+        return super()._received(pdu)
+
+
+async def test_kill9_receipts_pending_on_the_dead_instance_reach_the_sender_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A sender bound to instance a only; a is killed with SIGKILL while receipts are
+    pending in two ways: `sent` ones are stored and claimed by a (sent to the sender,
+    not answered yet: a holds their leases), `late` ones are still at the carrier. The
+    sender then binds to b: each receipt reaches it exactly once, the claimed ones
+    after a's leases ran out, the late ones through b's carrier bind."""
+    sent = [f"4477009650{i:02d}" for i in range(5)]  # within the sender's window
+    late = [f"4477009651{i:02d}" for i in range(10)]
+    conn = await asyncpg.connect(pg_url)
+    async with simulator({"receipt_delay": 3.0, "receipt_session": "same"}) as sim:
+        pa, pb = free_port(), free_port()
+        a = ProxyProcess(instance_config(tmp_path, "a", sim.port or 0, pg_url, pa, lease=2.0))
+        b = ProxyProcess(instance_config(tmp_path, "b", sim.port or 0, pg_url, pb, lease=2.0))
+        await asyncio.to_thread(a.start)
+        await asyncio.to_thread(b.start)
+        first: AckingSender | None = None
+        again: AckingSender | None = None
+        try:
+            first = await bind_sender(pa, AckingSender)
+            first.hold = True
+            ids = await submit(first, sent)
+            # Halfway to the first receipts: the reader still reads the responses.
+            await asyncio.sleep(1.5)
+            ids |= await submit(first, late)
+
+            async def leased_by_a() -> int:
+                return int(
+                    await conn.fetchval(
+                        "SELECT COUNT(*) FROM sender_receipts WHERE lease_owner = 'a'"
+                    )
+                )
+
+            end = time.monotonic() + 30
+            while await leased_by_a() < len(sent) or first.held < 1:
+                assert time.monotonic() < end, "a did not claim the first receipts"
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(a.kill9)
+            # The late receipts were still at the carrier when a died.
+            assert sim.receipts_sent == len(sent)
+            first.unblock.set()
+            await asyncio.to_thread(first.close)
+            assert not first.acked
+            again = await bind_sender(pb, AckingSender)
+            try:
+                await wait_until(lambda: len(set(again.acked)) >= len(ids), timeout=60)
+            except TimeoutError:
+                missing = sorted(set(ids) - set(again.acked))
+                raise AssertionError(f"receipts never reached the sender: {missing}") from None
+            # Answered receipts are deleted; once none is left, none can come again.
+            end = time.monotonic() + 30
+            while await conn.fetchval("SELECT COUNT(*) FROM sender_receipts"):
+                assert time.monotonic() < end, "answered receipts are still stored"
+                await asyncio.sleep(0.05)
+            assert sorted(again.acked) == sorted(ids)
+            twice = {m: c for m, c in Counter(again.acked).items() if c > 1}
+            assert not twice, twice
+        finally:
+            for s in (first, again):
+                if s is not None:
+                    s.unblock.set()
+                    await asyncio.to_thread(s.close)
+            await conn.close()
+            if a.proc is not None and a.proc.poll() is None:
+                await asyncio.to_thread(a.kill9)
+            await asyncio.to_thread(b.terminate)
