@@ -57,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import math
@@ -139,6 +140,9 @@ class Result:
     errors: int = 0  # submit_sm_resp with a non-zero command_status
     receipts: int = 0  # receipts matched to an accepted message id
     stray_receipts: int = 0  # receipts for ids this phase never saw accepted
+    # With several instances: the share of receipts that came back on a bind of another
+    # instance than the one the message was submitted on.
+    crossed: float | None = None
     feed_drain: float | None = None  # seconds after the last receipt until the outbox was empty
     # CPU time (user + system) per measured message, in microseconds, per process.
     cpu_us: dict[str, float] = field(default_factory=dict)
@@ -212,9 +216,12 @@ class LoadGen:
         self.binds = binds
         self.window = window
         self.clients: list[EsmeClient] = []
+        self.client_ports: list[int] = []  # the instance port of each client
         # Per-run state, reset by run().
         self._accepted: set[str] = set()
         self._receipted: set[str] = set()
+        self._submitted_on: dict[str, int] = {}  # message id -> port it was accepted on
+        self._receipt_on: dict[str, int] = {}  # message id -> port its receipt came on
         self._matched = 0
         self._responses = 0
         self._errors = 0
@@ -232,14 +239,16 @@ class LoadGen:
             c = await EsmeClient.connect(
                 HOST, port, system_id, password, bind="transceiver", window=self.window
             )
-            c.on_deliver = self._on_deliver
+            c.on_deliver = functools.partial(self._on_deliver, port=port)
             self.clients.append(c)
+            self.client_ports.append(port)
 
     async def close(self) -> None:
         for c in self.clients:
             with contextlib.suppress(Exception):
                 await c.unbind(timeout=2.0)
         self.clients.clear()
+        self.client_ports.clear()
 
     # ------------------------------------------------------------ callbacks
     def _check_done(self) -> None:
@@ -248,7 +257,7 @@ class LoadGen:
             self._done_at = time.perf_counter()
             self._done.set()
 
-    def _on_deliver(self, pdu: DeliverSm) -> int:
+    def _on_deliver(self, pdu: DeliverSm, port: int = 0) -> int:
         if not pdu.esm_class & ESM_CLASS_SMSC_RECEIPT:
             return 0
         rid = pdu.tlvs.get(RECEIPT_ID)
@@ -258,12 +267,13 @@ class LoadGen:
         if rid in self._receipted:
             return 0
         self._receipted.add(rid)
+        self._receipt_on[rid] = port
         if rid in self._accepted:
             self._matched += 1
             self._check_done()
         return 0
 
-    async def _worker(self, c: EsmeClient) -> None:
+    async def _worker(self, c: EsmeClient, port: int) -> None:
         perf = time.perf_counter
         lat = self._latencies
         while self._next < self._n:
@@ -280,6 +290,7 @@ class LoadGen:
             else:
                 mid = resp.message_id
                 self._accepted.add(mid)
+                self._submitted_on[mid] = port
                 if mid in self._receipted:
                     self._matched += 1
             self._check_done()
@@ -290,6 +301,7 @@ class LoadGen:
     ) -> Result:
         """Send ``n`` messages and wait for every response and receipt (or ``timeout``)."""
         self._accepted, self._receipted = set(), set()
+        self._submitted_on, self._receipt_on = {}, {}
         self._matched = self._responses = self._errors = 0
         self._n, self._next = n, 0
         self._latencies = []
@@ -300,7 +312,9 @@ class LoadGen:
         own0 = time.process_time()
         start = time.perf_counter()
         workers = [
-            asyncio.ensure_future(self._worker(c)) for c in self.clients for _ in range(self.window)
+            asyncio.ensure_future(self._worker(c, port))
+            for c, port in zip(self.clients, self.client_ports, strict=True)
+            for _ in range(self.window)
         ]
         note = ""
         try:
@@ -350,6 +364,13 @@ class LoadGen:
             note=note,
             cpu_us={k: v * 1e6 / max(n, 1) for k, v in cpu.items()},
         )
+        if len(self.ports) > 1 and self._matched:
+            crossed = sum(
+                1
+                for mid, port in self._submitted_on.items()
+                if self._receipt_on.get(mid, port) != port
+            )
+            r.crossed = crossed / self._matched
         if r.complete:
             r.elapsed = self._done_at - start
             r.rate = n / r.elapsed
@@ -1010,6 +1031,8 @@ def print_table(
             extras.append(f"feed outbox drained {r.feed_drain:.2f} s after the last receipt")
         elif r.feed and r.complete:
             extras.append("feed outbox NOT drained")
+        if r.crossed is not None:
+            extras.append(f"receipts back on the other instance's bind: {r.crossed:.0%}")
         if r.cpu_us:
             extras.append("cpu µs/msg: " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu_us.items()))
         if r.store_states:
