@@ -1416,28 +1416,33 @@ class Gateway:
     async def _rematch_early(self, carriers: set[str] | None, *, notified: bool) -> None:
         """With several instances, a receipt may beat the other instance's commit of the
         carrier id: look the held-back receipts (of `carriers`, None: all) up in the
-        store again. `notified`: a notification of new carrier ids asked for it (counted
-        ``receipts_rematched_notified``), else the housekeeping fallback
-        (``receipts_rematched_polled``)."""
-        seen: set[int] = set()
-        for (carrier, key), (_at, pdu) in list(self._early.items()):
-            if id(pdu) in seen or (carriers is not None and carrier not in carriers):
+        store again, one query per carrier. `notified`: a notification of new carrier
+        ids asked for it (counted ``receipts_rematched_notified``), else the
+        housekeeping fallback (``receipts_rematched_polled``)."""
+        keys: dict[str, dict[str, DeliverSm | DataSm]] = {}  # carrier -> key -> receipt
+        for (carrier, key), (_at, pdu) in self._early.items():
+            if carriers is None or carrier in carriers:
+                keys.setdefault(carrier, {})[key] = pdu
+        for carrier, held in keys.items():
+            found = await self.store.find_carrier_keys(carrier, list(held))
+            if not found:
                 continue
-            if not any(v[1] is pdu for v in self._early.values()):
-                continue  # matched meanwhile (by the other path)
-            if await self.store.find_carrier_key(carrier, [key]) is None:
-                continue
-            seen.add(id(pdu))
-            found = False
-            for k, v in list(self._early.items()):
-                if v[1] is pdu:
-                    self._early.pop(k, None)
-                    found = True
-            if found:
-                self.count(
-                    "receipts_rematched_notified" if notified else "receipts_rematched_polled"
-                )
-                self._spawn(self.on_carrier_deliver(carrier, pdu))
+            siblings: dict[int, list[str]] = {}  # a receipt's keys (hex and decimal)
+            for k, p in held.items():
+                siblings.setdefault(id(p), []).append(k)
+            done: set[int] = set()
+            for key in found:
+                pdu = held[key]
+                if id(pdu) in done:
+                    continue  # one of its other keys matched first
+                done.add(id(pdu))
+                # Unless the other path matched it meanwhile (its keys are gone then).
+                gone = [self._early.pop((carrier, k), None) for k in siblings[id(pdu)]]
+                if any(g is not None and g[1] is pdu for g in gone):
+                    self.count(
+                        "receipts_rematched_notified" if notified else "receipts_rematched_polled"
+                    )
+                    self._spawn(self.on_carrier_deliver(carrier, pdu))
 
     # ------------------------------------------------------------ notifications
     def _receivers_here(self) -> list[str]:

@@ -594,6 +594,19 @@ class PgStore:
                 return found[key]
         return None
 
+    async def find_carrier_keys(
+        self, carrier: str, keys: Sequence[str]
+    ) -> dict[str, tuple[str, int]]:
+        if not keys:
+            return {}
+        rows = await self._fetch(
+            "SELECT key, message_id, attempt FROM carrier_ids"
+            " WHERE carrier = $1 AND key = ANY($2::text[])",
+            carrier,
+            list(keys),
+        )
+        return {str(r[0]): (str(r[1]), int(r[2])) for r in rows}
+
     async def due(self, now: float, limit: int) -> list[Message]:
         return [message_from_row(r) for r in await self._fetch(DUE_SQL, now, limit)]
 

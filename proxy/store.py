@@ -135,6 +135,13 @@ class Store(Protocol):
     async def find_carrier_key(
         self, carrier: str, keys: Sequence[str]
     ) -> tuple[str, int] | None: ...
+    async def find_carrier_keys(
+        self, carrier: str, keys: Sequence[str]
+    ) -> dict[str, tuple[str, int]]:
+        """Every one of `keys` the carrier's ids hold: key -> (message id, attempt), in
+        one query."""
+        ...
+
     async def due(self, now: float, limit: int) -> list[Message]: ...
     async def held_for_number(self, number: str) -> list[Message]: ...
     async def unfinished(self, limit: int, after: str = "") -> list[Message]: ...
@@ -1128,6 +1135,20 @@ class SqliteStore:
             if rows:
                 return str(rows[0][0]), int(rows[0][1])
         return None
+
+    async def find_carrier_keys(
+        self, carrier: str, keys: Sequence[str]
+    ) -> dict[str, tuple[str, int]]:
+        found: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(keys), 500):  # within SQLite's limit on variables
+            part = list(keys[i : i + 500])
+            rows = await self._read(
+                "SELECT key, message_id, attempt FROM carrier_ids WHERE carrier = ?"
+                f" AND key IN ({','.join('?' * len(part))})",
+                (carrier, *part),
+            )
+            found.update((str(r[0]), (str(r[1]), int(r[2]))) for r in rows)
+        return found
 
     async def due(self, now: float, limit: int) -> list[Message]:
         rows = await self._read(

@@ -360,3 +360,18 @@ async def test_one_notification_per_channel_and_transaction(
             (pgstore.SUPPRESSION_CHANNEL, "447700900001"),
         ]
     )
+
+
+async def test_find_carrier_keys_answers_many_keys_at_once(
+    stores: tuple[PgStore, PgStore],
+) -> None:
+    a, b = stores
+    await a.commit(
+        Change(
+            carrier_keys=[("sim", "K1", "M1", 1), ("sim", "k1", "M1", 1), ("alt", "K1", "M3", 2)]
+        )
+    )
+    wanted = ["K1", "k1", "nope", *(f"x{i}" for i in range(1000))]
+    assert await b.find_carrier_keys("sim", wanted) == {"K1": ("M1", 1), "k1": ("M1", 1)}
+    assert await b.find_carrier_keys("alt", wanted) == {"K1": ("M3", 2)}
+    assert await b.find_carrier_keys("sim", []) == {}

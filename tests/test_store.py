@@ -177,6 +177,11 @@ async def test_carrier_keys(store: Store) -> None:
     assert await store.find_carrier_key("c2", ["ff"]) == ("M9", 4)
     assert await store.find_carrier_key("c3", ["ff"]) is None
     assert await store.find_carrier_key("c1", []) is None
+    # Many keys at once, in one query per 500: only the ones the carrier's ids hold.
+    wanted = ["ff", "255", "nope"] + [f"x{i}" for i in range(1200)]
+    assert await store.find_carrier_keys("c1", wanted) == {"ff": ("M1", 1), "255": ("M1", 1)}
+    assert await store.find_carrier_keys("c2", wanted) == {"ff": ("M9", 4)}
+    assert await store.find_carrier_keys("c1", []) == {}
     # The first key in the caller's order wins.
     await store.commit(Change(carrier_keys=[("c1", "0xff", "M2", 2)]))
     assert await store.find_carrier_key("c1", ["0xff", "ff"]) == ("M2", 2)
