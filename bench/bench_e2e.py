@@ -207,10 +207,16 @@ class LoadGen:
     """
 
     def __init__(
-        self, ports: Sequence[int], account: tuple[str, str], binds: int, window: int
+        self,
+        ports: Sequence[int],
+        account: tuple[str, str],
+        binds: int,
+        window: int,
+        rate: float = 0.0,
     ) -> None:
         if not ports:
             raise ValueError("no port to bind to")
+        self.rate = rate  # > 0: submits at this fixed rate (msg/s) instead of saturating
         self.ports = list(ports)
         self.account = account
         self.binds = binds
@@ -295,6 +301,50 @@ class LoadGen:
                     self._matched += 1
             self._check_done()
 
+    async def _paced(self) -> None:
+        """Submits at `rate` msg/s over the binds in turn, each on its own task, so a
+        slow answer delays no later submit. A latency runs from the submit's scheduled
+        time (not from when it went out): a stall shows in the figures instead of
+        slowing the load down (no coordinated omission)."""
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.rate
+        pairs = list(zip(self.clients, self.client_ports, strict=True))
+        start = loop.time()
+        tasks: set[asyncio.Task[None]] = set()
+        k = 0
+        while self._next < self._n:
+            wait = start + k * interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            now = loop.time()
+            while self._next < self._n and start + k * interval <= now:
+                i = self._next
+                self._next += 1
+                c, port = pairs[i % len(pairs)]
+                t = loop.create_task(self._one(c, port, i, start + k * interval))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                k += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _one(self, c: EsmeClient, port: int, i: int, scheduled: float) -> None:
+        loop = asyncio.get_running_loop()
+        resp = await c.submit(f"4477009{i % 100000:05d}", TEXT)
+        done = loop.time()
+        self._latencies.append(done - scheduled)
+        self._responses += 1
+        self._last_resp_at = time.perf_counter()
+        if resp.command_status != 0 or not isinstance(resp, SubmitSmResp):
+            self._errors += 1
+        else:
+            mid = resp.message_id
+            self._accepted.add(mid)
+            self._submitted_on[mid] = port
+            if mid in self._receipted:
+                self._matched += 1
+        self._check_done()
+
     # ------------------------------------------------------------ one run
     async def run(
         self, phase: str, n: int, timeout: float, alive: list[subprocess.Popen[bytes]]
@@ -311,11 +361,15 @@ class LoadGen:
         kids0 = {k: cpu_seconds(k) for ks in kids.values() for k in ks}
         own0 = time.process_time()
         start = time.perf_counter()
-        workers = [
-            asyncio.ensure_future(self._worker(c, port))
-            for c, port in zip(self.clients, self.client_ports, strict=True)
-            for _ in range(self.window)
-        ]
+        workers = (
+            [asyncio.ensure_future(self._paced())]
+            if self.rate > 0
+            else [
+                asyncio.ensure_future(self._worker(c, port))
+                for c, port in zip(self.clients, self.client_ports, strict=True)
+                for _ in range(self.window)
+            ]
+        )
         note = ""
         try:
             end = start + timeout
@@ -838,7 +892,7 @@ class Bench:
         alive: list[subprocess.Popen[bytes]],
     ) -> Result:
         a = self.args
-        gen = LoadGen(ports, account, a.binds, a.window)
+        gen = LoadGen(ports, account, a.binds, a.window, a.rate)
         try:
             await asyncio.wait_for(gen.connect(), min(30.0, self.remaining()))
             warm = await gen.run(phase + " (warm-up)", a.warmup, self.phase_timeout(), alive)
@@ -996,6 +1050,7 @@ def print_table(
         f"messages={args.messages} binds={args.binds} window={args.window} "
         f"receipt_delay={args.receipt_delay}s warm-up={args.warmup} "
         f"cpus={os.cpu_count()}"
+        + (f" rate={args.rate:.0f} msg/s" if args.rate > 0 else "")
         + (
             f" pg synchronous_commit={args.pg_synchronous_commit}"
             if "postgres" in args.stores
@@ -1041,6 +1096,11 @@ def print_table(
             )
         for e in extras:
             print(f"{'':<{width + 2}}{e}")
+    if args.rate > 0:
+        # At a fixed rate every phase runs at that rate: throughput ratios and goals
+        # say nothing; the latency each phase adds is the figure.
+        print_added_latency(results)
+        return
     for name, (value, low, high, n) in rs.items():
         goal = goal_for(name)
         verdict = (
@@ -1057,6 +1117,30 @@ def print_table(
         met = "met" if rate >= GOAL_RATE else "NOT met"
         spread = f" (median of {len(rates)} rounds)" if len(rates) > 1 else ""
         print(f"{phase}: {rate:.0f} msg/s with receipts{spread} (goal >= {GOAL_RATE:.0f}: {met})")
+
+
+def print_added_latency(results: list[Result]) -> None:
+    """At a fixed rate: the submit latency each proxy phase adds to the direct one of its
+    round (p50 and p99), with ranges over the rounds."""
+    added: dict[str, list[tuple[float, float]]] = {}
+    for rnd in sorted({r.round for r in results}):
+        this = [r for r in results if r.round == rnd and r.complete]
+        direct = next((r for r in this if r.phase == "direct"), None)
+        if direct is None:
+            continue
+        for r in this:
+            if r is not direct:
+                added.setdefault(r.phase, []).append(
+                    (r.p50_ms - direct.p50_ms, r.p99_ms - direct.p99_ms)
+                )
+    for phase, pairs in added.items():
+        p50s = [p for p, _ in pairs]
+        p99s = [q for _, q in pairs]
+        print(
+            f"added latency {phase} vs direct: p50 +{statistics.median(p50s):.2f} ms "
+            f"({min(p50s):.2f}-{max(p50s):.2f}), p99 +{statistics.median(p99s):.2f} ms "
+            f"({min(p99s):.2f}-{max(p99s):.2f}) over {len(pairs)} round(s)"
+        )
 
 
 def summarize_collapsed(text: str, limit: int = 30) -> str:
@@ -1115,6 +1199,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "with receipts, against the same load sent straight to the simulator."
     )
     p.add_argument("--messages", type=int, default=20000, help="messages per phase")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="submit at this fixed rate (msg/s) over the binds instead of as fast as the "
+        "windows allow: latency (from each submit's scheduled time) and CPU per message "
+        "at that load, and the latency the proxy adds to the direct path",
+    )
     p.add_argument("--binds", type=int, default=4, help="concurrent sender binds")
     p.add_argument("--window", type=int, default=64, help="outstanding submits per bind")
     p.add_argument(
