@@ -588,7 +588,7 @@ class GroupCommit:
                         deadline = now + self.retry_for()
                     if now + delay <= deadline:
                         await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.05)
+                        delay = min(delay * 2, 0.005)
                         continue
                 self._fail(batch, exc)
                 return
@@ -801,6 +801,10 @@ class SqliteStore:
     def _run_checkpoint(self, mode: str) -> None:
         conn = self._cconn
         assert conn is not None
+        if mode == "RESTART":
+            # A RESTART holds our writer back while it copies: copy what is there
+            # without holding anyone first, so that it has only the rest to copy.
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         # Read the result: a statement left unfinished keeps the connection's snapshot.
         row = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         if row is not None and row[1] >= 0:
@@ -898,7 +902,7 @@ class SqliteStore:
             except StoreUnavailable as exc:
                 if exc.kind == "locked" and time.monotonic() + delay <= deadline:
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.05)
+                    delay = min(delay * 2, 0.005)
                     continue
                 if exc.kind == "locked":
                     self._set_fault(exc.kind, exc)
