@@ -81,7 +81,7 @@ from typing import TYPE_CHECKING
 
 from bounceback.client import EsmeClient
 from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
-from smppcodecs.pdu import DeliverSm, SubmitSmResp
+from smppcodecs.pdu import DeliverSm, Pdu, SubmitSmResp
 
 if TYPE_CHECKING:
     from pg_fixture import PgCluster
@@ -289,17 +289,21 @@ class LoadGen:
             resp = await c.submit(f"4477009{i % 100000:05d}", TEXT)
             t1 = perf()
             lat.append(t1 - t0)
-            self._responses += 1
-            self._last_resp_at = t1
-            if resp.command_status != 0 or not isinstance(resp, SubmitSmResp):
-                self._errors += 1
-            else:
-                mid = resp.message_id
-                self._accepted.add(mid)
-                self._submitted_on[mid] = port
-                if mid in self._receipted:
-                    self._matched += 1
-            self._check_done()
+            self._answered(resp, port, t1)
+
+    def _answered(self, resp: Pdu, port: int, at: float) -> None:
+        """Count one submit_sm_resp (`at`: its perf_counter time)."""
+        self._responses += 1
+        self._last_resp_at = at
+        if resp.command_status != 0 or not isinstance(resp, SubmitSmResp):
+            self._errors += 1
+        else:
+            mid = resp.message_id
+            self._accepted.add(mid)
+            self._submitted_on[mid] = port
+            if mid in self._receipted:
+                self._matched += 1
+        self._check_done()
 
     async def _paced(self) -> None:
         """Submits at `rate` msg/s over the binds in turn, each on its own task, so a
@@ -331,19 +335,8 @@ class LoadGen:
     async def _one(self, c: EsmeClient, port: int, i: int, scheduled: float) -> None:
         loop = asyncio.get_running_loop()
         resp = await c.submit(f"4477009{i % 100000:05d}", TEXT)
-        done = loop.time()
-        self._latencies.append(done - scheduled)
-        self._responses += 1
-        self._last_resp_at = time.perf_counter()
-        if resp.command_status != 0 or not isinstance(resp, SubmitSmResp):
-            self._errors += 1
-        else:
-            mid = resp.message_id
-            self._accepted.add(mid)
-            self._submitted_on[mid] = port
-            if mid in self._receipted:
-                self._matched += 1
-        self._check_done()
+        self._latencies.append(loop.time() - scheduled)
+        self._answered(resp, port, time.perf_counter())
 
     # ------------------------------------------------------------ one run
     async def run(
