@@ -498,6 +498,13 @@ def split_stale(
     return good, stale
 
 
+# A write refused because another process holds the database locked is tried again
+# after LOCK_RETRY_FIRST, then twice as long each time up to LOCK_RETRY_MAX: fine
+# enough that a checkpoint's short hold costs little more than itself.
+LOCK_RETRY_FIRST = 0.001
+LOCK_RETRY_MAX = 0.005
+
+
 class GroupCommit:
     """Group commit: every `submit()` made while a transaction is being written, or
     within `batch_delay` of the first, shares the next transaction (up to `batch_max`
@@ -563,7 +570,7 @@ class GroupCommit:
 
     async def _write_batch(self, batch: list[tuple[list[Change], asyncio.Future[None]]]) -> None:
         deadline: float | None = None
-        delay = 0.001
+        delay = LOCK_RETRY_FIRST
         while True:
             batch = [e for e in batch if self._wanted(e)]
             if not batch:
@@ -588,7 +595,7 @@ class GroupCommit:
                         deadline = now + self.retry_for()
                     if now + delay <= deadline:
                         await asyncio.sleep(delay)
-                        delay = min(delay * 2, 0.005)
+                        delay = min(delay * 2, LOCK_RETRY_MAX)
                         continue
                 self._fail(batch, exc)
                 return
@@ -895,14 +902,14 @@ class SqliteStore:
         that nothing queues behind a fault); a full disk or an I/O error fails at
         once. Either raises StoreUnavailable and marks the store as failing."""
         deadline = time.monotonic() + self._lock_wait()
-        delay = 0.001
+        delay = LOCK_RETRY_FIRST
         while True:
             try:
                 return self._attempt(write)
             except StoreUnavailable as exc:
                 if exc.kind == "locked" and time.monotonic() + delay <= deadline:
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.005)
+                    delay = min(delay * 2, LOCK_RETRY_MAX)
                     continue
                 if exc.kind == "locked":
                     self._set_fault(exc.kind, exc)
