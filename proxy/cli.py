@@ -408,7 +408,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
     async def main() -> Report:
         async with open_store(path) as store:
             return await build_report(
-                store, since, until, now=now, top=args.top, local_hours=args.local_hours
+                store,
+                since,
+                until,
+                now=now,
+                top=args.top,
+                local_hours=args.local_hours,
+                time_zones=cfg.retry.time_zones,
             )
 
     report = asyncio.run(main())

@@ -1713,7 +1713,8 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "flag_stops_retries": "a flagged number gets no more retries",
             "suppression_ttl": "how long a hard-bounced number stays suppressed",
             "schedules": "backoff per soft reason: `[retry.schedules.REASON]` below",
-            "time_zones": "`[retry.time_zones]`: number prefix = IANA zone for quiet hours, "
+            "time_zones": "`[retry.time_zones]`: number prefix = IANA zone for quiet hours "
+            "(and `bounceback stats --local-hours`), "
             "before the numbering plan's (longest prefix first); without one, a range that "
             "spans several zones gets its country's principal zone (Europe/Moscow for a "
             "Russian mobile, America/New_York for US toll-free); the zone used is on the "

@@ -43,6 +43,7 @@ import attrs
 
 from .engine import LINK_REASONS, SUPPRESS_REASONS
 from .events import iso, number_info
+from .localtime import Zones
 from .model import State
 from .store import Store
 
@@ -216,13 +217,11 @@ class Report:
     remove_numbers: tuple[RemoveNumber, ...]
 
 
-def _hour(ts: float, number: str, local: bool) -> int:
-    if local:
-        from .localtime import destination_tz
-
-        tz = destination_tz(number)
-        if tz is not None:
-            return dt.datetime.fromtimestamp(ts, tz).hour
+def _hour(ts: float, number: str, zones: Zones | None) -> int:
+    """The hour of `ts` in the destination's zone (`zones`), or in UTC (None)."""
+    tz = zones(number) if zones is not None else None
+    if tz is not None:
+        return dt.datetime.fromtimestamp(ts, tz).hour
     return dt.datetime.fromtimestamp(ts, dt.UTC).hour
 
 
@@ -264,8 +263,12 @@ async def build_report(
     now: float,
     top: int = 10,
     local_hours: bool = False,
+    time_zones: Mapping[str, str] | None = None,
 ) -> Report:
-    """Read the store and build the report for messages accepted in [since, until)."""
+    """Read the store and build the report for messages accepted in [since, until).
+    `local_hours`: hours in each destination's zone, the one quiet hours use
+    (`time_zones`: the `[retry.time_zones]` prefixes)."""
+    zones = Zones(time_zones) if local_hours else None
     totals = Counts()
     countries: dict[str, Counts] = {}
     operators: dict[tuple[str, str], Counts] = {}
@@ -281,7 +284,7 @@ async def build_report(
         totals.add(o)
         countries.setdefault(country, Counts()).add(o)
         operators.setdefault((country, operator), Counts()).add(o)
-        hours[_hour(float(created_at), number, local_hours)].add(o)
+        hours[_hour(float(created_at), number, zones)].add(o)
         verdict = data.get("verdict") or {}
         reason = str(verdict.get("reason", "")) if isinstance(verdict, Mapping) else ""
         if o.result == "hard" and reason in SUPPRESS_REASONS:
