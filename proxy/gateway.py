@@ -1227,25 +1227,9 @@ class Gateway:
         outcome = classify_receipt(receipt, self._rules.get(carrier, self._default_rules))
         verdict = verdict_of(outcome)
         msg = await self._load(mid)
-        flagged = False
-        extra = Change()
-        now = time.time()
-        if msg is not None and verdict.kind == "soft":
-            flagged = await self._soft_count(msg, now, extra)
         try:
-            await self.process(
-                mid,
-                engine.ReceiptIn(
-                    now=now,
-                    attempt=attempt,
-                    verdict=verdict,
-                    stat=receipt.stat or "",
-                    err=receipt.err or "000",
-                    rand=random.random(),
-                    tz=self.zones(msg.destination_addr) if msg is not None else None,
-                    flagged=flagged,
-                ),
-                extra=extra,
+            await self._decide_receipt(
+                mid, msg, attempt, verdict, receipt.stat or "", receipt.err or "000"
             )
         except Exception as exc:
             if fault_kind(exc) is None:
@@ -1260,6 +1244,41 @@ class Gateway:
             return S.ESME_RX_T_APPN
         self.count("receipts_matched")
         return 0
+
+    async def _decide_receipt(
+        self,
+        mid: str,
+        msg: Message | None,
+        attempt: int,
+        verdict: Verdict,
+        stat: str,
+        err: str,
+        *,
+        queried: bool = False,
+    ) -> None:
+        """Run a final or intermediate outcome of attempt `attempt` of message `mid`
+        through the engine: a carrier receipt, or the answer to a query_sm
+        (`queried`). A soft one counts towards the number's flag."""
+        now = time.time()
+        extra = Change()
+        flagged = False
+        if msg is not None and verdict.kind == "soft":
+            flagged = await self._soft_count(msg, now, extra)
+        await self.process(
+            mid,
+            engine.ReceiptIn(
+                now=now,
+                attempt=attempt,
+                verdict=verdict,
+                stat=stat,
+                err=err,
+                rand=random.random(),
+                tz=self.zones(msg.destination_addr) if msg is not None else None,
+                flagged=flagged,
+                queried=queried,
+            ),
+            extra=extra,
+        )
 
     def _unmatched(self, carrier: str, rid: str, *, early: bool = False) -> None:
         """Count a receipt no message matches; log the 1st, 101st, ... of them."""
@@ -1706,11 +1725,6 @@ class Gateway:
             self._query_counted(q.carrier, "pending")
             return
         self._query_counted(q.carrier, "final")
-        now = time.time()
-        extra = Change()
-        flagged = False
-        if verdict.kind == "soft":
-            flagged = await self._soft_count(msg, now, extra)
         log.info(
             "%s: receipt of %s overdue; query_sm says %s (err %s)",
             q.carrier,
@@ -1719,21 +1733,7 @@ class Gateway:
             err,
             extra=logs.context(message_id=msg.id, carrier=q.carrier, account=msg.account),
         )
-        await self.process(
-            msg.id,
-            engine.ReceiptIn(
-                now=now,
-                attempt=q.attempt,
-                verdict=verdict,
-                stat=stat,
-                err=err,
-                rand=random.random(),
-                tz=self.zones(msg.destination_addr),
-                flagged=flagged,
-                queried=True,
-            ),
-            extra=extra,
-        )
+        await self._decide_receipt(msg.id, msg, q.attempt, verdict, stat, err, queried=True)
 
     @staticmethod
     def _query_pdu(msg: Message, carrier_message_id: str) -> QuerySm:
