@@ -211,13 +211,15 @@ class ProxyProcess:
 SenderT = TypeVar("SenderT", bound=SmpplibSender)
 
 
-async def bind_sender(port: int, cls: type[SenderT], *, tries: int = 100) -> SenderT:
-    """An smpplib sender bound as transceiver (account acme), retried while the proxy
-    is still starting (connection refused)."""
+async def bind_sender(
+    port: int, cls: type[SenderT], *, tries: int = 100, kind: str = "transceiver"
+) -> SenderT:
+    """An smpplib sender bound as `kind` (account acme), retried while the proxy is
+    still starting (connection refused)."""
     for _ in range(tries):
         s = cls("127.0.0.1", port)
         try:
-            status = await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw")
+            status = await asyncio.to_thread(s.bind, kind, "acme", "acme-pw")
         except OSError:
             await asyncio.sleep(0.1)
             continue

@@ -59,17 +59,7 @@ class TimedSender(SmpplibSender):
 
 
 async def bind(port: int, kind: str) -> TimedSender:
-    for _ in range(100):
-        s = TimedSender("127.0.0.1", port)
-        try:
-            status = await asyncio.to_thread(s.bind, kind, "acme", "acme-pw")
-        except OSError:
-            await asyncio.sleep(0.1)
-            continue
-        assert status == 0
-        s.listen()
-        return s
-    raise AssertionError(f"could not bind to port {port}")
+    return await bind_sender(port, TimedSender, kind=kind)
 
 
 async def submit(s: SmpplibSender, numbers: list[str]) -> dict[str, str]:
