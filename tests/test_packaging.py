@@ -17,21 +17,10 @@ from bounceback.cli import STARTER_PASSWORD_LINE, main
 from bounceback.config import ConfigError, load_config
 from bounceback.resources import configs_dir, example_text, preset_names, preset_path
 from harness import CONFIGS
+from test_cli import BASE
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-
-BASE = """
-[[accounts]]
-system_id = "acme"
-password = "acme-pw"
-
-[[carriers]]
-name = "a"
-host = "127.0.0.1"
-system_id = "gw"
-password = "a-pw"
-"""
 
 
 def run_module(*argv: str, block: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
