@@ -79,7 +79,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from bounceback.client import EsmeClient
+from bounceback.smpp.client import EsmeClient
 from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
 from smppcodecs.pdu import DeliverSm, Pdu, SubmitSmResp
 
@@ -747,7 +747,7 @@ class Bench:
         return min(float(self.args.phase_timeout), self.remaining())
 
     def py(self, *argv: str) -> list[str]:
-        return [sys.executable, "-m", "bounceback.cli", *argv]
+        return [sys.executable, "-m", "bounceback", *argv]
 
     def start_simulator(self) -> None:
         scenario = self.tmp / "scenario.toml"
@@ -800,7 +800,7 @@ class Bench:
             return self.cluster
         if str(TESTS_DIR) not in sys.path:
             sys.path.insert(0, str(TESTS_DIR))
-        from bounceback.pgstore import migrate
+        from bounceback.store.postgres import migrate
 
         try:
             from pg_fixture import PgCluster as Cluster  # the tests' throwaway cluster
@@ -862,7 +862,7 @@ class Bench:
         if self.args.profile is not None and self.args.py_spy is None:
             prof = Path(self.args.profile).resolve() / f"proxy-{label}.prof"
             prof.parent.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "bounceback.cli"]
+            argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "bounceback"]
             argv += ["run", "--config", str(cfg)]
             self.profiles.append(prof)
         else:

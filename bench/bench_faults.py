@@ -38,7 +38,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from bounceback.client import EsmeClient
+from bounceback.smpp.client import EsmeClient
 from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import parse_receipt
 

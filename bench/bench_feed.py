@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from bounceback.config import FeedConfig
-from bounceback.feed import FeedPublisher
-from bounceback.store import OutboxEvent
+from bounceback.config.settings import FeedConfig
+from bounceback.feed.publisher import FeedPublisher
+from bounceback.store.sqlite import OutboxEvent
 
 PAYLOAD = (
     '{"schema":"bounceback.event/1","event_id":"0558087487000000:1:soft_bounce",'

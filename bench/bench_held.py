@@ -53,12 +53,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.ids import IdGenerator
-from bounceback.model import Message, State, Verdict
-from bounceback.simulator import run_simulator
-from bounceback.store import MESSAGE_COLS, Change, SqliteStore, message_row
+from bounceback.config.settings import load_config
+from bounceback.core.ids import IdGenerator
+from bounceback.core.model import Message, State, Verdict
+from bounceback.gateway.shell import Gateway
+from bounceback.smpp.simulator import run_simulator
+from bounceback.store.sqlite import MESSAGE_COLS, Change, SqliteStore, message_row
 from smppcodecs.pdu import SubmitSm
 
 DELIVER_PREFIX = "4477"

@@ -29,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bounceback.events import build_event, event_record, render
-from bounceback.model import Message, State, evolve
-from bounceback.store import Change, ReceiptRow, SqliteStore
+from bounceback.core.model import Message, State, evolve
+from bounceback.feed.events import build_event, event_record, render
+from bounceback.store.sqlite import Change, ReceiptRow, SqliteStore
 
 Builder = Callable[..., tuple[str, str]]
 

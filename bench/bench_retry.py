@@ -89,8 +89,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bounceback.config import SOFT_REASONS
-from bounceback.engine import (
+from bounceback.config.settings import SOFT_REASONS
+from bounceback.core.engine import (
     DEFAULT_SCHEDULES,
     Dispatch,
     Due,
@@ -102,8 +102,8 @@ from bounceback.engine import (
     SubmitResult,
     decide,
 )
-from bounceback.gateway import verdict_of
-from bounceback.model import Message, State, Verdict
+from bounceback.core.model import Message, State, Verdict
+from bounceback.gateway.shell import verdict_of
 from smppcodecs.classify import Rules, classify_receipt, classify_submit_status
 from smppcodecs.constants import CommandStatus
 from smppcodecs.receipt import Receipt

@@ -1,6 +1,6 @@
 """`python -m bounceback`: the `bounceback` command."""
 
-from .cli import main
+from bounceback.ops.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bounceback.config import Config, load_config
-from bounceback.gateway import Gateway
-from bounceback.simulator import CarrierSimulator, Scenario
+from bounceback.config.settings import Config, load_config
+from bounceback.gateway.shell import Gateway
+from bounceback.smpp.simulator import CarrierSimulator, Scenario
 from smpplib_peer import SmpplibSender
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -174,7 +174,7 @@ class ProxyProcess:
         with self.log.open("ab") as out:
             out.write(b"\n--- started run ---\n")
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bounceback.cli", "run", "--config", str(self.config)],
+                [sys.executable, "-m", "bounceback", "run", "--config", str(self.config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bounceback.pgstore import migrate
+from bounceback.store.postgres import migrate
 from harness import free_port
 
 TEMPLATE_DB = "bb_template"

@@ -10,7 +10,7 @@ import time
 import zoneinfo
 from pathlib import Path
 
-from bounceback.gateway import Gateway
+from bounceback.gateway.shell import Gateway
 from harness import gateway, retry_toml, simulator, wait_until, write_config
 from peers import NodeCarrier, NodeSender
 from smppcodecs.constants import CommandStatus as S

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.model import State
-from bounceback.simulator import CarrierSimulator, Scenario
+from bounceback.config.settings import load_config
+from bounceback.core.model import State
+from bounceback.gateway.shell import Gateway
+from bounceback.smpp.simulator import CarrierSimulator, Scenario
 from harness import bind_sender, free_port, gateway, retry_toml, wait_until, write_config
 from smppcodecs.framer import Framer
 from smppcodecs.pdu import (

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bounceback.cli import build_parser, main
-from bounceback.model import Message, State, Verdict
-from bounceback.store import Change, SqliteStore
+from bounceback.core.model import Message, State, Verdict
+from bounceback.ops.cli import build_parser, main
+from bounceback.store.sqlite import Change, SqliteStore
 from harness import (
     CONFIGS,
     EXAMPLE_ENV,
@@ -52,7 +52,7 @@ password = "a-pw"
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bounceback.cli", *argv],
+        [sys.executable, "-m", "bounceback", *argv],
         capture_output=True,
         text=True,
         timeout=60,
@@ -338,7 +338,7 @@ async def test_run_serves_under_the_configured_event_loop(
 
 
 def test_tune_gc_sets_the_young_threshold_and_freezes() -> None:
-    from bounceback.cli import tune_gc
+    from bounceback.ops.cli import tune_gc
 
     before = gc.get_threshold()
     # Not 0 everywhere: CPython 3.12 starts with a few hundred objects in the
@@ -417,8 +417,8 @@ def test_run_when_the_store_cannot_be_opened(here: Path) -> None:
 
 
 async def test_a_failed_start_stops_what_it_had_started(here: Path) -> None:
-    from bounceback.config import load_config
-    from bounceback.gateway import Gateway, StartError
+    from bounceback.config.settings import load_config
+    from bounceback.gateway.shell import Gateway, StartError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 import pytest
-from bounceback.config import (
+from bounceback.config.settings import (
     DEFAULT_SCHEDULES,
     SOFT_REASONS,
     Account,

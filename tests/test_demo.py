@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from bounceback.cli import main
-from bounceback.demo import LiveView, Progress, plan, summary_lines
+from bounceback.ops.cli import main
+from bounceback.ops.demo import LiveView, Progress, plan, summary_lines
 from rich.console import Console
 
 

@@ -33,7 +33,9 @@ from typing import Any
 
 import attrs
 import pytest
-from bounceback.cli import (
+from bounceback.config.settings import load_config
+from bounceback.feed.client import MqttClient, MqttError
+from bounceback.ops.cli import (
     CommandError,
     build_parser,
     cmd_health,
@@ -41,8 +43,6 @@ from bounceback.cli import (
     cmd_simulate,
     health_probe,
 )
-from bounceback.config import load_config
-from bounceback.mqttclient import MqttClient, MqttError
 from harness import free_port, gateway, simulator, write_config
 from mqtt_broker import mosquitto_binary
 
@@ -147,7 +147,7 @@ def test_dockerfile_base_user_ports_and_copies() -> None:
     # pyproject's readme is needed by the package build.
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["readme"] in srcs
-    assert project["scripts"]["bounceback"] == "bounceback.cli:main"
+    assert project["scripts"]["bounceback"] == "bounceback.ops.cli:main"
     exposed = set(one("EXPOSE").split())
     metrics_port = load_config(DOCKER / "bounceback.toml", environ=ENV).metrics
     assert metrics_port is not None

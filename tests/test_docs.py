@@ -13,8 +13,9 @@ import attrs
 import bounceback
 import jsonschema
 import pytest
-from bounceback import config, configref
-from bounceback.events import EVENT_NAMES
+from bounceback.config import reference as configref
+from bounceback.config import settings as config
+from bounceback.feed.events import EVENT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = Path(bounceback.__file__).parent / "schema"
@@ -56,7 +57,7 @@ def test_the_readme_example_is_valid() -> None:
 
 
 def test_every_key_of_the_model_has_a_meaning() -> None:
-    """A new field needs its one line in FIELD_DOCS (proxy/config.py): the README's
+    """A new field needs its one line in FIELD_DOCS (proxy/config/settings.py): the README's
     reference is generated from them."""
     assert configref.problems() == []
 
@@ -80,8 +81,8 @@ def test_a_field_without_a_meaning_fails_with_its_name(monkeypatch: pytest.Monke
     monkeypatch.setattr(config, "FIELD_DOCS", docs)
     problems = configref.problems()
     assert problems == [
-        "[store] write_timeout: no meaning in FIELD_DOCS (proxy/config.py): add a line for it "
-        'under "store"',
+        "[store] write_timeout: no meaning in FIELD_DOCS (proxy/config/settings.py): "
+        'add a line for it under "store"',
         "[metrics] gone: in FIELD_DOCS but not a key of the model",
     ]
     with pytest.raises(configref.UndocumentedKeys, match="write_timeout"):

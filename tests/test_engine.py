@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 import pytest
-from bounceback.engine import (
+from bounceback.core.engine import (
     DEFAULT_SCHEDULES,
     FALLBACK_SCHEDULE,
     LINK_REASONS,
@@ -42,7 +42,7 @@ from bounceback.engine import (
     decide,
     quiet_adjust,
 )
-from bounceback.model import FINAL_STATES, Message, State, Verdict
+from bounceback.core.model import FINAL_STATES, Message, State, Verdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (

@@ -27,12 +27,12 @@ import attrs
 import bounceback
 import jsonschema
 import pytest
-from bounceback import engine
-from bounceback.events import EVENT_NAMES, build_event, event_record, iso, render
-from bounceback.feed import FeedProcess, FeedPublisher
-from bounceback.gateway import Gateway
-from bounceback.model import Message, State
-from bounceback.mqttclient import MqttClient
+from bounceback.core import engine
+from bounceback.core.model import Message, State
+from bounceback.feed.client import MqttClient
+from bounceback.feed.events import EVENT_NAMES, build_event, event_record, iso, render
+from bounceback.feed.publisher import FeedProcess, FeedPublisher
+from bounceback.gateway.shell import Gateway
 from harness import (
     FAST_RETRY,
     ProxyProcess,

@@ -283,7 +283,7 @@ class _Writer:
 
 async def run_session(data: bytes, sizes: list[int]) -> bytes:
     """Feed `data` in chunks to a plain session until EOF; returns what it wrote."""
-    from bounceback.session import SmppSession
+    from bounceback.smpp.session import SmppSession
 
     reader = asyncio.StreamReader()
     writer = _Writer()

@@ -27,14 +27,14 @@ from typing import Any
 
 import attrs
 import pytest
-from bounceback import engine
-from bounceback.access import ConnectionLimits, FailedBinds, address_key
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.model import State
-from bounceback.server import EsmeSession
-from bounceback.session import READ_SIZE, WRITE_BUFFER_LIMIT
-from bounceback.store import Change, SqliteStore
+from bounceback.config.settings import load_config
+from bounceback.core import engine
+from bounceback.core.access import ConnectionLimits, FailedBinds, address_key
+from bounceback.core.model import State
+from bounceback.gateway.shell import Gateway
+from bounceback.smpp.server import EsmeSession
+from bounceback.smpp.session import READ_SIZE, WRITE_BUFFER_LIMIT
+from bounceback.store.sqlite import Change, SqliteStore
 from harness import bind_sender, free_port, gateway, simulator, wait_until, write_config
 from smppcodecs.constants import CommandId
 from smppcodecs.constants import CommandStatus as S

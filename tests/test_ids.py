@@ -6,7 +6,7 @@ import itertools
 import re
 
 import pytest
-from bounceback.ids import (
+from bounceback.core.ids import (
     COUNTER_BITS,
     EPOCH_MS,
     INSTANCE_BITS,

@@ -9,10 +9,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from bounceback.config import ConfigError, load_config
-from bounceback.engine import Dispatch, Policy, Publish, ReceiptIn, SubmitResult, decide
-from bounceback.localtime import PRINCIPAL_ZONES, Zones, destination_tz, zone_name
-from bounceback.model import Message, State, Verdict
+from bounceback.config.settings import ConfigError, load_config
+from bounceback.core.engine import Dispatch, Policy, Publish, ReceiptIn, SubmitResult, decide
+from bounceback.core.localtime import PRINCIPAL_ZONES, Zones, destination_tz, zone_name
+from bounceback.core.model import Message, State, Verdict
 from test_config import BASE
 
 

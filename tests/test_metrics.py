@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bounceback.cli import main as cli_main
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.metrics import Metrics, command_label, status_label
-from bounceback.simulator import CarrierSimulator, Scenario
+from bounceback.config.settings import load_config
+from bounceback.gateway.metrics import Metrics, command_label, status_label
+from bounceback.gateway.shell import Gateway
+from bounceback.ops.cli import main as cli_main
+from bounceback.smpp.simulator import CarrierSimulator, Scenario
 from harness import FAST_RETRY, ProxyProcess, free_port, gateway, wait_until, write_config
 from prometheus_client.parser import text_string_to_metric_families
 from smppcodecs.constants import CommandId

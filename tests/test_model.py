@@ -1,5 +1,5 @@
 """Fast paths of per-message helpers, each checked against the slow code it replaced:
-`bounceback.model.evolve` against attrs.evolve, the store's row getters against
+`bounceback.core.model.evolve` against attrs.evolve, the store's row getters against
 attrs.asdict and attrs.astuple, the feed's `iso` and the receipt's date text against
 datetime formatting."""
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import attrs
 import pytest
-from bounceback.engine import SubmitResult
-from bounceback.events import iso
-from bounceback.gateway import receipt_date
-from bounceback.model import Message, State, Verdict, evolve, set_version
-from bounceback.store import ReceiptRow, _receipt_values, verdict_doc
+from bounceback.core.engine import SubmitResult
+from bounceback.core.model import Message, State, Verdict, evolve, set_version
+from bounceback.feed.events import iso
+from bounceback.gateway.shell import receipt_date
+from bounceback.store.sqlite import ReceiptRow, _receipt_values, verdict_doc
 from hypothesis import given
 from hypothesis import strategies as st
 from smppcodecs.receipt import _date_text

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from bounceback.mqtt import (
+from bounceback.feed.client import MqttClient, MqttError
+from bounceback.feed.mqtt import (
     LEVELS,
     MAX_INBOUND,
     PINGREQ,
@@ -49,7 +50,6 @@ from bounceback.mqtt import (
     publish_packet,
     varint,
 )
-from bounceback.mqttclient import MqttClient, MqttError
 from harness import free_port, wait_until
 from hypothesis import given
 from hypothesis import strategies as st
@@ -1108,7 +1108,7 @@ def test_every_read_acknowledges_at_once() -> None:
     """Each read puts the socket back in quick-ack mode (it is not sticky), so a broker
     with Nagle's algorithm on is not left waiting for our delayed ACK before it sends
     the PUBACKs a batch waits for."""
-    from bounceback.mqttclient import _Protocol
+    from bounceback.feed.client import _Protocol
 
     c = MqttClient(HOST, 1883, client_id="quickack")
     sock = _RecordingSocket()

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import attrs
-from bounceback import engine
-from bounceback.model import State
-from bounceback.pgstore import PgStore
-from bounceback.store import Change
+from bounceback.core import engine
+from bounceback.core.model import State
+from bounceback.store.postgres import PgStore
+from bounceback.store.sqlite import Change
 from harness import (
     ProxyProcess,
     bind_sender,

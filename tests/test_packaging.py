@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from bounceback import __version__
-from bounceback.cli import STARTER_PASSWORD_LINE, main
-from bounceback.config import ConfigError, load_config
-from bounceback.resources import configs_dir, example_text, preset_names, preset_path
+from bounceback.config.resources import configs_dir, example_text, preset_names, preset_path
+from bounceback.config.settings import ConfigError, load_config
+from bounceback.ops.cli import STARTER_PASSWORD_LINE, main
 from harness import CONFIGS
 from test_cli import BASE
 
@@ -219,18 +219,18 @@ def test_without_the_extras_everything_else_imports_and_runs(tmp_path: Path) -> 
         "for m in ('asyncpg', 'aiomqtt', 'paho', 'paho.mqtt'): sys.modules[m] = None\n"
         "import bounceback\n"
         "bad = []\n"
-        "for m in pkgutil.iter_modules(bounceback.__path__):\n"
-        "    try: importlib.import_module('bounceback.' + m.name)\n"
+        "for m in pkgutil.walk_packages(bounceback.__path__, 'bounceback.'):\n"
+        "    try: importlib.import_module(m.name)\n"
         "    except ImportError as exc: bad.append((m.name, str(exc)))\n"
         "print(bad)\n"
-        "from bounceback.cli import main\n"
+        "from bounceback.ops.cli import main\n"
         f"sys.exit(main(['check', '--config', {str(cfg)!r}]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
     assert first == (
-        "[('mqttlib', \"the aiomqtt client needs the aiomqtt package: "
+        "[('bounceback.feed.aiomqtt_client', \"the aiomqtt client needs the aiomqtt package: "
         "pip install 'bounceback[aiomqtt]'\")]"
     )
 

@@ -9,10 +9,17 @@ from pathlib import Path
 import asyncpg
 import attrs
 import pytest
-from bounceback import pgstore
-from bounceback.model import Message, State
-from bounceback.pgstore import CLAIM_DUE_SQL, DUE_SQL, PgStore, migrate, migrate_main, migrations
-from bounceback.store import Change, ReceiptRow
+from bounceback.core.model import Message, State
+from bounceback.store import postgres as pgstore
+from bounceback.store.postgres import (
+    CLAIM_DUE_SQL,
+    DUE_SQL,
+    PgStore,
+    migrate,
+    migrate_main,
+    migrations,
+)
+from bounceback.store.sqlite import Change, ReceiptRow
 
 pytest_plugins = ["pg_fixture"]
 

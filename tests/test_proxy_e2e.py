@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from bounceback.gateway import Gateway
+from bounceback.gateway.shell import Gateway
 from harness import gateway, retry_toml, simulator, wait_until, write_config
 from smppcodecs.constants import CommandStatus as S
 from smpplib_peer import SmpplibSender, receipt_fields
@@ -148,7 +148,7 @@ async def test_no_carrier_bound_holds_and_submits_when_one_binds(tmp_path: Path)
 
     port = free_port()
     cfg = write_config(tmp_path, port)
-    from bounceback.config import load_config
+    from bounceback.config.settings import load_config
 
     gw = Gateway(load_config(cfg))
     await gw.start()
@@ -156,7 +156,7 @@ async def test_no_carrier_bound_holds_and_submits_when_one_binds(tmp_path: Path)
         s = await bound_sender(gw)
         status, mid = await submit(s, "447700900600")
         assert status == 0 and mid  # accepted and kept
-        from bounceback.simulator import CarrierSimulator, Scenario
+        from bounceback.smpp.simulator import CarrierSimulator, Scenario
 
         sim = CarrierSimulator(Scenario.from_mapping(SIM))
         await sim.start(port=port)

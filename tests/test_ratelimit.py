@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from bounceback.ratelimit import TokenBucket
+from bounceback.core.ratelimit import TokenBucket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

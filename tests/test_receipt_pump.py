@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from bounceback.gateway import Gateway
+from bounceback.gateway.shell import Gateway
 from harness import gateway, simulator, wait_until, write_config
 from peers import Line, NodeSender
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from bounceback import engine
-from bounceback.events import render
-from bounceback.gateway import Gateway
-from bounceback.model import State, Verdict
+from bounceback.core import engine
+from bounceback.core.model import State, Verdict
+from bounceback.feed.events import render
+from bounceback.gateway.shell import Gateway
 from harness import free_port, gateway, simulator, wait_until, write_config
 from peers import NodeCarrier, NodeSender
 from smpplib_peer import SmpplibSender, receipt_fields

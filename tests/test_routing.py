@@ -13,10 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from bounceback.carrier import FLAPPING_AFTER
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.simulator import CarrierSimulator
+from bounceback.config.settings import load_config
+from bounceback.gateway.shell import Gateway
+from bounceback.smpp.carrier import FLAPPING_AFTER
+from bounceback.smpp.simulator import CarrierSimulator
 from harness import gateway, simulator, wait_until
 from smpplib_peer import SmpplibSender, receipt_fields
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from bounceback import engine
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.model import State
-from bounceback.pgstore import PgStore
-from bounceback.store import Suppression
+from bounceback.config.settings import load_config
+from bounceback.core import engine
+from bounceback.core.model import State
+from bounceback.gateway.shell import Gateway
+from bounceback.store.postgres import PgStore
+from bounceback.store.sqlite import Suppression
 from harness import ProxyProcess, bind_sender, free_port, simulator, wait_until, write_config
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.receipt import build_receipt_pdu

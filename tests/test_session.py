@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from bounceback.session import SessionClosed, SmppSession
+from bounceback.smpp.session import SessionClosed, SmppSession
 from smppcodecs.constants import CommandId, CommandStatus
 from smppcodecs.framer import Framer
 from smppcodecs.pdu import GenericNack, Pdu, SubmitSm, SubmitSmResp, decode

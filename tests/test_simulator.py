@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import smpplib.client
 import smpplib.exceptions
-from bounceback.session import SmppSession
-from bounceback.simulator import (
+from bounceback.smpp.session import SmppSession
+from bounceback.smpp.simulator import (
     OUTCOMES,
     CarrierSimulator,
     Rule,

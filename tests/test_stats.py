@@ -12,13 +12,13 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import bounceback.stats as stats_module
+import bounceback.ops.stats as stats_module
 import pytest
-from bounceback.cli import main
-from bounceback.model import Message, State, Verdict
-from bounceback.report import hour_chart
-from bounceback.stats import CSV_HEADER, Counts, format_table, message_outcome
-from bounceback.store import Change, SqliteStore, Suppression
+from bounceback.core.model import Message, State, Verdict
+from bounceback.ops.cli import main
+from bounceback.ops.report import hour_chart
+from bounceback.ops.stats import CSV_HEADER, Counts, format_table, message_outcome
+from bounceback.store.sqlite import Change, SqliteStore, Suppression
 from smppcodecs.pdu import SubmitSm
 
 DAY = dt.datetime(2024, 5, 1, tzinfo=dt.UTC).timestamp()

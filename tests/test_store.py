@@ -9,9 +9,16 @@ from typing import Any, cast
 
 import attrs
 import pytest
-from bounceback.model import Message, State, Verdict
-from bounceback.pgstore import PgStore
-from bounceback.store import Change, ReceiptRow, SqliteStore, StaleMessage, Store, Suppression
+from bounceback.core.model import Message, State, Verdict
+from bounceback.store.postgres import PgStore
+from bounceback.store.sqlite import (
+    Change,
+    ReceiptRow,
+    SqliteStore,
+    StaleMessage,
+    Store,
+    Suppression,
+)
 
 pytest_plugins = ["pg_fixture"]
 
@@ -485,7 +492,7 @@ async def test_claims_see_receipts_another_process_added(tmp_path: Path) -> None
 
 
 async def test_expire_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
-    from bounceback import store as store_module
+    from bounceback.store import sqlite as store_module
 
     s = SqliteStore(tmp_path / "big.db", batch_delay=0)
     await s.open()
@@ -518,7 +525,7 @@ async def test_expire_deletes_a_large_backlog_in_slices(tmp_path: Path) -> None:
 
 
 def test_split_stale_follows_each_message_version_chain() -> None:
-    from bounceback.store import split_stale
+    from bounceback.store.sqlite import split_stale
 
     a0, b0 = msg("A"), msg("B")
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bounceback.config import load_config
-from bounceback.gateway import Gateway
-from bounceback.model import Message
-from bounceback.store import Change, SqliteStore, StoreUnavailable, _immediate
+from bounceback.config.settings import load_config
+from bounceback.core.model import Message
+from bounceback.gateway.shell import Gateway
+from bounceback.store.sqlite import Change, SqliteStore, StoreUnavailable, _immediate
 from harness import gateway, simulator, wait_until, write_config
 from peers import NodeSender
 from smppcodecs.constants import CommandStatus as S

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from bounceback.cli import build_parser, cmd_check, cmd_run
-from bounceback.config import ServerConfig
+from bounceback.config.settings import ServerConfig
+from bounceback.ops.cli import build_parser, cmd_check, cmd_run
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "bounceback.service"

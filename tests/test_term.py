@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pyte
 import pytest
-from bounceback.config import explain, load_config
-from bounceback.demo import LiveView, Progress
-from bounceback.stats import Counts, Report, print_report
-from bounceback.term import console, explain_text, table
+from bounceback.config.settings import explain, load_config
+from bounceback.ops.demo import LiveView, Progress
+from bounceback.ops.stats import Counts, Report, print_report
+from bounceback.ops.term import console, explain_text, table
 from harness import CONFIGS
 from rich.console import Console
 
@@ -54,7 +54,7 @@ def run_in_pty(
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bounceback.cli", *argv],
+        [sys.executable, "-m", "bounceback", *argv],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -187,7 +187,7 @@ def test_check_on_a_terminal_colour_and_no_color() -> None:
 
 def test_check_piped_prints_the_plain_explanation(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bounceback.cli", "check", "--config", str(CONFIGS / "demo.toml")],
+        [sys.executable, "-m", "bounceback", "check", "--config", str(CONFIGS / "demo.toml")],
         capture_output=True,
         text=True,
         timeout=60,

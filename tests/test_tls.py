@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 import smpplib.client
-from bounceback.cli import main
-from bounceback.client import EsmeClient
-from bounceback.config import Carrier, ConfigError, ServerConfig, load_config
-from bounceback.gateway import Gateway
-from bounceback.session import SessionClosed
-from bounceback.tlsconfig import carrier_context, describe_peer, listener_context
+from bounceback.config.settings import Carrier, ConfigError, ServerConfig, load_config
+from bounceback.config.tls import carrier_context, describe_peer, listener_context
+from bounceback.gateway.shell import Gateway
+from bounceback.ops.cli import main
+from bounceback.smpp.client import EsmeClient
+from bounceback.smpp.session import SessionClosed
 from harness import ProxyProcess, free_port, gateway, simulator, wait_until, write_config
 from smppcodecs.pdu import BindTransceiver, DeliverSm
 from smpplib_peer import SmpplibSender, receipt_fields
@@ -305,7 +305,7 @@ def test_run_with_a_bad_certificate_exits_at_once(tmp_path: Path) -> None:
     garbage.write_text("this is not a certificate\n")
     path = tls_config(tmp_path, free_port(), f'tls_port = 0\ntls_cert = "{garbage}"')
     done = subprocess.run(
-        [sys.executable, "-m", "bounceback.cli", "run", "--config", str(path)],
+        [sys.executable, "-m", "bounceback", "run", "--config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,  # a guard against the old hang, not a measurement

@@ -1,11 +1,11 @@
-"""The session's send window (`bounceback.session.Window`): a cap, FIFO waiters and
+"""The session's send window (`bounceback.smpp.session.Window`): a cap, FIFO waiters and
 no slot lost or created by a cancelled waiter."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bounceback.session import Window
+from bounceback.smpp.session import Window
 
 
 async def test_caps_and_serves_waiters_in_order() -> None:

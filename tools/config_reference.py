@@ -4,7 +4,7 @@
     python tools/config_reference.py --check  # exit 1 when the README's table differs
 
 The table is `bounceback.configref.reference_table()`: every key of the model with its
-default and its one-line meaning from `FIELD_DOCS` in proxy/config.py. A key without
+default and its one-line meaning from `FIELD_DOCS` in proxy/config/settings.py. A key without
 a meaning there is reported and nothing is written.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bounceback.configref import UndocumentedKeys, reference_table, replace_block
+from bounceback.config.reference import UndocumentedKeys, reference_table, replace_block
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

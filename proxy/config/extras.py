@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .config import Config, ConfigProblem
+    from bounceback.config.settings import Config, ConfigProblem
 
 # module -> the extra that installs it
 EXTRAS: Final[dict[str, str]] = {"asyncpg": "postgres", "aiomqtt": "aiomqtt"}
@@ -43,7 +43,7 @@ def require(module: str, feature: str) -> ModuleType:
 
 def config_problems(cfg: Config) -> list[ConfigProblem]:
     """One problem per optional dependency `cfg` needs and that cannot be imported."""
-    from .config import ConfigProblem
+    from bounceback.config.settings import ConfigProblem
 
     needs: list[tuple[str, str, str]] = []
     if cfg.store.backend == "postgresql":

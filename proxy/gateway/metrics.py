@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from bounceback.feed.events import EVENT_NAMES
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -36,10 +37,8 @@ from prometheus_client import (
 from smppcodecs.constants import CommandStatus
 from smppcodecs.pdu import PDU_CLASSES
 
-from .events import EVENT_NAMES
-
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from bounceback.gateway.shell import Gateway
 
 log = logging.getLogger("bounceback.metrics")
 

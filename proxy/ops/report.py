@@ -9,8 +9,15 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from .events import iso
-from .stats import SHOW_NUMBERS, Counts, Report, pct, remove_number_rows, soft_number_rows
+from bounceback.feed.events import iso
+from bounceback.ops.stats import (
+    SHOW_NUMBERS,
+    Counts,
+    Report,
+    pct,
+    remove_number_rows,
+    soft_number_rows,
+)
 
 HARD_COLOUR = "#b3261e"
 SOFT_COLOUR = "#f29900"

@@ -14,16 +14,15 @@ from collections.abc import Mapping
 from typing import TypeAlias
 
 import attrs
+from bounceback.config.settings import DEFAULT_SCHEDULES as DEFAULT_SCHEDULES
+from bounceback.config.settings import Schedule as Schedule
+from bounceback.core.model import Message, State, Verdict, evolve
 from smppcodecs.constants import (
     REG_DELIVERY_FAILURE,
     REG_DELIVERY_INTERMEDIATE,
     REG_DELIVERY_RECEIPT_MASK,
     REG_DELIVERY_SUCCESS_FAILURE,
 )
-
-from .config import DEFAULT_SCHEDULES as DEFAULT_SCHEDULES
-from .config import Schedule as Schedule
-from .model import Message, State, Verdict, evolve
 
 # Hard reasons that put the number on the suppression list: the number itself is bad.
 SUPPRESS_REASONS = frozenset(

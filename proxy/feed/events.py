@@ -12,8 +12,7 @@ import math
 from collections.abc import Mapping
 
 import orjson
-
-from .model import Message
+from bounceback.core.model import Message
 
 SCHEMA = "bounceback.event/1"
 

@@ -35,6 +35,10 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
+from bounceback.ops.stats import message_outcome
+from bounceback.smpp.client import EsmeClient
+from bounceback.smpp.simulator import CarrierSimulator, Rule, Scenario
+from bounceback.store.sqlite import Store
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Task, TaskID, TaskProgressColumn
@@ -44,11 +48,6 @@ from rich.text import Text
 from smppcodecs.constants import ESM_CLASS_INTERMEDIATE
 from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import ReceiptParseError, parse_receipt
-
-from .client import EsmeClient
-from .simulator import CarrierSimulator, Rule, Scenario
-from .stats import message_outcome
-from .store import Store
 
 ACCOUNT = ("demo", "demo-pw")
 CARRIER_CREDENTIALS = ("bounceback", "sim-pw")
@@ -411,8 +410,8 @@ async def run_demo(
     console: Console | None = None,
 ) -> int:
     """Run the whole demo; returns the exit status (0 complete, 1 otherwise)."""
-    from .config import load_config
-    from .gateway import Gateway
+    from bounceback.config.settings import load_config
+    from bounceback.gateway.shell import Gateway
 
     planned = plan(messages, seed)
     scenario = scenario_for(planned)

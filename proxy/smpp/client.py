@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from bounceback.smpp.session import SmppSession
 from smppcodecs.pdu import (
     BindReceiver,
     BindTransceiver,
@@ -14,8 +15,6 @@ from smppcodecs.pdu import (
     Pdu,
     SubmitSm,
 )
-
-from .session import SmppSession
 
 BINDS: dict[str, type[BindTransceiver | BindTransmitter | BindReceiver]] = {
     "transceiver": BindTransceiver,

@@ -32,16 +32,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .config import FeedConfig
-from .events import iso, render
-from .mqtt import Will
-from .mqttclient import MqttClient, MqttError
-from .store import OutboxEvent, Store
+from bounceback import __version__
+from bounceback.config.settings import FeedConfig
+from bounceback.feed.client import MqttClient, MqttError
+from bounceback.feed.events import iso, render
+from bounceback.feed.mqtt import Will
+from bounceback.store.sqlite import OutboxEvent, Store
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .mqttlib import AiomqttClient
+    from bounceback.config.settings import Config
+    from bounceback.feed.aiomqtt_client import AiomqttClient
 
 log = logging.getLogger("bounceback.feed")
 
@@ -166,7 +166,7 @@ class FeedPublisher(_Backlog):
             tls = ssl.create_default_context(cafile=self.cfg.tls_ca or None)
         client: Callable[..., MqttClient | AiomqttClient] = MqttClient
         if self.cfg.client == "aiomqtt":
-            from .mqttlib import AiomqttClient  # the [aiomqtt] extra
+            from bounceback.feed.aiomqtt_client import AiomqttClient  # the [aiomqtt] extra
 
             client = functools.partial(AiomqttClient, qos=self.cfg.qos)
         return client(
@@ -321,7 +321,7 @@ class FeedProcess(_Backlog):
         return [
             sys.executable,
             "-m",
-            "bounceback.cli",
+            "bounceback",
             "feed-publisher",
             "--config",
             self.config_path,
@@ -425,7 +425,7 @@ class FeedProcess(_Backlog):
 async def run_publisher_process(cfg: Config, instance: str) -> None:
     """The child: publish the store's outbox for `instance` until stdin closes (the
     proxy stopped it or is gone) or a signal arrives."""
-    from .pgstore import store_from_config
+    from bounceback.store.postgres import store_from_config
 
     assert cfg.feed is not None
     store = store_from_config(cfg.store)

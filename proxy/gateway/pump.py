@@ -37,14 +37,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from bounceback.smpp.session import SessionClosed
+from bounceback.store.sqlite import Change, PendingReceipt
 from smppcodecs.pdu import EnquireLink, Pdu
 
-from .session import SessionClosed
-from .store import Change, PendingReceipt
-
 if TYPE_CHECKING:
-    from .gateway import Gateway
-    from .server import EsmeSession
+    from bounceback.gateway.shell import Gateway
+    from bounceback.smpp.server import EsmeSession
 
 log = logging.getLogger("bounceback.gateway")
 

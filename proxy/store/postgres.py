@@ -48,10 +48,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, StoreConfig, _mask_url, load_config
-from .extras import config_problems, require
-from .model import Message, State
-from .store import (
+from bounceback.config.extras import config_problems, require
+from bounceback.config.settings import ConfigError, StoreConfig, _mask_url, load_config
+from bounceback.core.model import Message, State
+from bounceback.store.sqlite import (
     EXPIRING,
     MAX_INSTANCES,
     MESSAGE_COLS,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from .config import ServerConfig
+    from bounceback.config.settings import ServerConfig
 
 __all__ = [
     "Access",

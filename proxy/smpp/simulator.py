@@ -96,6 +96,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 import attrs
+from bounceback.smpp.session import SmppSession
 from smppcodecs.constants import (
     ESM_CLASS_INTERMEDIATE,
     ESM_CLASS_SMSC_RECEIPT,
@@ -129,8 +130,6 @@ from smppcodecs.pdu import (
 from smppcodecs.receipt import format_receipt_text, receipt_tlvs
 from smppcodecs.smpptime import format_absolute
 from smppcodecs.text import decode_text
-
-from .session import SmppSession
 
 __all__ = [
     "OUTCOMES",

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .model import Message
-    from .stats import Report
-    from .store import Store
+    from bounceback.config.settings import Config
+    from bounceback.core.model import Message
+    from bounceback.ops.stats import Report
+    from bounceback.store.sqlite import Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -58,13 +58,13 @@ class CommandError(Exception):
 
 
 def _setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
-    from .logs import configure
+    from bounceback.logs import configure
 
     configure(level, json_lines)
 
 
 def _load(path: str) -> Config:
-    from .config import ConfigError, load_config
+    from bounceback.config.settings import ConfigError, load_config
 
     try:
         cfg = load_config(path)
@@ -78,7 +78,7 @@ def _load(path: str) -> Config:
 def _require_extras(cfg: Config, *, summary: bool = False) -> None:
     """A CommandError (exit 2) naming the extra to install when `cfg` needs an optional
     dependency that cannot be imported (see `extras.config_problems`)."""
-    from .extras import config_problems
+    from bounceback.config.extras import config_problems
 
     problems = config_problems(cfg)
     if problems:
@@ -105,8 +105,8 @@ def store_path(cfg: Config, *, must_exist: bool = True) -> str:
 @contextlib.asynccontextmanager
 async def open_store(path: str) -> AsyncIterator[Store]:
     """An open store (see `store_path`): SQLite, or PostgreSQL for a URL."""
-    from .pgstore import PgStore
-    from .store import SqliteStore
+    from bounceback.store.postgres import PgStore
+    from bounceback.store.sqlite import SqliteStore
 
     store: Store
     if path.startswith(("postgresql://", "postgres://")):
@@ -123,7 +123,7 @@ async def open_store(path: str) -> AsyncIterator[Store]:
 def _iso(ts: float | None) -> str:
     if ts is None:
         return "-"
-    from .events import iso
+    from bounceback.feed.events import iso
 
     return iso(ts)
 
@@ -158,7 +158,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .config import ConfigError, explain, load_config
+    from bounceback.config.settings import ConfigError, explain, load_config
 
     try:
         cfg = load_config(args.config)
@@ -168,9 +168,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"configuration is invalid: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
         return EXIT_CONFIG
     _require_extras(cfg, summary=True)
+    from bounceback.ops.term import GOOD, console, explain_text
     from rich.text import Text
-
-    from .term import GOOD, console, explain_text
 
     con = console()
     if not con.is_terminal:
@@ -228,8 +227,8 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import gc_text
-    from .gateway import Gateway, StartError
+    from bounceback.config.settings import gc_text
+    from bounceback.gateway.shell import Gateway, StartError
 
     cfg = _load(args.config)
     _setup_logging(cfg.logging.level, cfg.logging.json)
@@ -271,7 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_feed_publisher(args: argparse.Namespace) -> int:
-    from .feed import run_publisher_process
+    from bounceback.feed.publisher import run_publisher_process
 
     cfg = _load(args.config)
     if cfg.feed is None:
@@ -288,13 +287,13 @@ def cmd_feed_publisher(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from .pgstore import migrate_main
+    from bounceback.store.postgres import migrate_main
 
     return migrate_main(args.config)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulator import ScenarioError, load_scenario, run_simulator
+    from bounceback.smpp.simulator import ScenarioError, load_scenario, run_simulator
 
     if args.scenario is not None:
         try:
@@ -347,7 +346,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import MAX_MESSAGES, run_demo
+    from bounceback.ops.demo import MAX_MESSAGES, run_demo
 
     if args.messages > MAX_MESSAGES:
         raise CommandError(EXIT_CONFIG, f"--messages: at most {MAX_MESSAGES}")
@@ -356,7 +355,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(
             EXIT_CONFIG, f"--keep: {keep / 'demo.db'} exists already; choose an empty folder"
         )
-    from .term import console
+    from bounceback.ops.term import console
 
     # The live view needs a terminal that moves its cursor (not TERM=dumb).
     con = console()
@@ -390,8 +389,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .report import render_html
-    from .stats import build_report, render_csv, render_text, report_json
+    from bounceback.ops.report import render_html
+    from bounceback.ops.stats import build_report, render_csv, render_text, report_json
 
     cfg = _load(args.config)
     now = time.time()
@@ -423,8 +422,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(render_csv(report))
     else:
-        from .stats import print_report
-        from .term import console
+        from bounceback.ops.stats import print_report
+        from bounceback.ops.term import console
 
         con = console()
         if con.is_terminal:
@@ -454,10 +453,9 @@ def _print_table(
 ) -> None:
     """A table and a line under it: a rich table on a terminal, aligned plain lines
     (`stats.format_table`) when the output is a pipe or a file."""
+    from bounceback.ops.stats import format_table
+    from bounceback.ops.term import MUTED, console, print_lines, table
     from rich.text import Text
-
-    from .stats import format_table
-    from .term import MUTED, console, print_lines, table
 
     con = console()
     if con.is_terminal:
@@ -468,7 +466,7 @@ def _print_table(
 
 
 def cmd_suppression(args: argparse.Namespace) -> int:
-    from .store import Suppression
+    from bounceback.store.sqlite import Suppression
 
     cfg = _load(args.config)
     action: str = args.action
@@ -537,12 +535,12 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
     """Cancel one held message the way the proxy would: the engine decides, and the new
     state, the ``cancelled`` feed event (when a feed is configured) and the sender's
     DELETED receipt (when it asked for one) are written in one transaction."""
-    from . import engine
-    from .engine import Publish, SenderReceipt
-    from .events import build_event
-    from .gateway import policy_from_config
-    from .model import State, evolve
-    from .store import Change, ReceiptRow, StaleMessage
+    from bounceback.core import engine
+    from bounceback.core.engine import Publish, SenderReceipt
+    from bounceback.core.model import State, evolve
+    from bounceback.feed.events import build_event
+    from bounceback.gateway.shell import policy_from_config
+    from bounceback.store.sqlite import Change, ReceiptRow, StaleMessage
 
     msg = await store.get(message_id)
     if msg is None:
@@ -583,7 +581,7 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
 
 
 def cmd_held(args: argparse.Namespace) -> int:
-    from .engine import wants_receipt
+    from bounceback.core.engine import wants_receipt
 
     cfg = _load(args.config)
     path = store_path(cfg)
@@ -650,7 +648,7 @@ def version() -> str:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
 
-    from . import __version__
+    from bounceback import __version__
 
     try:
         return dist_version("bounceback")
@@ -663,7 +661,7 @@ def starter_config() -> str:
     import secrets
     import string
 
-    from .resources import starter_text
+    from bounceback.config.resources import starter_text
 
     text = starter_text()
     alphabet = string.ascii_letters + string.digits
@@ -675,7 +673,7 @@ def starter_config() -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     import shlex
 
-    from .resources import example_text
+    from bounceback.config.resources import example_text
 
     out = Path(args.output)
     text = example_text() if args.example else starter_config()

@@ -22,6 +22,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from bounceback import logs
+from bounceback.config.settings import Carrier
+from bounceback.config.tls import carrier_context
+from bounceback.core.ratelimit import TokenBucket
+from bounceback.smpp.session import SessionClosed, SmppSession
 from smppcodecs.constants import CommandStatus
 from smppcodecs.pdu import (
     AlertNotification,
@@ -35,12 +40,6 @@ from smppcodecs.pdu import (
     QuerySm,
     ReplaceSm,
 )
-
-from . import logs
-from .config import Carrier
-from .ratelimit import TokenBucket
-from .session import SessionClosed, SmppSession
-from .tlsconfig import carrier_context
 
 log = logging.getLogger("bounceback.carrier")
 

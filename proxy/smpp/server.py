@@ -22,6 +22,10 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
+from bounceback import logs
+from bounceback.config.settings import Account
+from bounceback.config.tls import describe_peer, listener_context
+from bounceback.smpp.session import READ_SIZE, SmppSession
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import (
     BindReceiver,
@@ -37,13 +41,8 @@ from smppcodecs.pdu import (
     SubmitSm,
 )
 
-from . import logs
-from .config import Account
-from .session import READ_SIZE, SmppSession
-from .tlsconfig import describe_peer, listener_context
-
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from bounceback.gateway.shell import Gateway
 
 log = logging.getLogger("bounceback.server")
 

@@ -40,12 +40,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
-from .engine import LINK_REASONS, SUPPRESS_REASONS
-from .events import iso, number_info
-from .localtime import Zones
-from .model import State
-from .store import Store
+from bounceback.core.engine import LINK_REASONS, SUPPRESS_REASONS
+from bounceback.core.localtime import Zones
+from bounceback.core.model import State
+from bounceback.feed.events import iso, number_info
+from bounceback.store.sqlite import Store
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -638,9 +637,8 @@ def render_text(r: Report) -> str:
 def print_report(con: Console, r: Report) -> None:
     """The report as `render_text` has it, drawn for a terminal: rich tables, styled
     headings, the bounce and hard rates in colour (see `bounceback.term`)."""
+    from bounceback.ops.term import BAD, GOOD, HEADING, MUTED, WARN, table
     from rich.text import Text
-
-    from .term import BAD, GOOD, HEADING, MUTED, WARN, table
 
     zone = "UTC" if r.hours == "utc" else "destination local time"
     t = r.totals

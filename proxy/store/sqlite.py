@@ -9,7 +9,7 @@ disk sync per message). Its transactions run on the event loop's thread: with
 handing it to a thread cost more (futures, wake-ups, the GIL passed back and
 forth) than the write itself. The disk syncs happen in checkpoints, which a
 background thread runs on its own connection. Reads for reports and recovery
-run on a reader thread. `bounceback.pgstore.PgStore`
+run on a reader thread. `bounceback.store.postgres.PgStore`
 keeps the same state in PostgreSQL for several instances sharing one database.
 
 Work that must not be done twice at once by two instances is *claimed* with a
@@ -38,9 +38,8 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 import orjson
-
-from .ids import MAX_INSTANCE
-from .model import Message, State, Verdict
+from bounceback.core.ids import MAX_INSTANCE
+from bounceback.core.model import Message, State, Verdict
 
 log = logging.getLogger("bounceback.store")
 

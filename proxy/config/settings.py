@@ -20,6 +20,7 @@ import os
 import re
 import tomllib
 import urllib.parse
+import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -28,8 +29,6 @@ from typing import Any, Final
 import attrs
 from smppcodecs.constants import CommandStatus
 from smppcodecs.errors import SOFT_REASONS as _CODEC_SOFT_REASONS
-
-from .localtime import zone
 
 __all__ = [
     "ACK_MODES",
@@ -1011,7 +1010,7 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
             'connection before its TLS handshake starts; set "auto" or "asyncio"',
         )
     if server.tls_cert:
-        from .tlsconfig import cert_chain_problem
+        from bounceback.config.certs import cert_chain_problem
 
         chain = cert_chain_problem(server.tls_cert, server.tls_key)
         if chain is not None:
@@ -1024,7 +1023,7 @@ def _parse_server(t: _Table, loader: _Loader) -> ServerConfig:
 def _check_ca_file(t: _Table, name: str, path: str) -> None:
     """A CA file that exists must also hold certificates (`run` would fail on it)."""
     if path:
-        from .tlsconfig import ca_file_problem
+        from bounceback.config.certs import ca_file_problem
 
         problem = ca_file_problem(path)
         if problem is not None:
@@ -1249,8 +1248,8 @@ def _parse_retry(t: _Table) -> RetryConfig:
                 )
             else:
                 try:
-                    zone(name)
-                except ValueError:
+                    zoneinfo.ZoneInfo(name)
+                except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
                     ztable.problem(prefix, f"unknown time zone {_show(name)}")
                 else:
                     time_zones[prefix] = name
@@ -1455,7 +1454,7 @@ def _parse_entry(t: _Table, loader: _Loader, *, nested: bool) -> dict[str, Any]:
 
 
 def _include(t: _Table, name: str, value: str, loader: _Loader) -> _Table | None:
-    from .resources import PRESET_PREFIX, preset_names, preset_path
+    from bounceback.config.resources import PRESET_PREFIX, preset_names, preset_path
 
     if value.startswith(PRESET_PREFIX):  # a preset shipped in the package
         preset = preset_path(value.removeprefix(PRESET_PREFIX))
@@ -1771,8 +1770,8 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "publisher": "`process`: the MQTT publisher runs in a child process "
             "(`bounceback feed-publisher`, started, restarted and stopped by `run`) on its "
             "own core; `inline`: in the proxy's event loop",
-            "client": "`builtin`: the feed's own MQTT client (`proxy/mqtt.py`, "
-            "`proxy/mqttclient.py`); `aiomqtt`: aiomqtt over paho, about eight times the CPU "
+            "client": "`builtin`: the feed's own MQTT client (`proxy/feed/mqtt.py`, "
+            "`proxy/feed/client.py`); `aiomqtt`: aiomqtt over paho, about eight times the CPU "
             "per event (needs `bounceback[aiomqtt]`)",
         },
         "metrics": {

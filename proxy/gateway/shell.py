@@ -22,6 +22,48 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
+from bounceback import logs
+from bounceback.config.settings import Account, Config
+from bounceback.core import engine
+from bounceback.core.access import Access
+from bounceback.core.engine import (
+    Action,
+    AnswerSender,
+    CancelUpstream,
+    Policy,
+    Publish,
+    QueryUpstream,
+    SenderReceipt,
+    Submit,
+    SuppressNumber,
+)
+from bounceback.core.ids import IdGenerator
+from bounceback.core.localtime import Zones
+from bounceback.core.model import Message, State, Verdict, evolve, set_version
+from bounceback.core.ratelimit import TokenBucket
+from bounceback.feed.events import event_record, mask_number
+from bounceback.feed.publisher import FeedProcess, FeedPublisher
+from bounceback.gateway.metrics import Metrics
+from bounceback.gateway.pump import ReceiptPump
+from bounceback.smpp.carrier import CarrierLink, NotBound
+from bounceback.smpp.server import EsmeSession, listener_port, open_listeners
+from bounceback.smpp.session import SessionClosed
+from bounceback.store.postgres import (
+    CARRIER_CHANNEL,
+    RECEIPT_CHANNEL,
+    SUPPRESSION_CHANNEL,
+    store_from_config,
+)
+from bounceback.store.sqlite import (
+    Change,
+    ReceiptRow,
+    SqliteStore,
+    StaleMessage,
+    Store,
+    StoreUnavailable,
+    Suppression,
+    fault_kind,
+)
 from smppcodecs.classify import Outcome, Rules, classify_receipt, classify_submit_status
 from smppcodecs.constants import STATE_STAT_WORDS, MessageState
 from smppcodecs.constants import CommandStatus as S
@@ -47,43 +89,6 @@ from smppcodecs.pdu import (
 from smppcodecs.receipt import Receipt, build_receipt_pdu, parse_receipt
 from smppcodecs.smpptime import format_absolute, to_utc
 from smppcodecs.text import decode_text
-
-from . import engine, logs
-from .access import Access
-from .carrier import CarrierLink, NotBound
-from .config import Account, Config
-from .engine import (
-    Action,
-    AnswerSender,
-    CancelUpstream,
-    Policy,
-    Publish,
-    QueryUpstream,
-    SenderReceipt,
-    Submit,
-    SuppressNumber,
-)
-from .events import event_record, mask_number
-from .feed import FeedProcess, FeedPublisher
-from .ids import IdGenerator
-from .localtime import Zones
-from .metrics import Metrics
-from .model import Message, State, Verdict, evolve, set_version
-from .pgstore import CARRIER_CHANNEL, RECEIPT_CHANNEL, SUPPRESSION_CHANNEL, store_from_config
-from .pump import ReceiptPump
-from .ratelimit import TokenBucket
-from .server import EsmeSession, listener_port, open_listeners
-from .session import SessionClosed
-from .store import (
-    Change,
-    ReceiptRow,
-    SqliteStore,
-    StaleMessage,
-    Store,
-    StoreUnavailable,
-    Suppression,
-    fault_kind,
-)
 
 log = logging.getLogger("bounceback.gateway")
 

@@ -15,15 +15,15 @@ import ssl
 import time
 from collections.abc import Sequence
 
-from .extras import MissingExtra
+from bounceback.config.extras import MissingExtra
 
 try:
     import aiomqtt
 except ImportError as exc:  # the [aiomqtt] extra is not installed
     raise MissingExtra("aiomqtt", "the aiomqtt client") from exc
 
-from .mqtt import Will
-from .mqttclient import MqttError
+from bounceback.feed.client import MqttError
+from bounceback.feed.mqtt import Will
 
 
 class AiomqttClient:

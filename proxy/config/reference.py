@@ -1,6 +1,6 @@
 """The configuration reference table, generated from the config model.
 
-Every key of every table comes from the attrs classes of `bounceback.config` (their
+Every key of every table comes from the attrs classes of `bounceback.config.settings` (their
 fields and defaults) and its meaning from `config.FIELD_DOCS`, so the README's table
 (between the markers below, rewritten by ``tools/config_reference.py``) cannot drift
 from what the loader accepts. A field without a line in FIELD_DOCS is an error that
@@ -14,8 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import attrs
-
-from . import config as c
+from bounceback.config import settings as c
 
 __all__ = [
     "END",
@@ -85,7 +84,7 @@ def problems() -> list[str]:
     for section, name in model_keys():
         if not c.FIELD_DOCS.get(section, {}).get(name, "").strip():
             out.append(
-                f"[{section}] {name}: no meaning in FIELD_DOCS (proxy/config.py): add a "
+                f"[{section}] {name}: no meaning in FIELD_DOCS (proxy/config/settings.py): add a "
                 f'line for it under "{section}"'
             )
     for section, docs in c.FIELD_DOCS.items():

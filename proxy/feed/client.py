@@ -16,7 +16,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .mqtt import (
+from bounceback.feed.mqtt import (
     LEVELS,
     PINGREQ,
     ConnAck,
