@@ -79,6 +79,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import profile_groups
 from bounceback.smpp.client import EsmeClient
 from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
 from smppcodecs.pdu import DeliverSm, Pdu, SubmitSmResp
@@ -1173,7 +1174,14 @@ def print_profile(path: Path, limit: int = 25) -> None:
         return
     if path.suffix == ".txt":
         print(f"== py-spy {path}", file=sys.stderr)
-        print(summarize_collapsed(path.read_text(errors="replace")), file=sys.stderr)
+        text = path.read_text(errors="replace")
+        print(summarize_collapsed(text), file=sys.stderr)
+        print(
+            "\nby component (python bench/profile_groups.py FILE --us-per-message N",
+            file=sys.stderr,
+        )
+        print("gives µs per message from the proxy's CPU per message above):", file=sys.stderr)
+        print(profile_groups.render(profile_groups.group(text)), file=sys.stderr)
         return
     buf = io.StringIO()
     st = pstats.Stats(str(path), stream=buf)
