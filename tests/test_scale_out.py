@@ -318,6 +318,97 @@ async def test_two_instances_race_on_one_message_one_outcome(
         print(f"\n{rival}: outcomes of 50 races: {outcomes}, refused as stale: {stale}")
 
 
+async def test_a_receipt_and_a_due_retry_on_two_instances_one_outcome(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A held message's retry falls due on one instance at the instant the other gets
+    the carrier's late DELIVRD for the first attempt (a carrier that reported a
+    temporary failure and then delivered from its own queue), for 40 messages, each
+    instance on either side of half of them. Whichever wins, each message ends
+    delivered with exactly one DELIVRD sender receipt, and no write is lost: a message
+    that says one attempt was submitted once, one that says two was submitted twice."""
+    numbers = [f"4477009640{i:02d}" for i in range(40)]
+    async with (
+        simulator({"receipt_delay": 0.02, "default": ["absent", "no_receipt"]}) as sim,
+        two_gateways(tmp_path, sim.port or 0, pg_url) as gws,
+    ):
+        a, b = gws
+        s = await bind(a.port, "transmitter")  # no receiver: receipts stay stored
+        try:
+            ids = await submit(s, numbers)
+        finally:
+            await asyncio.to_thread(s.close)
+
+        async def held() -> dict[str, Any]:
+            rows = await a.store.query("SELECT id FROM messages WHERE state = 'held'", ())
+            return {str(r[0]): None for r in rows}
+
+        end = time.monotonic() + 30
+        while len(await held()) < len(ids):  # the first attempt's UNDELIV (absent)
+            states = "SELECT state, COUNT(*) FROM messages GROUP BY state"
+            assert time.monotonic() < end, await a.store.query(states, ())
+            await asyncio.sleep(0.05)
+        first_id = {r.destination: r.message_id for r in sim.submissions}
+        due_at: dict[str, float] = {}
+        for mid in ids:
+            m = await a.store.get(mid)
+            assert m is not None and m.state == State.HELD and m.next_attempt_at is not None
+            assert m.attempts == 1
+            due_at[mid] = m.next_attempt_at
+
+        def late_delivrd(mid: str) -> Any:
+            return build_receipt_pdu(
+                sequence_number=1,
+                source_addr=ids[mid],
+                destination_addr="Acme",
+                message_id=str(first_id[ids[mid]]),
+                stat="DELIVRD",
+                err="000",
+                submit_date=datetime.now(),
+                done_date=datetime.now(),
+            )
+
+        async def receipt(gw: Gateway, mid: str) -> None:
+            assert await gw.on_carrier_deliver("sim", late_delivrd(mid)) == 0
+
+        async def retry(gw: Gateway, mid: str) -> None:
+            await gw.process(mid, engine.Due(due_at[mid] + 1, frozenset()))
+
+        await asyncio.gather(
+            *(
+                job
+                for i, mid in enumerate(ids)
+                for job in (receipt((a, b)[i % 2], mid), retry((b, a)[i % 2], mid))
+            )
+        )
+
+        async def settled() -> bool:
+            rows = await a.store.query(
+                "SELECT COUNT(*) FROM messages WHERE state = 'delivered'", ()
+            )
+            return int(rows[0][0]) == len(ids)
+
+        end = time.monotonic() + 30
+        while not await settled():
+            assert time.monotonic() < end, "not every message ended delivered"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # a second attempt's submit still on its way would show
+        submitted = Counter(r.destination for r in sim.submissions)
+        receipts: dict[str, list[str]] = {}
+        for mid, stat in await a.store.query("SELECT message_id, stat FROM sender_receipts", ()):
+            receipts.setdefault(str(mid), []).append(str(stat))
+        winners: Counter[str] = Counter()
+        for mid, number in ids.items():
+            m = await a.store.get(mid)
+            assert m is not None and m.state == State.DELIVERED, (mid, m)
+            assert receipts.get(mid) == ["DELIVRD"], (mid, receipts.get(mid))
+            assert m.attempts in (1, 2), (mid, m.attempts)
+            assert submitted[number] == m.attempts, (mid, submitted[number], m.attempts)
+            winners["receipt" if m.attempts == 1 else "retry"] += 1
+        stale = a.counters.get("stale_decisions", 0) + b.counters.get("stale_decisions", 0)
+        print(f"\nreceipt vs due retry, 40 races: first {dict(winners)}, refused as stale: {stale}")
+
+
 async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: str) -> None:
     """The connection that hears the notifications is cut: the instance listens again
     and delivers what was stored meanwhile, without a new bind."""
