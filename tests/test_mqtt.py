@@ -1,4 +1,4 @@
-"""The feed's own MQTT client (`bounceback.mqtt`, `bounceback.mqttclient`).
+"""The feed's own MQTT client (`bounceback.feed.mqtt`, `bounceback.feed.client`).
 
 A codec checked only against itself proves nothing, so the bytes here come from
 elsewhere. The pure tests feed the decoder packets written out by hand from the

@@ -1609,7 +1609,7 @@ def _parse_logging(t: _Table) -> LoggingConfig:
 # ---------------------------------------------------------------- field documentation
 
 # One line per key of the file: what it means. The README's configuration reference is
-# generated from these and the model's defaults (`bounceback.configref`); a field with
+# generated from these and the model's defaults (`bounceback.config.reference`); a field with
 # no line here fails the documentation test, so a new key is documented where it is
 # added. Keyed by the TOML table, then the field name.
 FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(

@@ -1,6 +1,6 @@
 """The feed's client on aiomqtt (paho underneath), for ``[feed] client = "aiomqtt"``.
 
-It offers what `FeedPublisher` uses of `mqttclient.MqttClient` (``async with``,
+It offers what `FeedPublisher` uses of `client.MqttClient` (``async with``,
 `publish`, `publish_many`, `check`, `connected`) and raises the same `MqttError`.
 A batch is handed to paho in one go and then waited for as a whole: aiomqtt's own
 `publish` costs a coroutine, a future and a wait per message. The default client

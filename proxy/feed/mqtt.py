@@ -5,10 +5,10 @@ QoS 0, 1 or 2, reads the acknowledgements, pings when idle and disconnects. This
 module is that much of MQTT as pure code: `Connection` turns those intentions into bytes and the
 broker's bytes into events, and keeps the protocol's state (packet identifiers in
 flight, the broker's Receive Maximum). It reads no socket and no clock; the asyncio
-shell is `mqttclient.MqttClient`.
+shell is `client.MqttClient`.
 
 Why the feed has a client of its own (the default; ``[feed] client = "aiomqtt"``
-uses aiomqtt, see `mqttlib`): the feed publishes every message's life, several
+uses aiomqtt, see `aiomqtt_client`): the feed publishes every message's life, several
 events per message, and a general client (paho under aiomqtt) builds a message
 object, a lock, a condition and, for every acknowledgement, reason-code and
 property objects, whatever the protocol version. Here a publish is one packet built
