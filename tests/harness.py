@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -75,11 +76,35 @@ def self_signed(folder: Path, name: str = "self") -> tuple[Path, Path]:
     return cert, key
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range.
+
+    A port the kernel hands out for outgoing connections can be the very port a test
+    later reconnects to while its server is down (a restarted broker, say): the
+    connect then meets itself (TCP simultaneous open), and the server cannot bind
+    its port again. Ports outside that range are never picked as a source port."""
+    low, _ = _ephemeral_range()
+    floor = max(low - 12000, 1024)
+    for _ in range(200):
+        port = random.randrange(floor, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the whole band busy: any free port then
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        any_port: int = s.getsockname()[1]
+        return any_port
 
 
 def write_config(
