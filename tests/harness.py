@@ -21,12 +21,14 @@ from bounceback.smpp.simulator import CarrierSimulator, Scenario
 from smpplib_peer import SmpplibSender
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-# The environment the passwords of configs/example.toml are read from.
+# The environment the secrets of configs/example.toml are read from.
 EXAMPLE_ENV = {
     "ACME_SMPP_PASSWORD": "acme-env-secret",
     "OPS_SMPP_PASSWORD": "ops-env-secret",
     "CARRIER_A_PASSWORD": "carrier-a-env-secret",
     "MQTT_PASSWORD": "mqtt-env-secret",
+    "DASHBOARD_API_TOKEN": "dashboard-env-token-0123",
+    "ONCALL_API_TOKEN": "oncall-env-token-0123456",
 }
 
 

@@ -400,7 +400,7 @@ def test_run_with_the_metrics_port_taken_exits_with_one_line(here: Path) -> None
         done = run_cli("run", "--config", "c.toml")
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1].startswith(
-        f"bounceback run: cannot start: the metrics server on 127.0.0.1:{port}: "
+        f"bounceback run: cannot start: the HTTP listener on 127.0.0.1:{port}: "
     )
     assert "Traceback" not in done.stderr
 
@@ -426,7 +426,7 @@ async def test_a_failed_start_stops_what_it_had_started(here: Path) -> None:
         port = taken.getsockname()[1]
         path = write_config(here, free_port(), extra=f"[metrics]\nport = {port}\n")
         gw = Gateway(load_config(path))
-        expected = re.escape(f"the metrics server on 127.0.0.1:{port}: ")
+        expected = re.escape(f"the HTTP listener on 127.0.0.1:{port}: ")
         with pytest.raises(StartError, match=expected):
             await gw.start()
     assert gw.port  # the listener had started...

@@ -102,10 +102,15 @@ def test_every_key_the_model_accepts_is_in_the_example() -> None:
         if section == "retry.schedules.REASON":
             tables = list(raw["retry"]["schedules"].values())
         else:
-            value = raw.get(section, {})
+            value: Any = raw
+            for part in section.split("."):
+                value = value.get(part, {}) if isinstance(value, dict) else {}
             tables = value if isinstance(value, list) else [value]
-        # password and password_env exclude each other: the feed shows one in a comment.
-        commented = section == "feed" and key == "password" and 'or password = "..."' in text
+        # password and password_env (token and token_env) exclude each other: the
+        # example shows one in a comment.
+        commented = (section, key) in (("feed", "password"), ("admin.tokens", "token")) and (
+            f'or {key} = "..."' in text
+        )
         if not any(key in table for table in tables) and not commented:
             missing.append(f"[{section}] {key}")
     assert missing == [], "keys the model accepts but configs/example.toml lacks"

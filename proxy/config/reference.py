@@ -43,6 +43,8 @@ SECTIONS: Final[tuple[tuple[str, str, type[Any] | None], ...]] = (
     ("[store]", "store", c.StoreConfig),
     ("[feed]", "feed", c.FeedConfig),
     ("[metrics]", "metrics", c.MetricsConfig),
+    ("[admin]", "admin", c.AdminConfig),
+    ("[[admin.tokens]]", "admin.tokens", c.AdminToken),
     ("[logging]", "logging", c.LoggingConfig),
 )
 

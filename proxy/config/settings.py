@@ -32,6 +32,7 @@ from smppcodecs.errors import SOFT_REASONS as _CODEC_SOFT_REASONS
 
 __all__ = [
     "ACK_MODES",
+    "ADMIN_SCOPES",
     "BIND_MODES",
     "BIND_TYPES",
     "DEFAULT_SCHEDULES",
@@ -44,6 +45,8 @@ __all__ = [
     "SOFT_REASONS",
     "SUPPRESSION_MODES",
     "Account",
+    "AdminConfig",
+    "AdminToken",
     "Carrier",
     "ClassifyConfig",
     "Config",
@@ -364,6 +367,28 @@ class MetricsConfig:
     port: int = 9102
 
 
+ADMIN_SCOPES: Final = ("read", "admin")
+
+
+@attrs.frozen
+class AdminToken:
+    """One bearer token of the admin API (``[[admin.tokens]]``): `name` is what logs
+    and the feed say made a change; `scope` ``read`` may look, ``admin`` may also act."""
+
+    name: str
+    scope: str = "read"
+    token: str = attrs.field(default="", repr=False)
+    token_env: str = ""  # the variable the token came from, "" when inline
+
+
+@attrs.frozen
+class AdminConfig:
+    """The admin API (``[admin]``), served on the ``[metrics]`` listener under ``/v1``."""
+
+    open_health: bool = True
+    tokens: tuple[AdminToken, ...] = ()
+
+
 @attrs.frozen
 class LoggingConfig:
     """``[logging]``."""
@@ -387,6 +412,7 @@ class Config:
     store: StoreConfig = attrs.field(factory=StoreConfig)
     feed: FeedConfig | None = None
     metrics: MetricsConfig | None = None
+    admin: AdminConfig | None = None
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
 
     def account(self, system_id: str) -> Account | None:
@@ -908,6 +934,7 @@ def parse_config(
     metrics = _parse_metrics(top.table("metrics"))
     if metrics is not None:
         _check_metrics_port(sink, source, server, metrics)
+    admin = _parse_admin(top.table("admin"), loader, metrics)
     logging = _parse_logging(top.section("logging"))
     top.finish()
 
@@ -924,6 +951,7 @@ def parse_config(
         store=store,
         feed=feed,
         metrics=metrics,
+        admin=admin,
         logging=logging,
     )
 
@@ -1595,6 +1623,52 @@ def _parse_metrics(t: _Table | None) -> MetricsConfig | None:
     return metrics if metrics.enabled else None
 
 
+_ADMIN_TOKEN_MIN: Final = 16
+
+
+def _parse_admin(
+    t: _Table | None, loader: _Loader, metrics: MetricsConfig | None
+) -> AdminConfig | None:
+    if t is None:
+        return None
+    tokens: list[AdminToken] = []
+    tables = t.tables("tokens")
+    for tt in tables:
+        name = tt.string("name", required=True, pattern=_NAME, what="a name (letters, digits, -_.)")
+        scope = tt.choice("scope", "read", ADMIN_SCOPES)
+        has_inline, has_env = tt.has("token"), tt.has("token_env")
+        token = tt.string("token", "", secret=True)
+        env_name = tt.string(
+            "token_env", "", pattern=_ENV_NAME, what="an environment variable name"
+        )
+        if has_inline and has_env:
+            tt.problem("token_env", "set either token or token_env, not both")
+        elif not has_inline and not has_env:
+            tt.problem("token", "missing required key (or set token_env)")
+        where = "token"
+        if env_name and not has_inline:
+            where = "token_env"
+            value = loader.environ.get(env_name)
+            if value is None:
+                tt.problem("token_env", f"environment variable {env_name} is not set")
+            token = value or ""
+        if (has_inline or (env_name and env_name in loader.environ)) and len(
+            token
+        ) < _ADMIN_TOKEN_MIN:
+            tt.problem(where, f"too short: a token needs at least {_ADMIN_TOKEN_MIN} characters")
+        tt.finish()
+        tokens.append(AdminToken(name, scope, token, env_name))
+    _check_unique(tables, "name", "token name")
+    d = AdminConfig()
+    admin = AdminConfig(open_health=t.boolean("open_health", d.open_health), tokens=tuple(tokens))
+    t.finish()
+    if metrics is None:
+        t.problem(None, "the admin API is served on the [metrics] listener: add [metrics]")
+    elif not admin.tokens:
+        t.problem("tokens", "at least one [[admin.tokens]] entry is required")
+    return admin
+
+
 def _parse_logging(t: _Table) -> LoggingConfig:
     d = LoggingConfig()
     logging = LoggingConfig(
@@ -1779,6 +1853,17 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "off by default)",
             "host": "address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`)",
             "port": "its port (not an SMPP listener's)",
+        },
+        "admin": {
+            "open_health": "`/healthz`, `/readyz` and `/metrics` answer without a token "
+            "(`false`: they need a `read` token too)",
+            "tokens": "the API's bearer tokens, `[[admin.tokens]]` (below)",
+        },
+        "admin.tokens": {
+            "name": "who the token is: logs and the feed name it for every change it makes",
+            "scope": "`read` (look) or `admin` (also act: retry, cancel, block, unblock)",
+            "token": "the secret (at least 16 characters); or `token_env`",
+            "token_env": "the environment variable holding the secret (it must be set)",
         },
         "logging": {
             "level": "DEBUG, INFO, WARNING, ERROR or CRITICAL",

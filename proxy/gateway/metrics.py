@@ -7,27 +7,23 @@ store commit and carrier submit latencies. Gauges that describe state (held
 messages, feed outbox backlog, current binds) are refreshed from the store and
 the gateway when `/metrics` is scraped.
 
-The HTTP side is a deliberately small asyncio server (`GET` or `HEAD` only, one
-request per connection):
+The HTTP side is the admin API's server (``bounceback.admin``), which serves:
 
-* ``/metrics``: the Prometheus text format;
+* ``/metrics``: the Prometheus text format (`render`, after `refresh`);
 * ``/healthz``: 200 ``ok`` while the process runs;
 * ``/readyz``: 200 when the store answers and at least one carrier is bound,
-  otherwise 503 with the reason.
+  otherwise 503 with the reason (`readiness`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bounceback.feed.events import EVENT_NAMES
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -41,8 +37,6 @@ if TYPE_CHECKING:
     from bounceback.gateway.shell import Gateway
 
 log = logging.getLogger("bounceback.metrics")
-
-_Handler = Callable[[], Coroutine[Any, Any, tuple[int, bytes, str]]]
 
 RECEIPT_RESULTS = ("matched", "unmatched", "early", "rematched_notified", "rematched_polled")
 
@@ -62,8 +56,6 @@ COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 # Carrier round trips: tens of milliseconds up to the submit timeout.
 SUBMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-MAX_REQUEST_HEAD = 8192
-REQUEST_TIMEOUT = 5.0
 READY_STORE_TIMEOUT = 2.0
 
 HELD_SQL = (
@@ -222,10 +214,7 @@ class Metrics:
         self.refresh_min = refresh_min
         self._refreshed_at = -1e18
         self._gateway: Gateway | None = None
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
-        self.host = ""
-        self.port = 0  # the bound port once started (useful when configured as 0)
+        self.port = 0  # the HTTP listener's port once started (useful when configured as 0)
 
     # ------------------------------------------------------------ hooks
     def on_pdu(self, direction: str, command_id: int, status: int) -> None:
@@ -358,115 +347,10 @@ class Metrics:
             return False, "no carrier bound"
         return True, "ready"
 
-    # ------------------------------------------------------------ HTTP
-    async def start(self, gateway: Gateway, host: str, port: int) -> None:
-        """Serve /metrics, /healthz and /readyz on host:port (port 0: a free one)."""
+    # ------------------------------------------------------------ the gateway
+    def attach(self, gateway: Gateway) -> None:
+        """Read state gauges and readiness from `gateway` from now on."""
         self._gateway = gateway
-        self._server = await asyncio.start_server(self._on_connect, host, port)
-        self.host = host
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for t in list(self._conns):
-                t.cancel()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+    def detach(self) -> None:
         self._gateway = None
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._conns.add(task)
-        try:
-            await asyncio.wait_for(self._serve(reader, writer), REQUEST_TIMEOUT)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("metrics request failed")
-        finally:
-            if task is not None:
-                self._conns.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
-                await writer.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head and b"\n\n" not in head:
-            chunk = await reader.read(1024)
-            if not chunk:
-                break
-            head += chunk
-            if len(head) > MAX_REQUEST_HEAD:
-                await _respond(writer, 431, b"request header too large\n")
-                return
-        line = head.split(b"\n", 1)[0].decode("latin-1").strip()
-        parts = line.split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            await _respond(writer, 400, b"bad request\n")
-            return
-        method, target = parts[0], parts[1]
-        if method not in ("GET", "HEAD"):
-            await _respond(writer, 405, b"method not allowed\n", extra={"Allow": "GET, HEAD"})
-            return
-        path = target.split("?", 1)[0]
-        head_only = method == "HEAD"
-        handler = self._routes().get(path)
-        if handler is None:
-            await _respond(writer, 404, b"not found\n", head_only=head_only)
-            return
-        status, body, ctype = await handler()
-        await _respond(writer, status, body, ctype=ctype, head_only=head_only)
-
-    def _routes(self) -> dict[str, _Handler]:
-        return {"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz}
-
-    async def _metrics(self) -> tuple[int, bytes, str]:
-        await self.refresh()
-        return 200, self.render(), CONTENT_TYPE_LATEST
-
-    async def _healthz(self) -> tuple[int, bytes, str]:
-        return 200, b"ok\n", TEXT
-
-    async def _readyz(self) -> tuple[int, bytes, str]:
-        ok, reason = await self.readiness()
-        return (200 if ok else 503), reason.encode() + b"\n", TEXT
-
-
-TEXT = "text/plain; charset=utf-8"
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
-
-
-async def _respond(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: bytes,
-    *,
-    ctype: str = TEXT,
-    head_only: bool = False,
-    extra: dict[str, str] | None = None,
-) -> None:
-    headers = {
-        "Content-Type": ctype,
-        "Content-Length": str(len(body)),
-        "Connection": "close",
-        "Cache-Control": "no-store",
-        **(extra or {}),
-    }
-    out = f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-    out += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-    writer.write(out.encode("latin-1") + (b"" if head_only else body))
-    await writer.drain()

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bounceback import logs
 from bounceback.config.settings import Account, Config
@@ -89,6 +89,9 @@ from smppcodecs.pdu import (
 from smppcodecs.receipt import Receipt, build_receipt_pdu, parse_receipt
 from smppcodecs.smpptime import format_absolute, to_utc
 from smppcodecs.text import decode_text
+
+if TYPE_CHECKING:
+    from bounceback.admin.server import AdminServer
 
 log = logging.getLogger("bounceback.gateway")
 
@@ -327,6 +330,8 @@ class Gateway:
         self._tls_server: asyncio.Server | None = None
         self.tls_port = 0
         self.metrics: Metrics | None = Metrics() if config.metrics is not None else None
+        self.http: AdminServer | None = None  # /metrics, /healthz, /readyz and the admin API
+        self.admin_port = 0
         for c in config.carriers:
             self._rules[c.name] = Rules.from_mapping(config.classify.for_carrier(c.name))
         self._default_rules = Rules.from_mapping(config.classify.for_carrier(""))
@@ -368,9 +373,10 @@ class Gateway:
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 await self.feed.stop()
-        if self.metrics is not None:
+        if self.http is not None:
             with contextlib.suppress(Exception):
-                await self.metrics.stop()
+                await self.http.stop()
+            self.http = None
         if self._starting != "the store":  # it opened
             with contextlib.suppress(Exception):
                 await self.store.unregister_instance(self.instance_no)
@@ -424,8 +430,21 @@ class Gateway:
             self._spawn(self._notices())
         if self.metrics is not None and self.cfg.metrics is not None:
             m = self.cfg.metrics
-            self._starting = f"the metrics server on {m.host}:{m.port}"
-            await self.metrics.start(self, m.host, m.port)
+            self._starting = f"the HTTP listener on {m.host}:{m.port}"
+            # aiohttp is imported only when an HTTP listener is configured.
+            from bounceback.admin.server import AdminServer
+            from bounceback.gateway.control import GatewayControl
+
+            self.metrics.attach(self)
+            self.http = AdminServer(GatewayControl(self), self.metrics, self.cfg.admin)
+            await self.http.start(m.host, m.port)
+            self.metrics.port = self.admin_port = self.http.port
+            log.info(
+                "metrics on http://%s:%d/metrics%s",
+                m.host,
+                self.http.port,
+                ", admin API under /v1" if self.cfg.admin is not None else "",
+            )
         log.info("listening on %s:%d", self.cfg.server.host, self.port)
 
     async def stop(self) -> None:
@@ -448,8 +467,11 @@ class Gateway:
             await self.feed.stop()
         with contextlib.suppress(Exception):
             await self.store.unregister_instance(self.instance_no)
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
         if self.metrics is not None:
-            await self.metrics.stop()
+            self.metrics.detach()
         await self.store.close()
 
     async def _cancel_tasks(self) -> None:
@@ -1801,11 +1823,23 @@ class Gateway:
         return "final" if state in FINAL_MESSAGE_STATES else "pending"
 
     # ------------------------------------------------------------ admin
-    async def suppress(self, number: str, reason: str, account: str = "") -> None:
+    async def suppress(
+        self, number: str, reason: str, account: str = "", *, ttl: float | None = None
+    ) -> Suppression:
+        """Refuse submits to `number` from now on (for `ttl` seconds, default
+        ``[retry] suppression_ttl``), here at once and on other instances when notified."""
         now = time.time()
-        s = Suppression(number, reason, now, now + self.cfg.retry.suppression_ttl, account)
+        life = ttl if ttl is not None else self.cfg.retry.suppression_ttl
+        s = Suppression(number, reason, now, now + life, account)
         await self.store.suppression_add(s)
         self._suppressed[number] = s.expires_at
+        return s
+
+    async def unsuppress(self, number: str) -> bool:
+        """Take `number` off the suppression list (False: it was not on it)."""
+        removed = await self.store.suppression_remove(number)
+        self._suppressed.pop(number, None)
+        return removed
 
 
 class StartError(Exception):

@@ -1,0 +1,638 @@
+"""The admin API: ``/v1`` endpoints, their OpenAPI document, and what they ask of the gateway.
+
+Every endpoint is declared once in `ENDPOINTS` (method, path, scope, parameters, what
+it answers); the aiohttp routes and ``/openapi.json`` are both built from that list,
+so the document cannot drift from what is served. Errors have one shape,
+``{"error": {"status": 404, "code": "not_found", "message": "..."}}``, and lists one
+shape, ``{"items": [...], "next": CURSOR | null}`` (pass ``cursor=CURSOR`` for the next
+page, ``limit`` up to 500).
+
+The handlers know the gateway only as `Control`, the few questions and actions the
+API needs; the gateway implements it (``gateway/control.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, Protocol
+
+import attrs
+from aiohttp import web
+from bounceback import __version__
+from bounceback.admin.auth import allows, bearer, identify
+from bounceback.config.settings import AdminConfig, AdminToken
+from bounceback.core.model import Message, State
+from bounceback.store.sqlite import Suppression
+
+__all__ = [
+    "ENDPOINTS",
+    "Control",
+    "Endpoint",
+    "Health",
+    "build_app",
+    "message_json",
+    "openapi_document",
+]
+
+log = logging.getLogger("bounceback.admin")
+
+MAX_LIMIT: Final = 500
+DEFAULT_LIMIT: Final = 100
+
+
+class Control(Protocol):
+    """What the API asks of the gateway."""
+
+    def shown(self, number: str) -> str:
+        """A destination as logs and the API show it (masked as configured)."""
+        ...
+
+    async def message(self, message_id: str) -> Message | None: ...
+
+    async def message_by_carrier_id(self, carrier: str, carrier_id: str) -> Message | None: ...
+
+    async def search(self, filters: Mapping[str, Any], after: str, limit: int) -> list[Message]:
+        """Messages matching `filters` (``state``, ``account``, ``destination``,
+        ``carrier``, ``reason``, ``since``, ``until``), ids above `after`, by id."""
+        ...
+
+    async def retry_now(self, message_id: str, by: str) -> Message | None:
+        """Start the next attempt of a held message now (None: no such message)."""
+        ...
+
+    async def cancel(self, message_id: str, by: str) -> Message | None:
+        """End a message as cancelled; the sender gets its final receipt."""
+        ...
+
+    async def suppression(self, prefix: str, after: str, limit: int) -> list[Suppression]: ...
+
+    async def block(
+        self, number: str, reason: str, ttl: float | None, account: str, by: str
+    ) -> Suppression: ...
+
+    async def unblock(self, number: str, by: str) -> bool: ...
+
+    def carriers(self) -> list[dict[str, Any]]: ...
+
+    def accounts(self) -> list[dict[str, Any]]: ...
+
+
+class Health(Protocol):
+    """The metrics registry and the readiness check the gateway keeps."""
+
+    def render(self) -> bytes: ...
+
+    async def refresh(self, *, force: bool = False) -> None: ...
+
+    async def readiness(self) -> tuple[bool, str]: ...
+
+
+TOKEN: Final = web.RequestKey("token", AdminToken)
+CONTROL: Final = web.AppKey("control", Control)
+HEALTH: Final = web.AppKey("health", Health)
+ADMIN: Final = web.AppKey("admin", AdminConfig)
+
+
+# ---------------------------------------------------------------- errors and JSON
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    body = {"error": {"status": status, "code": code, "message": message}}
+    return web.json_response(body, status=status)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def message_json(msg: Message, shown: Callable[[str], str]) -> dict[str, Any]:
+    """One message as the API shows it (the destination masked as configured)."""
+    v = msg.verdict
+    return {
+        "id": msg.id,
+        "account": msg.account,
+        "source": msg.source_addr,
+        "destination": shown(msg.destination_addr),
+        "state": msg.state.value,
+        "final": msg.state.final,
+        "attempts": msg.attempts,
+        "carrier": msg.carrier or None,
+        "carrier_message_id": msg.carrier_message_id or None,
+        "created_at": _iso(msg.created_at),
+        "updated_at": _iso(msg.updated_at),
+        "deadline": _iso(msg.deadline),
+        "next_attempt_at": _iso(msg.next_attempt_at),
+        "done_at": _iso(msg.done_at),
+        "final_stat": msg.final_stat or None,
+        "final_err": msg.final_err or None,
+        "verdict": None if v is None else attrs.asdict(v),
+        "retries_by_reason": dict(msg.retries_by_reason),
+        "version": msg.version,
+    }
+
+
+def suppression_json(s: Suppression) -> dict[str, Any]:
+    return {
+        "number": s.number,
+        "reason": s.reason,
+        "created_at": _iso(s.created_at),
+        "expires_at": _iso(s.expires_at),
+        "account": s.account or None,
+    }
+
+
+# ---------------------------------------------------------------- declarations
+
+
+@attrs.frozen
+class Param:
+    name: str
+    where: str  # path | query
+    description: str
+    kind: str = "string"  # string | integer | number
+    enum: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Endpoint:
+    method: str
+    path: str
+    scope: str | None  # None: no token needed (or "read" when open_health is off)
+    summary: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    params: tuple[Param, ...] = ()
+    body: Mapping[str, Any] | None = None  # JSON Schema of the request body
+    answers: str = "object"  # object | list | text
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"limit: expected an integer, got {raw!r}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise ApiError(400, "bad_parameter", f"limit: expected 1 to {MAX_LIMIT}, got {n}")
+    return n
+
+
+def _time(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(
+            400, "bad_parameter", f"{name}: expected an ISO 8601 time or epoch seconds"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _page(items: list[Any], limit: int, key: Callable[[Any], str]) -> dict[str, Any]:
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next": key(items[-1]) if more and items else None}
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "bad_body", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_body", "the body must be a JSON object")
+    return body
+
+
+def _who(request: web.Request) -> str:
+    token = request.get(TOKEN)
+    return token.name if token is not None else "-"
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def get_message(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    msg = await ctl.message(request.match_info["id"])
+    if msg is None:
+        raise ApiError(404, "not_found", f"no message {request.match_info['id']}")
+    return web.json_response(message_json(msg, ctl.shown))
+
+
+async def list_messages(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    q = request.query
+    limit = _limit(request)
+    if "carrier_id" in q:
+        carrier = q.get("carrier", "")
+        if not carrier:
+            raise ApiError(400, "bad_parameter", "carrier_id needs carrier (the carrier's name)")
+        msg = await ctl.message_by_carrier_id(carrier, q["carrier_id"])
+        items = [] if msg is None else [message_json(msg, ctl.shown)]
+        return web.json_response({"items": items, "next": None})
+    filters: dict[str, Any] = {
+        k: q[k] for k in ("state", "account", "destination", "carrier", "reason") if k in q
+    }
+    if "state" in filters and filters["state"] not in {s.value for s in State}:
+        raise ApiError(400, "bad_parameter", f"state: unknown state {filters['state']!r}")
+    for name in ("since", "until"):
+        t = _time(request, name)
+        if t is not None:
+            filters[name] = t
+    found = await ctl.search(filters, q.get("cursor", ""), limit + 1)
+    page = _page([message_json(m, ctl.shown) for m in found], limit, lambda m: str(m["id"]))
+    return web.json_response(page)
+
+
+async def list_held(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    q = request.query
+    limit = _limit(request)
+    filters: dict[str, Any] = {"state": State.HELD.value}
+    filters.update({k: q[k] for k in ("account", "carrier", "reason") if k in q})
+    found = await ctl.search(filters, q.get("cursor", ""), limit + 1)
+    page = _page([message_json(m, ctl.shown) for m in found], limit, lambda m: str(m["id"]))
+    return web.json_response(page)
+
+
+async def retry_held(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    mid = request.match_info["id"]
+    before = await ctl.message(mid)
+    if before is None:
+        raise ApiError(404, "not_found", f"no message {mid}")
+    if before.state != State.HELD:
+        raise ApiError(409, "not_held", f"message {mid} is {before.state.value}, not held")
+    after = await ctl.retry_now(mid, _who(request))
+    assert after is not None
+    return web.json_response(message_json(after, ctl.shown))
+
+
+async def cancel_held(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    mid = request.match_info["id"]
+    before = await ctl.message(mid)
+    if before is None:
+        raise ApiError(404, "not_found", f"no message {mid}")
+    if before.state.final:
+        raise ApiError(409, "final", f"message {mid} has ended ({before.state.value})")
+    after = await ctl.cancel(mid, _who(request))
+    assert after is not None
+    return web.json_response(message_json(after, ctl.shown))
+
+
+async def list_suppression(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    limit = _limit(request)
+    found = await ctl.suppression(
+        request.query.get("prefix", ""), request.query.get("cursor", ""), limit + 1
+    )
+    page = _page([suppression_json(s) for s in found], limit, lambda s: str(s["number"]))
+    return web.json_response(page)
+
+
+BLOCK_BODY: Final[Mapping[str, Any]] = {
+    "type": "object",
+    "required": ["number"],
+    "additionalProperties": False,
+    "properties": {
+        "number": {"type": "string", "pattern": "^[0-9+]{1,21}$"},
+        "reason": {"type": "string", "maxLength": 200},
+        "expires_in": {"type": "number", "exclusiveMinimum": 0},
+        "account": {"type": "string", "maxLength": 15},
+    },
+}
+
+
+async def block_number(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    body = await _json_body(request)
+    unknown = sorted(set(body) - set(BLOCK_BODY["properties"]))
+    if unknown:
+        raise ApiError(400, "bad_body", f"unknown field {unknown[0]!r}")
+    number = body.get("number")
+    if not isinstance(number, str) or not number or len(number) > 21:
+        raise ApiError(400, "bad_body", "number: expected a phone number (digits)")
+    if not number.lstrip("+").isdigit():
+        raise ApiError(400, "bad_body", "number: expected digits (and a leading +)")
+    reason = body.get("reason", "blocked by an operator")
+    account = body.get("account", "")
+    ttl = body.get("expires_in")
+    if not isinstance(reason, str) or not isinstance(account, str):
+        raise ApiError(400, "bad_body", "reason and account must be strings")
+    if ttl is not None and (
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+    ):
+        raise ApiError(400, "bad_body", "expires_in: expected a positive number of seconds")
+    s = await ctl.block(number, reason, None if ttl is None else float(ttl), account, _who(request))
+    return web.json_response(suppression_json(s), status=201)
+
+
+async def unblock_number(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    number = request.match_info["number"]
+    if not await ctl.unblock(number, _who(request)):
+        raise ApiError(404, "not_found", f"{number} is not on the suppression list")
+    return web.Response(status=204)
+
+
+async def list_carriers(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"items": request.app[CONTROL].carriers(), "next": None})
+
+
+async def list_accounts(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"items": request.app[CONTROL].accounts(), "next": None})
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    ready, reason = await request.app[HEALTH].readiness()
+    return web.Response(text=reason + "\n", status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    health = request.app[HEALTH]
+    await health.refresh()
+    return web.Response(
+        body=health.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    return web.json_response(openapi_document())
+
+
+_LIST = (
+    Param("limit", "query", f"items per page (1 to {MAX_LIMIT})", "integer"),
+    Param("cursor", "query", "the `next` of the previous page"),
+)
+_MID = Param("id", "path", "our message id (the one the sender got)")
+
+ENDPOINTS: Final[tuple[Endpoint, ...]] = (
+    Endpoint("GET", "/healthz", None, "the process is alive", healthz, answers="text"),
+    Endpoint(
+        "GET", "/readyz", None, "the store answers and a carrier is bound", readyz, answers="text"
+    ),
+    Endpoint("GET", "/metrics", None, "Prometheus metrics", metrics, answers="text"),
+    Endpoint("GET", "/openapi.json", None, "this document", openapi),
+    Endpoint("GET", "/v1/messages/{id}", "read", "one message", get_message, (_MID,)),
+    Endpoint(
+        "GET",
+        "/v1/messages",
+        "read",
+        "search messages (or find one by the carrier's id: carrier + carrier_id)",
+        list_messages,
+        (
+            Param("state", "query", "state", enum=tuple(s.value for s in State)),
+            Param("account", "query", "the sender's system_id"),
+            Param("destination", "query", "the destination number"),
+            Param("carrier", "query", "the carrier of the latest attempt"),
+            Param("reason", "query", "the reason of the latest verdict"),
+            Param("since", "query", "accepted at or after (ISO 8601 or epoch seconds)"),
+            Param("until", "query", "accepted before (ISO 8601 or epoch seconds)"),
+            Param("carrier_id", "query", "the carrier's message id (with carrier)"),
+            *_LIST,
+        ),
+        answers="list",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/held",
+        "read",
+        "held messages, waiting for their next attempt",
+        list_held,
+        (
+            Param("account", "query", "the sender's system_id"),
+            Param("carrier", "query", "the carrier of the latest attempt"),
+            Param("reason", "query", "why it is held (absent_subscriber, ...)"),
+            *_LIST,
+        ),
+        answers="list",
+    ),
+    Endpoint(
+        "POST", "/v1/held/{id}/retry", "admin", "start the next attempt now", retry_held, (_MID,)
+    ),
+    Endpoint(
+        "POST",
+        "/v1/messages/{id}/cancel",
+        "admin",
+        "end a message as cancelled (the sender gets the final receipt it asked for)",
+        cancel_held,
+        (_MID,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/suppression",
+        "read",
+        "the suppression list (numbers whose submits are refused)",
+        list_suppression,
+        (Param("prefix", "query", "numbers starting with"), *_LIST),
+        answers="list",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/suppression",
+        "admin",
+        "block a number (effective on the next submit_sm)",
+        block_number,
+        body=BLOCK_BODY,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/suppression/{number}",
+        "admin",
+        "unblock a number (effective on the next submit_sm)",
+        unblock_number,
+        (Param("number", "path", "the number"),),
+        answers="none",
+    ),
+    Endpoint("GET", "/v1/carriers", "read", "carrier links", list_carriers, answers="list"),
+    Endpoint(
+        "GET", "/v1/accounts", "read", "accounts and their binds", list_accounts, answers="list"
+    ),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of `ENDPOINTS`."""
+    error = {
+        "description": "an error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        op: dict[str, Any] = {
+            "summary": e.summary,
+            "operationId": e.handler.__name__,
+            "parameters": [
+                {
+                    "name": p.name,
+                    "in": p.where,
+                    "required": p.where == "path",
+                    "description": p.description,
+                    "schema": {"type": p.kind, **({"enum": list(p.enum)} if p.enum else {})},
+                }
+                for p in e.params
+            ],
+            "responses": _responses(e),
+        }
+        if e.scope is not None:
+            op["security"] = [{"bearer": []}]
+            op["x-scope"] = e.scope
+            op["responses"]["401"] = error
+            op["responses"]["403"] = error
+        if e.body is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": dict(e.body)}},
+            }
+            op["responses"]["400"] = error
+        if any(p.where == "query" for p in e.params):
+            op["responses"].setdefault("400", error)
+        if any(p.where == "path" for p in e.params):
+            op["responses"]["404"] = error
+        if e.path.endswith(("/retry", "/cancel")):
+            op["responses"]["409"] = error
+        paths.setdefault(e.path, {})[e.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Bounceback admin API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["status", "code", "message"],
+                            "properties": {
+                                "status": {"type": "integer"},
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "Page": {
+                    "type": "object",
+                    "required": ["items", "next"],
+                    "properties": {
+                        "items": {"type": "array", "items": {"type": "object"}},
+                        "next": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _responses(e: Endpoint) -> dict[str, Any]:
+    if e.answers == "none":
+        return {"204": {"description": "done"}}
+    if e.answers == "text":
+        ok: dict[str, Any] = {
+            "description": "ok",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+        out = {"200": ok}
+        if e.path == "/readyz":
+            out["503"] = {"description": "not ready (the reason)", "content": ok["content"]}
+        return out
+    schema: dict[str, Any] = (
+        {"$ref": "#/components/schemas/Page"} if e.answers == "list" else {"type": "object"}
+    )
+    code = "201" if e.method == "POST" and e.body is not None else "200"
+    return {code: {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+
+
+# ---------------------------------------------------------------- the application
+
+
+def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """`endpoint`'s handler behind its token check, with errors in the API's shape."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        admin = request.app[ADMIN]
+        scope = endpoint.scope
+        if scope is None and not admin.open_health and endpoint.path != "/openapi.json":
+            scope = "read"
+        if scope is not None:
+            token = identify(bearer(request.headers.get("Authorization")), admin.tokens)
+            if token is None:
+                resp = error_response(401, "unauthorized", "a valid bearer token is needed")
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="bounceback"'
+                return resp
+            if not allows(token, scope):
+                return error_response(
+                    403, "forbidden", f"token {token.name!r} has scope {token.scope}, not {scope}"
+                )
+            request[TOKEN] = token
+        try:
+            return await endpoint.handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
+    return handle
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own errors (no route, wrong method) and crashes in the API's shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("admin API: %s %s failed", request.method, request.path)
+        return error_response(500, "internal", "internal error (logged)")
+
+
+def build_app(control: Control, health: Health, admin: AdminConfig | None) -> web.Application:
+    """The application: health and metrics always, the ``/v1`` API with `admin` set."""
+    app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+    app[CONTROL] = control
+    app[HEALTH] = health
+    app[ADMIN] = admin if admin is not None else AdminConfig()
+    for e in ENDPOINTS:
+        if e.path.startswith("/v1/") and admin is None:
+            continue
+        if e.method == "GET":
+            app.router.add_get(e.path, _guard(e), allow_head=True)
+        else:
+            app.router.add_route(e.method, e.path, _guard(e))
+    return app
+
+
+def endpoints(admin: AdminConfig | None) -> Sequence[Endpoint]:
+    """What `build_app` serves with that configuration."""
+    return [e for e in ENDPOINTS if admin is not None or not e.path.startswith("/v1/")]

@@ -1,0 +1,187 @@
+"""What the admin API asks of the gateway (`admin.api.Control`), answered from it.
+
+Reads go to the store (every instance on a shared store sees the same messages);
+actions go through the same path as the proxy's own events (`Gateway.process`), so a
+retry started by an operator or a cancel is decided by the engine, written over the
+version it was decided on, published on the feed and answered to the sender exactly
+as if the proxy had decided it. Every action is logged with the name of the token
+that asked for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bounceback import logs
+from bounceback.core import engine
+from bounceback.core.model import Message
+from bounceback.store.sqlite import Suppression
+from smppcodecs.msgid import id_keys
+
+if TYPE_CHECKING:
+    from bounceback.config.settings import Config
+    from bounceback.smpp.carrier import CarrierLink
+    from bounceback.smpp.server import EsmeSession
+    from bounceback.store.sqlite import Store
+
+
+class Gateway(Protocol):
+    """The parts of `shell.Gateway` the admin API's answers come from."""
+
+    cfg: Config
+    store: Store
+    links: dict[str, CarrierLink]
+    sessions: dict[str, set[EsmeSession]]
+
+    def shown(self, number: str) -> str: ...
+
+    async def process(self, mid: str, event: engine.Event) -> Message | None: ...
+
+    async def suppress(
+        self, number: str, reason: str, account: str = "", *, ttl: float | None = None
+    ) -> Suppression: ...
+
+    async def unsuppress(self, number: str) -> bool: ...
+
+
+__all__ = ["GatewayControl"]
+
+log = logging.getLogger("bounceback.admin")
+
+_FILTERS = {
+    "state": "state = ?",
+    "account": "account = ?",
+    "destination": "destination_addr = ?",
+    "carrier": "carrier = ?",
+    "reason": "reason = ?",
+    "since": "created_at >= ?",
+    "until": "created_at < ?",
+}
+
+
+class GatewayControl:
+    """`admin.api.Control` on one gateway."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def shown(self, number: str) -> str:
+        return self.gw.shown(number)
+
+    async def message(self, message_id: str) -> Message | None:
+        return await self.gw.store.get(message_id)
+
+    async def message_by_carrier_id(self, carrier: str, carrier_id: str) -> Message | None:
+        cfg = self.gw.cfg.carrier(carrier)
+        if cfg is None or not carrier_id:
+            return None
+        found = await self.gw.store.find_carrier_key(carrier, id_keys(carrier_id, cfg.id_format))
+        return None if found is None else await self.gw.store.get(found[0])
+
+    async def search(self, filters: Mapping[str, Any], after: str, limit: int) -> list[Message]:
+        where = ["id > ?"]
+        params: list[Any] = [after]
+        for name, clause in _FILTERS.items():
+            if name in filters:
+                where.append(clause)
+                params.append(filters[name])
+        rows = await self.gw.store.query(
+            f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}",
+            params,
+        )
+        found = [await self.gw.store.get(str(r[0])) for r in rows]
+        return [m for m in found if m is not None]
+
+    async def retry_now(self, message_id: str, by: str) -> Message | None:
+        msg = await self.gw.process(message_id, engine.Dispatch(time.time()))
+        log.info(
+            "admin: %s started the next attempt of %s now",
+            by,
+            message_id,
+            extra=logs.context(message_id=message_id),
+        )
+        return msg
+
+    async def cancel(self, message_id: str, by: str) -> Message | None:
+        msg = await self.gw.process(message_id, engine.Cancel(time.time()))
+        log.info(
+            "admin: %s cancelled %s", by, message_id, extra=logs.context(message_id=message_id)
+        )
+        return msg
+
+    async def suppression(self, prefix: str, after: str, limit: int) -> list[Suppression]:
+        rows = await self.gw.store.query(
+            "SELECT number, reason, created_at, expires_at, account FROM suppression"
+            " WHERE number > ? AND number LIKE ? AND expires_at > ?"
+            f" ORDER BY number LIMIT {int(limit)}",
+            (after, prefix.replace("%", "").replace("_", "") + "%", time.time()),
+        )
+        return [
+            Suppression(str(r[0]), str(r[1]), float(r[2]), float(r[3]), str(r[4])) for r in rows
+        ]
+
+    async def block(
+        self, number: str, reason: str, ttl: float | None, account: str, by: str
+    ) -> Suppression:
+        s = await self.gw.suppress(number, reason, account, ttl=ttl)
+        log.info("admin: %s blocked %s (%s)", by, self.gw.shown(number), reason)
+        return s
+
+    async def unblock(self, number: str, by: str) -> bool:
+        removed = await self.gw.unsuppress(number)
+        if removed:
+            log.info("admin: %s unblocked %s", by, self.gw.shown(number))
+        return removed
+
+    def carriers(self) -> list[dict[str, Any]]:
+        out = []
+        for name, link in self.gw.links.items():
+            out.append(
+                {
+                    "name": name,
+                    "bound": link.bound,
+                    "healthy": link.healthy,
+                    "binds": link.binds,
+                    "bind_failures": link.bind_failures,
+                    "flaps": link.flaps_total,
+                    "sessions": [
+                        {
+                            "role": role,
+                            "bound": s.bound,
+                            "outstanding": s.outstanding,
+                            "window": s.window,
+                        }
+                        for role, s in (("tx", link.tx), ("rx", link.rx))
+                        if s is not None and not s.closed.is_set()
+                    ],
+                }
+            )
+        return out
+
+    def accounts(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for acct in self.gw.cfg.accounts:
+            sessions = [
+                s for s in self.gw.sessions.get(acct.system_id, ()) if not s.closed.is_set()
+            ]
+            out.append(
+                {
+                    "system_id": acct.system_id,
+                    "ack": acct.ack,
+                    "throughput": acct.throughput,
+                    "binds": [
+                        {
+                            "type": s.bind_type,
+                            "peer": s.peer,
+                            "seconds": round(now - s.connected_at, 1),
+                            "outstanding": s.outstanding,
+                        }
+                        for s in sessions
+                    ],
+                }
+            )
+        return out

@@ -1,0 +1,336 @@
+"""The admin API over real HTTP (aiohttp's client) against a running gateway with real
+SMPP peers: auth and scopes, the error and page shapes, the OpenAPI document, held
+messages retried and cancelled, the suppression list changed without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from bounceback.admin.api import ENDPOINTS
+from bounceback.config.settings import ConfigError, load_config
+from bounceback.core.model import State
+from bounceback.gateway.shell import Gateway
+from harness import bind_sender, retry_toml, simulator, wait_until, write_config
+from smppcodecs.constants import CommandStatus as S
+from smpplib_peer import SmpplibSender, receipt_fields
+
+READ = "read-token-0123456789"
+ADMIN = "admin-token-0123456789"
+ADMIN_TOML = f"""
+[metrics]
+port = 0
+
+[admin]
+open_health = {{open_health}}
+
+[[admin.tokens]]
+name = "viewer"
+scope = "read"
+token = "{READ}"
+
+[[admin.tokens]]
+name = "oncall"
+scope = "admin"
+token_env = "BB_TEST_ADMIN_TOKEN"
+"""
+# Held until an operator acts: the first absent-subscriber retry is an hour away.
+SLOW_RETRY = retry_toml(max_age=7200.0, absent_subscriber=(3600.0, 1.0, 3600.0))
+
+
+@contextlib.asynccontextmanager
+async def running(
+    tmp: Path, scenario: dict[str, Any] | None = None, *, open_health: bool = True
+) -> AsyncIterator[tuple[Gateway, str, Any]]:
+    """A gateway with the admin API, its base URL, and the carrier simulator."""
+    async with simulator(scenario or {"receipt_delay": 0.02}) as sim:
+        extra = ADMIN_TOML.replace("{open_health}", "true" if open_health else "false")
+        path = write_config(tmp, sim.port or 0, retry=SLOW_RETRY, extra=extra)
+        cfg = load_config(path, environ={"BB_TEST_ADMIN_TOKEN": ADMIN})
+        gw = Gateway(cfg)
+        await gw.start()
+        try:
+            await wait_until(lambda: all(link.bound for link in gw.links.values()))
+            assert gw.admin_port
+            yield gw, f"http://127.0.0.1:{gw.admin_port}", sim
+        finally:
+            await gw.stop()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def submit(s: SmpplibSender, number: str) -> tuple[int, str]:
+    seq = await asyncio.to_thread(s.submit, number)
+    return await asyncio.to_thread(s.wait_resp, seq)
+
+
+async def test_tokens_and_scopes(tmp_path: Path) -> None:
+    async with running(tmp_path) as (_, url, _sim), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/v1/held") as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            body = await r.json()
+            assert body["error"]["code"] == "unauthorized"
+            assert body["error"]["status"] == 401
+        async with http.get(f"{url}/v1/held", headers=auth(READ + "x")) as r:
+            assert r.status == 401
+        async with http.get(f"{url}/v1/held", headers={"Authorization": READ}) as r:
+            assert r.status == 401  # not a bearer header
+        async with http.get(f"{url}/v1/held", headers=auth(READ)) as r:
+            assert r.status == 200
+            assert await r.json() == {"items": [], "next": None}
+        async with http.post(
+            f"{url}/v1/suppression", json={"number": "447700900123"}, headers=auth(READ)
+        ) as r:
+            assert r.status == 403
+            assert (await r.json())["error"]["code"] == "forbidden"
+        async with http.post(
+            f"{url}/v1/suppression", json={"number": "447700900123"}, headers=auth(ADMIN)
+        ) as r:
+            assert r.status == 201
+        # Health and metrics stay open (open_health = true); the document is always open.
+        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+            async with http.get(url + path) as r:
+                assert r.status == 200, path
+        async with http.get(f"{url}/v1/nothing", headers=auth(READ)) as r:
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "not_found"
+        async with http.put(f"{url}/v1/held", headers=auth(ADMIN)) as r:
+            assert r.status == 405
+            assert (await r.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_closed_health_needs_a_token(tmp_path: Path) -> None:
+    async with (
+        running(tmp_path, open_health=False) as (_, url, _sim),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(f"{url}/metrics") as r:
+            assert r.status == 401
+        async with http.get(f"{url}/metrics", headers=auth(READ)) as r:
+            assert r.status == 200
+            assert "bounceback_" in await r.text()
+        async with http.get(f"{url}/readyz", headers=auth(READ)) as r:
+            assert r.status == 200
+            assert (await r.text()).strip() == "ready"
+
+
+async def test_the_openapi_document_lists_what_is_served(tmp_path: Path) -> None:
+    async with running(tmp_path) as (_, url, _sim), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/openapi.json") as r:
+            doc = await r.json()
+        assert doc["openapi"].startswith("3.")
+        served = {(e.method.lower(), e.path) for e in ENDPOINTS}
+        documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+        assert documented == served
+        ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+        assert len(ids) == len(set(ids))
+        for p, ops in doc["paths"].items():
+            for op in ops.values():
+                if p.startswith("/v1/"):
+                    assert op["security"] == [{"bearer": []}]
+                    assert "401" in op["responses"] and "403" in op["responses"]
+        # Every path is really there: a read token never gets 404/405 from the router.
+        for method, path in served:
+            if method != "get" or "{" in path:
+                continue
+            async with http.get(url + path, headers=auth(READ)) as r:
+                assert r.status in (200, 503), (path, r.status)
+
+
+async def test_a_block_refuses_the_next_submit_and_unblock_lets_it_through(
+    tmp_path: Path,
+) -> None:
+    number = "447700900555"
+    async with running(tmp_path) as (gw, url, sim), aiohttp.ClientSession() as http:
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            status, _ = await submit(s, number)
+            assert status == 0
+            async with http.post(
+                f"{url}/v1/suppression",
+                json={"number": number, "reason": "complaint", "expires_in": 600},
+                headers=auth(ADMIN),
+            ) as r:
+                assert r.status == 201
+                entry = await r.json()
+            assert entry["number"] == number and entry["reason"] == "complaint"
+            status, _ = await submit(s, number)
+            assert status == S.ESME_RINVDSTADR  # the very next submit, no restart
+            async with http.get(
+                f"{url}/v1/suppression", params={"prefix": "4477009005"}, headers=auth(READ)
+            ) as r:
+                assert [e["number"] for e in (await r.json())["items"]] == [number]
+            async with http.delete(f"{url}/v1/suppression/{number}", headers=auth(ADMIN)) as r:
+                assert r.status == 204
+            async with http.delete(f"{url}/v1/suppression/{number}", headers=auth(ADMIN)) as r:
+                assert r.status == 404
+            status, _ = await submit(s, number)
+            assert status == 0
+        finally:
+            await asyncio.to_thread(s.close)
+        assert [r.destination for r in sim.submissions].count(number) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"number": "not a number"},
+        {"number": "447700900555", "expires_in": -1},
+        {"number": "447700900555", "colour": "red"},
+    ],
+)
+async def test_a_bad_block_request_is_refused_with_its_reason(
+    tmp_path: Path, body: dict[str, Any]
+) -> None:
+    async with running(tmp_path) as (_, url, _sim), aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/v1/suppression", json=body, headers=auth(ADMIN)) as r:
+            assert r.status == 400
+            err = (await r.json())["error"]
+            assert err["code"] == "bad_body" and err["message"]
+        async with http.post(f"{url}/v1/suppression", data=b"{not json", headers=auth(ADMIN)) as r:
+            assert r.status == 400
+
+
+async def test_held_messages_are_listed_retried_and_cancelled(tmp_path: Path) -> None:
+    numbers = [f"4477009007{i:02d}" for i in range(5)]
+    scenario = {"receipt_delay": 0.02, "default": ["absent", "deliver"]}
+    async with running(tmp_path, scenario) as (gw, url, sim), aiohttp.ClientSession() as http:
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            ids = []
+            for n in numbers:
+                status, mid = await submit(s, n)
+                assert status == 0
+                ids.append(mid)
+
+            async def held() -> list[dict[str, Any]]:
+                items: list[dict[str, Any]] = []
+                cursor = ""
+                while True:  # two per page: the cursor walks the whole list
+                    params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+                    async with http.get(f"{url}/v1/held", params=params, headers=auth(READ)) as r:
+                        page = await r.json()
+                    assert len(page["items"]) <= 2
+                    items += page["items"]
+                    if page["next"] is None:
+                        return items
+                    cursor = page["next"]
+
+            end = time.monotonic() + 20
+            while len(await held()) < len(ids):
+                assert time.monotonic() < end, "not every message was held"
+                await asyncio.sleep(0.1)
+            listed = await held()
+            assert [m["id"] for m in listed] == sorted(ids)
+            assert all(m["verdict"]["reason"] == "absent_subscriber" for m in listed)
+            assert all(
+                m["destination"].endswith(n[-4:]) for m, n in zip(listed, numbers, strict=True)
+            )
+
+            # Retry now: the second attempt reaches the carrier and is delivered.
+            async with http.post(f"{url}/v1/held/{ids[0]}/retry", headers=auth(ADMIN)) as r:
+                assert r.status == 200
+                assert (await r.json())["state"] in ("submitting", "submitted", "delivered")
+            await wait_until(
+                lambda: [x.destination for x in sim.submissions].count(numbers[0]) == 2
+            )
+
+            async def state(mid: str) -> str:
+                async with http.get(f"{url}/v1/messages/{mid}", headers=auth(READ)) as r:
+                    return str((await r.json())["state"])
+
+            end = time.monotonic() + 10
+            while await state(ids[0]) != State.DELIVERED.value:
+                assert time.monotonic() < end
+                await asyncio.sleep(0.05)
+            async with http.post(f"{url}/v1/held/{ids[0]}/retry", headers=auth(ADMIN)) as r:
+                assert r.status == 409  # not held any more
+
+            # Cancel: the message ends, the sender gets its DELETED receipt.
+            async with http.post(f"{url}/v1/messages/{ids[1]}/cancel", headers=auth(ADMIN)) as r:
+                assert r.status == 200
+                assert (await r.json())["state"] == "cancelled"
+
+            def receipts() -> dict[str, str]:
+                return {receipt_fields(x)["id"]: receipt_fields(x)["stat"] for x in s.delivered}
+
+            await wait_until(lambda: ids[1] in receipts())
+            assert receipts()[ids[1]] == "DELETED"
+            async with http.post(f"{url}/v1/messages/{ids[1]}/cancel", headers=auth(ADMIN)) as r:
+                assert r.status == 409
+
+            # Search by state and by the carrier's id.
+            async with http.get(
+                f"{url}/v1/messages", params={"state": "held"}, headers=auth(READ)
+            ) as r:
+                assert [m["id"] for m in (await r.json())["items"]] == sorted(ids)[2:]
+            first = next(x for x in sim.submissions if x.destination == numbers[2])
+            async with http.get(
+                f"{url}/v1/messages",
+                params={"carrier": "sim", "carrier_id": str(first.message_id)},
+                headers=auth(READ),
+            ) as r:
+                assert [m["id"] for m in (await r.json())["items"]] == [ids[2]]
+            async with http.get(
+                f"{url}/v1/messages", params={"state": "lost"}, headers=auth(READ)
+            ) as r:
+                assert r.status == 400
+            async with http.get(f"{url}/v1/messages/0000", headers=auth(READ)) as r:
+                assert r.status == 404
+        finally:
+            await asyncio.to_thread(s.close)
+
+
+async def test_carriers_and_accounts(tmp_path: Path) -> None:
+    async with running(tmp_path) as (gw, url, _sim), aiohttp.ClientSession() as http:
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            async with http.get(f"{url}/v1/carriers", headers=auth(READ)) as r:
+                (sim,) = (await r.json())["items"]
+            assert sim["name"] == "sim" and sim["bound"] is True
+            async with http.get(f"{url}/v1/accounts", headers=auth(READ)) as r:
+                (acme,) = (await r.json())["items"]
+            assert acme["system_id"] == "acme"
+            assert [b["type"] for b in acme["binds"]] == ["transceiver"]
+        finally:
+            await asyncio.to_thread(s.close)
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "message"),
+    [
+        (
+            '[admin]\n[[admin.tokens]]\nname = "a"\ntoken = "short"\n',
+            "admin.tokens[0].token",
+            "too short",
+        ),
+        ("[admin]\n", "admin", "[metrics]"),
+        (
+            '[metrics]\nport = 0\n[admin]\n[[admin.tokens]]\nname = "a"\ntoken_env = "NOPE"\n',
+            "admin.tokens[0].token_env",
+            "not set",
+        ),
+        (
+            '[metrics]\nport = 0\n[admin]\n[[admin.tokens]]\nname = "a"\n'
+            'token = "0123456789abcdef"\nscope = "root"\n',
+            "admin.tokens[0].scope",
+            "expected",
+        ),
+    ],
+)
+def test_a_bad_admin_table_names_the_key(tmp_path: Path, toml: str, key: str, message: str) -> None:
+    path = write_config(tmp_path, 2775, extra=toml)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    found = [(p.key, p.message) for p in info.value.problems]
+    assert any(k == key and message in m for k, m in found), found
