@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +20,15 @@ from bounceback.admin.api import ENDPOINTS
 from bounceback.config.settings import ConfigError, load_config
 from bounceback.core.model import State
 from bounceback.gateway.shell import Gateway
-from harness import bind_sender, retry_toml, simulator, wait_until, write_config
+from harness import (
+    ProxyProcess,
+    bind_sender,
+    free_port,
+    retry_toml,
+    simulator,
+    wait_until,
+    write_config,
+)
 from smppcodecs.constants import CommandStatus as S
 from smpplib_peer import SmpplibSender, receipt_fields
 
@@ -334,3 +345,81 @@ def test_a_bad_admin_table_names_the_key(tmp_path: Path, toml: str, key: str, me
         load_config(path, environ={})
     found = [(p.key, p.message) for p in info.value.problems]
     assert any(k == key and message in m for k, m in found), found
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bounceback", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+    )
+
+
+async def test_the_cli_changes_a_running_proxy_through_its_api(tmp_path: Path) -> None:
+    """`bounceback run` as a process; `suppression add/remove` and `held cancel` from the
+    command line apply at once (the next submit is refused, then let through), with no
+    restart; the proxy's log names the token that asked."""
+    number, held = "447700900888", "447700900999"
+    scenario = {"receipt_delay": 0.02, "rules": [{"number": held, "outcomes": ["absent"]}]}
+    async with simulator(scenario) as sim:
+        port, http_port = free_port(), free_port()
+        extra = f"""
+[metrics]
+port = {http_port}
+
+[admin]
+[[admin.tokens]]
+name = "cli-oncall"
+scope = "admin"
+token = "{ADMIN}"
+"""
+        config = write_config(tmp_path, sim.port or 0, port=port, retry=SLOW_RETRY, extra=extra)
+        proxy = ProxyProcess(config)
+        await asyncio.to_thread(proxy.start)
+        try:
+            s = await bind_sender(port, SmpplibSender)
+            try:
+                c = str(config)
+                added = await asyncio.to_thread(
+                    cli, "suppression", "add", number, "--reason", "complaint", "--config", c
+                )
+                assert added.returncode == 0, added.stderr
+                assert "applied at once by the running proxy (as cli-oncall)" in added.stdout
+                assert (await submit(s, number))[0] == S.ESME_RINVDSTADR
+                removed = await asyncio.to_thread(
+                    cli, "suppression", "remove", number, "--config", c
+                )
+                assert removed.returncode == 0, removed.stderr
+                assert (await submit(s, number))[0] == 0
+                again = await asyncio.to_thread(cli, "suppression", "remove", number, "--config", c)
+                assert again.returncode == 1
+                assert "not on the suppression list" in again.stderr
+
+                status, mid = await submit(s, held)
+                assert status == 0
+                async with aiohttp.ClientSession() as http:
+                    end = time.monotonic() + 20
+                    while True:
+                        async with http.get(
+                            f"http://127.0.0.1:{http_port}/v1/messages/{mid}",
+                            headers=auth(ADMIN),
+                        ) as r:
+                            if (await r.json())["state"] == "held":
+                                break
+                        assert time.monotonic() < end, "the message was not held"
+                        await asyncio.sleep(0.1)
+                cancelled = await asyncio.to_thread(cli, "held", "cancel", mid, "--config", c)
+                assert cancelled.returncode == 0, cancelled.stderr
+                assert "by the running proxy, as cli-oncall" in cancelled.stdout
+                await wait_until(lambda: mid in {receipt_fields(x)["id"] for x in s.delivered})
+                twice = await asyncio.to_thread(cli, "held", "cancel", mid, "--config", c)
+                assert twice.returncode == 1 and "not held" in twice.stderr
+            finally:
+                await asyncio.to_thread(s.close)
+        finally:
+            assert proxy.terminate() == 0
+        log = proxy.output()
+        assert "admin: cli-oncall blocked" in log and "admin: cli-oncall unblocked" in log
+        assert f"admin: cli-oncall cancelled {mid}" in log

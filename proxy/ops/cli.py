@@ -465,6 +465,12 @@ def _print_table(
         print_lines(con, [*format_table(headers, rows, align), footer])
 
 
+_NOT_RUNNING = (
+    "written to the store: a proxy started later applies it (a running one without"
+    " [admin] applies it when restarted)"
+)
+
+
 def cmd_suppression(args: argparse.Namespace) -> int:
     from bounceback.store.sqlite import Suppression
 
@@ -476,9 +482,32 @@ def cmd_suppression(args: argparse.Namespace) -> int:
             EXIT_CONFIG, f"not a phone number: {number!r} (3 to 21 digits, optional leading +)"
         )
 
-    path = store_path(cfg, must_exist=action != "add")
-
     async def main() -> int:
+        if action in ("add", "remove"):
+            from bounceback.ops.apiclient import ApiError, running_api
+
+            api = await running_api(cfg)
+            if api is not None:
+                if action == "add":
+                    body = {"number": number, "reason": args.reason}
+                    if args.account:
+                        body["account"] = args.account
+                    s = await api.call("POST", "/v1/suppression", body)
+                    print(f"suppressed {number} until {s['expires_at']} (reason: {s['reason']})")
+                    print(f"applied at once by the running proxy (as {api.token.name})")
+                    return EXIT_OK
+                try:
+                    await api.call("DELETE", f"/v1/suppression/{number}")
+                except ApiError as exc:
+                    if exc.status == 404:
+                        raise CommandError(
+                            EXIT_FAILURE, f"{number} is not on the suppression list"
+                        ) from None
+                    raise CommandError(EXIT_FAILURE, f"the proxy refused: {exc}") from None
+                print(f"removed {number} from the suppression list")
+                print(f"applied at once by the running proxy (as {api.token.name})")
+                return EXIT_OK
+        path = store_path(cfg, must_exist=action != "add")
         now = time.time()
         async with open_store(path) as store:
             if action == "add":
@@ -487,13 +516,13 @@ def cmd_suppression(args: argparse.Namespace) -> int:
                 )
                 await store.suppression_add(s)
                 print(f"suppressed {number} until {_iso(s.expires_at)} (reason: {s.reason})")
-                print("a running proxy reads the list when it starts: restart it to apply")
+                print(_NOT_RUNNING)
                 return EXIT_OK
             if action == "remove":
                 if not await store.suppression_remove(number):
                     raise CommandError(EXIT_FAILURE, f"{number} is not on the suppression list")
                 print(f"removed {number} from the suppression list")
-                print("a running proxy reads the list when it starts: restart it to apply")
+                print(_NOT_RUNNING)
                 return EXIT_OK
             entries = await store.suppression_list(now)
             if args.format == "json":
@@ -584,9 +613,32 @@ def cmd_held(args: argparse.Namespace) -> int:
     from bounceback.core.engine import wants_receipt
 
     cfg = _load(args.config)
-    path = store_path(cfg)
 
     async def main() -> int:
+        if args.action == "cancel":
+            from bounceback.ops.apiclient import ApiError, running_api
+
+            api = await running_api(cfg)
+            if api is not None:
+                mid = args.message_id
+                try:
+                    before = await api.call("GET", f"/v1/messages/{mid}")
+                    if before["state"] != "held":
+                        raise CommandError(
+                            EXIT_FAILURE,
+                            f"message {mid} is {before['state']}, not held: not cancelled",
+                        )
+                    done = await api.call("POST", f"/v1/messages/{mid}/cancel")
+                except ApiError as exc:
+                    if exc.status == 404:
+                        raise CommandError(EXIT_FAILURE, f"no message {mid}") from None
+                    raise CommandError(EXIT_FAILURE, f"the proxy refused: {exc}") from None
+                print(
+                    f"cancelled {mid} to {done['destination']} after {done['attempts']} attempts"
+                    f" (by the running proxy, as {api.token.name})"
+                )
+                return EXIT_OK
+        path = store_path(cfg)
         async with open_store(path) as store:
             if args.action == "cancel":
                 new = await cancel_held(cfg, store, args.message_id, time.time())
