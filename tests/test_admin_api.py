@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -423,3 +427,46 @@ token = "{ADMIN}"
         log = proxy.output()
         assert "admin: cli-oncall blocked" in log and "admin: cli-oncall unblocked" in log
         assert f"admin: cli-oncall cancelled {mid}" in log
+
+
+def test_the_live_server_keeps_to_its_openapi_document(tmp_path: Path) -> None:
+    """Schemathesis generates requests from /openapi.json for every operation (a bounded
+    number of examples each) and checks each answer against the document: no server
+    error, a documented status, content type and body shape."""
+    import hypothesis
+    import schemathesis
+
+    ready: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with running(tmp_path) as (_, url, _sim):
+            ready.put(url)
+            await asyncio.to_thread(stop.wait)
+
+    server = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    server.start()
+    try:
+        url = ready.get(timeout=30)
+        with urllib.request.urlopen(f"{url}/openapi.json", timeout=10) as r:
+            schema = schemathesis.openapi.from_dict(json.load(r))
+        checked = 0
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @hypothesis.settings(
+                max_examples=12,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(hypothesis.HealthCheck),
+            )
+            @hypothesis.given(case=operation.as_strategy())
+            def conforms(case: Any) -> None:
+                case.call_and_validate(base_url=url, headers=auth(ADMIN))
+
+            conforms()
+            checked += 1
+        assert checked == len(ENDPOINTS)
+    finally:
+        stop.set()
+        server.join(30)

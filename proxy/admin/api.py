@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
@@ -40,6 +41,8 @@ __all__ = [
 log = logging.getLogger("bounceback.admin")
 
 MAX_LIMIT: Final = 500
+MAX_TTL: Final = 10 * 366 * 86400  # a suppression lasts at most ten years
+NUMBER: Final = re.compile(r"^\+?[0-9]{3,21}$")
 DEFAULT_LIMIT: Final = 100
 
 
@@ -52,7 +55,9 @@ class Control(Protocol):
 
     async def message(self, message_id: str) -> Message | None: ...
 
-    async def message_by_carrier_id(self, carrier: str, carrier_id: str) -> Message | None: ...
+    async def message_by_carrier_id(self, carrier: str, carrier_id: str) -> Message | None:
+        """The message `carrier` ("": any carrier) knows as `carrier_id`."""
+        ...
 
     async def search(self, filters: Mapping[str, Any], after: str, limit: int) -> list[Message]:
         """Messages matching `filters` (``state``, ``account``, ``destination``,
@@ -162,6 +167,7 @@ class Param:
     description: str
     kind: str = "string"  # string | integer | number
     enum: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = attrs.field(factory=dict)  # more JSON Schema keywords
 
 
 @attrs.frozen
@@ -243,10 +249,7 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     q = request.query
     limit = _limit(request)
     if "carrier_id" in q:
-        carrier = q.get("carrier", "")
-        if not carrier:
-            raise ApiError(400, "bad_parameter", "carrier_id needs carrier (the carrier's name)")
-        msg = await ctl.message_by_carrier_id(carrier, q["carrier_id"])
+        msg = await ctl.message_by_carrier_id(q.get("carrier", ""), q["carrier_id"])
         items = [] if msg is None else [message_json(msg, ctl.shown)]
         return web.json_response({"items": items, "next": None})
     filters: dict[str, Any] = {
@@ -315,9 +318,9 @@ BLOCK_BODY: Final[Mapping[str, Any]] = {
     "required": ["number"],
     "additionalProperties": False,
     "properties": {
-        "number": {"type": "string", "pattern": "^[0-9+]{1,21}$"},
+        "number": {"type": "string", "pattern": NUMBER.pattern},
         "reason": {"type": "string", "maxLength": 200},
-        "expires_in": {"type": "number", "exclusiveMinimum": 0},
+        "expires_in": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL},
         "account": {"type": "string", "maxLength": 15},
     },
 }
@@ -330,19 +333,19 @@ async def block_number(request: web.Request) -> web.StreamResponse:
     if unknown:
         raise ApiError(400, "bad_body", f"unknown field {unknown[0]!r}")
     number = body.get("number")
-    if not isinstance(number, str) or not number or len(number) > 21:
-        raise ApiError(400, "bad_body", "number: expected a phone number (digits)")
-    if not number.lstrip("+").isdigit():
-        raise ApiError(400, "bad_body", "number: expected digits (and a leading +)")
+    if not isinstance(number, str) or not NUMBER.fullmatch(number):
+        raise ApiError(400, "bad_body", "number: expected 3 to 21 digits (and a leading +)")
     reason = body.get("reason", "blocked by an operator")
     account = body.get("account", "")
     ttl = body.get("expires_in")
     if not isinstance(reason, str) or not isinstance(account, str):
         raise ApiError(400, "bad_body", "reason and account must be strings")
     if ttl is not None and (
-        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+        isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_TTL
     ):
-        raise ApiError(400, "bad_body", "expires_in: expected a positive number of seconds")
+        raise ApiError(
+            400, "bad_body", f"expires_in: expected seconds, more than 0 and at most {MAX_TTL}"
+        )
     s = await ctl.block(number, reason, None if ttl is None else float(ttl), account, _who(request))
     return web.json_response(suppression_json(s), status=201)
 
@@ -385,7 +388,13 @@ async def openapi(request: web.Request) -> web.StreamResponse:
 
 
 _LIST = (
-    Param("limit", "query", f"items per page (1 to {MAX_LIMIT})", "integer"),
+    Param(
+        "limit",
+        "query",
+        f"items per page (1 to {MAX_LIMIT})",
+        "integer",
+        extra={"minimum": 1, "maximum": MAX_LIMIT},
+    ),
     Param("cursor", "query", "the `next` of the previous page"),
 )
 _MID = Param("id", "path", "our message id (the one the sender got)")
@@ -410,9 +419,24 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             Param("destination", "query", "the destination number"),
             Param("carrier", "query", "the carrier of the latest attempt"),
             Param("reason", "query", "the reason of the latest verdict"),
-            Param("since", "query", "accepted at or after (ISO 8601 or epoch seconds)"),
-            Param("until", "query", "accepted before (ISO 8601 or epoch seconds)"),
-            Param("carrier_id", "query", "the carrier's message id (with carrier)"),
+            Param(
+                "since",
+                "query",
+                "accepted at or after (RFC 3339; epoch seconds also do)",
+                extra={"format": "date-time"},
+            ),
+            Param(
+                "until",
+                "query",
+                "accepted before (RFC 3339; epoch seconds also do)",
+                extra={"format": "date-time"},
+            ),
+            Param(
+                "carrier_id",
+                "query",
+                "the carrier's message id: the message it names (at `carrier`, or at any"
+                " carrier when that is not given); the other filters do not apply",
+            ),
             *_LIST,
         ),
         answers="list",
@@ -492,7 +516,11 @@ def openapi_document() -> dict[str, Any]:
                     "in": p.where,
                     "required": p.where == "path",
                     "description": p.description,
-                    "schema": {"type": p.kind, **({"enum": list(p.enum)} if p.enum else {})},
+                    "schema": {
+                        "type": p.kind,
+                        **({"enum": list(p.enum)} if p.enum else {}),
+                        **p.extra,
+                    },
                 }
                 for p in e.params
             ],

@@ -75,11 +75,13 @@ class GatewayControl:
         return await self.gw.store.get(message_id)
 
     async def message_by_carrier_id(self, carrier: str, carrier_id: str) -> Message | None:
-        cfg = self.gw.cfg.carrier(carrier)
-        if cfg is None or not carrier_id:
-            return None
-        found = await self.gw.store.find_carrier_key(carrier, id_keys(carrier_id, cfg.id_format))
-        return None if found is None else await self.gw.store.get(found[0])
+        carriers = [c for c in self.gw.cfg.carriers if not carrier or c.name == carrier]
+        for c in carriers:
+            keys = id_keys(carrier_id, c.id_format)
+            found = await self.gw.store.find_carrier_key(c.name, keys) if keys else None
+            if found is not None:
+                return await self.gw.store.get(found[0])
+        return None
 
     async def search(self, filters: Mapping[str, Any], after: str, limit: int) -> list[Message]:
         where = ["id > ?"]
