@@ -435,6 +435,7 @@ def test_the_live_server_keeps_to_its_openapi_document(tmp_path: Path) -> None:
     error, a documented status, content type and body shape."""
     import hypothesis
     import schemathesis
+    from schemathesis.core.result import Ok
 
     ready: queue.Queue[str] = queue.Queue()
     stop = threading.Event()
@@ -452,6 +453,7 @@ def test_the_live_server_keeps_to_its_openapi_document(tmp_path: Path) -> None:
             schema = schemathesis.openapi.from_dict(json.load(r))
         checked = 0
         for result in schema.get_all_operations():
+            assert isinstance(result, Ok), result  # every operation of the document loads
             operation = result.ok()
 
             @hypothesis.settings(
