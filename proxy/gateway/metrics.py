@@ -22,10 +22,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from typing import Any, Protocol
 
 from bounceback.feed.events import EVENT_NAMES
+from bounceback.smpp.carrier import CarrierLink
+from bounceback.smpp.server import EsmeSession
+from bounceback.store.sqlite import Store
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,16 +40,13 @@ from prometheus_client import (
 from smppcodecs.constants import CommandStatus
 from smppcodecs.pdu import PDU_CLASSES
 
-if TYPE_CHECKING:
-    from bounceback.gateway.shell import Gateway
-
 log = logging.getLogger("bounceback.metrics")
 
 _Handler = Callable[[], Coroutine[Any, Any, tuple[int, bytes, str]]]
 
 RECEIPT_RESULTS = ("matched", "unmatched", "early", "rematched_notified", "rematched_polled")
 
-# Gateway counter names (Gateway.count) that become Prometheus series.
+# Gateway counter names (Context.count) that become Prometheus series.
 _RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}
 FAULT_EVENTS = (
     "store_refusals",
@@ -88,6 +88,22 @@ def status_label(status: int) -> str:
         if 0x400 <= status <= 0x4FF:
             return f"VENDOR_0x{status:04X}"
         return "RESERVED"
+
+
+class Observed(Protocol):
+    """What the state gauges and /readyz read of the running gateway."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def sessions(self) -> Mapping[str, Collection[EsmeSession]]: ...
+
+    @property
+    def links(self) -> Mapping[str, CarrierLink]: ...
+
+    @property
+    def stopping(self) -> asyncio.Event: ...
 
 
 class Metrics:
@@ -221,7 +237,7 @@ class Metrics:
         self._bound_seen: set[tuple[str, str]] = set()
         self.refresh_min = refresh_min
         self._refreshed_at = -1e18
-        self._gateway: Gateway | None = None
+        self._gateway: Observed | None = None
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.host = ""
@@ -250,7 +266,7 @@ class Metrics:
         child.inc()
 
     def count(self, name: str, n: int = 1) -> None:
-        """The gateway's own counters (`Gateway.count`) that have a series here."""
+        """The gateway's own counters (`Context.count`) that have a series here."""
         child = self._receipt_children.get(name)
         if child is not None:
             child.inc(n)
@@ -294,7 +310,7 @@ class Metrics:
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.debug("metrics refresh from the store failed: %s", exc)
 
-    def _refresh_store(self, gw: Gateway) -> None:
+    def _refresh_store(self, gw: Observed) -> None:
         self.store_writable.set(0 if gw.store.fault is not None else 1)
         errors: dict[str, int] = getattr(gw.store, "write_errors", {})
         for kind, n in errors.items():
@@ -303,7 +319,7 @@ class Metrics:
                 self.store_write_errors.labels(kind).inc(n - before)
                 self._store_errors_seen[kind] = n
 
-    def _refresh_binds(self, gw: Gateway) -> None:
+    def _refresh_binds(self, gw: Observed) -> None:
         seen: set[tuple[str, str]] = set()
         for account, sessions in gw.sessions.items():
             n = sum(1 for s in sessions if not s.closed.is_set())
@@ -346,7 +362,7 @@ class Metrics:
         gw = self._gateway
         if gw is None:
             return False, "not started"
-        if gw._stopping.is_set():
+        if gw.stopping.is_set():
             return False, "stopping"
         if gw.store.fault is not None:
             return False, f"store cannot write: {gw.store.fault}"
@@ -359,7 +375,7 @@ class Metrics:
         return True, "ready"
 
     # ------------------------------------------------------------ HTTP
-    async def start(self, gateway: Gateway, host: str, port: int) -> None:
+    async def start(self, gateway: Observed, host: str, port: int) -> None:
         """Serve /metrics, /healthz and /readyz on host:port (port 0: a free one)."""
         self._gateway = gateway
         self._server = await asyncio.start_server(self._on_connect, host, port)
