@@ -8,6 +8,7 @@ component sees exactly what it asked the others to do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import attrs
 from bounceback.config.settings import load_config
 from bounceback.core.engine import QueryUpstream
-from bounceback.core.model import Message
+from bounceback.core.model import Message, State
 from bounceback.gateway.context import Context
 from bounceback.gateway.path import MessagePath
 from bounceback.store.postgres import store_from_config
@@ -103,3 +104,15 @@ async def stored_message(p: Parts, destination: str, **fields: object) -> Messag
     )
     await p.ctx.store.commit(Change(message=msg, insert=True))
     return msg
+
+
+async def reaches(p: Parts, mid: str, state: State, timeout: float = 10.0) -> Message:
+    """The stored message once it is in `state` (TimeoutError if it never gets there)."""
+    end = time.monotonic() + timeout
+    while True:
+        msg = await p.ctx.store.get(mid)
+        if msg is not None and msg.state == state:
+            return msg
+        if time.monotonic() > end:
+            raise TimeoutError(f"{mid} is {msg.state if msg else None}, not {state}")
+        await asyncio.sleep(0.01)

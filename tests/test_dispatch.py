@@ -17,7 +17,7 @@ from bounceback.gateway.receipts import CarrierReceipts
 from bounceback.smpp.carrier import CarrierLink
 from bounceback.smpp.server import EsmeSession
 from harness import simulator, wait_until
-from parts import Parts, parts, stored_message, submit_sm
+from parts import Parts, parts, reaches, stored_message, submit_sm
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import GenericNack, QuerySmResp, SubmitSm, decode
 from smppcodecs.smpptime import format_absolute
@@ -56,17 +56,7 @@ async def test_with_no_carrier_bound_the_message_is_held(tmp_path: Path) -> None
     async with parts(tmp_path) as p, dispatching(p, start=False):
         msg = await stored_message(p, "447700900011")
         await p.path.process(msg.id, engine.Dispatch(time.time()))
-
-        async def held() -> bool:
-            m = await p.ctx.store.get(msg.id)
-            return m is not None and m.state == State.HELD
-
-        for _ in range(200):
-            if await held():
-                break
-            await asyncio.sleep(0.02)
-        stored = await p.ctx.store.get(msg.id)
-        assert stored is not None and stored.state == State.HELD
+        stored = await reaches(p, msg.id, State.HELD)
         assert stored.verdict is not None and stored.verdict.reason == "not_bound"
 
 
@@ -78,9 +68,7 @@ async def test_a_submit_records_the_carrier_id_for_its_receipt(tmp_path: Path) -
     ):
         msg = await stored_message(p, "447700900012")
         await p.path.process(msg.id, engine.Dispatch(time.time()))
-        await wait_until(lambda: len(dispatch.receipts.keys) > 0)
-        stored = await p.ctx.store.get(msg.id)
-        assert stored is not None
+        stored = await reaches(p, msg.id, State.SUBMITTED)
         assert (stored.state, stored.carrier) == (State.SUBMITTED, "sim")
         assert stored.carrier_message_id
         (carrier, key), (mid, attempt) = next(iter(dispatch.receipts.keys.items()))

@@ -16,7 +16,7 @@ from bounceback.smpp.carrier import CarrierLink
 from bounceback.smpp.server import EsmeSession
 from bounceback.store.sqlite import Change
 from harness import wait_until
-from parts import Parts, parts, stored_message
+from parts import Parts, parts, reaches, stored_message
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.msgid import id_keys
 from smppcodecs.pdu import DeliverSm
@@ -85,15 +85,7 @@ async def test_an_early_receipt_is_replayed_once_its_carrier_id_is_known(
         rc.replay_early("sim", id_keys(CMID, "auto"))
         assert rc.early == {}  # replayed once, its sibling keys dropped
 
-        async def state() -> State | None:
-            m = await p.ctx.store.get(msg.id)
-            return m.state if m is not None else None
-
-        for _ in range(200):
-            if await state() == State.DELIVERED:
-                break
-            await asyncio.sleep(0.02)
-        assert await state() == State.DELIVERED
+        await reaches(p, msg.id, State.DELIVERED)
         assert p.ctx.counters.get("receipts_matched") == 1
 
 
