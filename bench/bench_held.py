@@ -393,8 +393,8 @@ async def run_gateway(
     out["receipts_matched"] = gw.counters.get("receipts_matched", 0)
     out["rss_after_kb"] = proc_status("VmRSS")
     out["hwm_after_kb"] = proc_status("VmHWM")
-    out["cached_messages"] = len(gw._cache)
-    out["cached_keys"] = len(gw._keys)
+    out["cached_messages"] = len(gw.path.cache)
+    out["cached_keys"] = len(gw.receipts.keys)
     counts = await store.query(
         "SELECT state, COUNT(*) FROM messages WHERE id IN"
         " (SELECT message_id FROM carrier_ids) GROUP BY state"

@@ -103,7 +103,7 @@ from bounceback.core.engine import (
     decide,
 )
 from bounceback.core.model import Message, State, Verdict
-from bounceback.gateway.shell import verdict_of
+from bounceback.gateway.path import verdict_of
 from smppcodecs.classify import Rules, classify_receipt, classify_submit_status
 from smppcodecs.constants import CommandStatus
 from smppcodecs.receipt import Receipt

@@ -434,7 +434,7 @@ async def test_a_failed_start_stops_what_it_had_started(here: Path) -> None:
         again.bind(("127.0.0.1", gw.port))
     tasks = [link._task for link in gw.links.values()]
     assert tasks and all(t is not None and t.done() for t in tasks)  # links stopped
-    assert not gw._tasks
+    assert not gw.ctx.tasks
 
 
 # ---------------------------------------------------------------- suppression

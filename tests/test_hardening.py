@@ -274,7 +274,7 @@ class RawPeer:
 
 
 def session_of(gw: Gateway, peer: RawPeer) -> EsmeSession:
-    for s in gw._connections:
+    for s in gw.intake.connections:
         if s.peer.endswith(f":{peer.port}"):
             return s
     raise AssertionError("no session for the peer")
@@ -648,7 +648,9 @@ async def test_a_peer_that_does_not_read_stops_being_read(tmp_path: Path) -> Non
         n = 160_000  # 2.5 MiB of enquire_link; 2.5 MiB of answers nobody reads
         data = b"".join(EnquireLink(sequence_number=i + 1).encode() for i in range(n))
         peer = await asyncio.to_thread(RawPeer, gw.port, rcvbuf=8192, sndbuf=8192)
-        await wait_until(lambda: any(s.peer.endswith(f":{peer.port}") for s in gw._connections))
+        await wait_until(
+            lambda: any(s.peer.endswith(f":{peer.port}") for s in gw.intake.connections)
+        )
         session = session_of(gw, peer)
         shrink_kernel_buffers(session)
         biggest = 0
@@ -888,10 +890,10 @@ async def test_store_failure_degrades_and_recovers(
             # Housekeeping survived the failure and writes again.
             floor = f"{gw.ids.last:016X}"
             for _ in range(60):
-                if await store.meta_get(gw._floor_key) == floor:
+                if await store.meta_get(gw.ctx.floor_key) == floor:
                     break
                 await asyncio.sleep(0.1)
-            assert await store.meta_get(gw._floor_key) == floor
+            assert await store.meta_get(gw.ctx.floor_key) == floor
             await asyncio.to_thread(s.close)
         finally:
             await gw.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from bounceback.gateway.shell import MessageLocks
+from bounceback.gateway.locks import MessageLocks
 
 
 async def test_one_holder_per_key_in_arrival_order() -> None:

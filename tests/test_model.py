@@ -13,7 +13,7 @@ import pytest
 from bounceback.core.engine import SubmitResult
 from bounceback.core.model import Message, State, Verdict, evolve, set_version
 from bounceback.feed.events import iso
-from bounceback.gateway.shell import receipt_date
+from bounceback.gateway.pump import receipt_date
 from bounceback.store.sqlite import ReceiptRow, _receipt_values, verdict_doc
 from hypothesis import given
 from hypothesis import strategies as st

@@ -181,7 +181,7 @@ async def test_two_instances_on_one_store_finish_each_message_once(
         # Two instances taking the same final answer at once: the store's version check
         # lets one decision through, the other is taken again on the delivered message.
         other = await send(s, held)
-        await wait_until(lambda: a._cache.get(other) is not None, timeout=10.0)
+        await wait_until(lambda: a.path.cache.get(other) is not None, timeout=10.0)
         answer = engine.ReceiptIn(
             now=time.time(),
             attempt=1,

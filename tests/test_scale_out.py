@@ -221,7 +221,7 @@ async def test_a_suppression_written_elsewhere_applies_at_once(tmp_path: Path, p
             now = time.time()
             await cli.suppression_add(Suppression(number, "manual", now, now + 3600, ""))
             added = time.monotonic()
-            await wait_until(lambda: number in b._suppressed, timeout=30, step=0.001)
+            await wait_until(lambda: number in b.ctx.suppressed, timeout=30, step=0.001)
             took = (time.monotonic() - added) * 1000
             print(f"\nsuppression committed -> applied on the other instance: {took:.1f} ms")
             assert b.counters.get("suppression_notified", 0) >= 1
@@ -229,7 +229,7 @@ async def test_a_suppression_written_elsewhere_applies_at_once(tmp_path: Path, p
             status, _ = await asyncio.to_thread(s.wait_resp, seq)
             assert status == S.ESME_RINVDSTADR
             assert await cli.suppression_remove(number)
-            await wait_until(lambda: number not in b._suppressed, timeout=30)
+            await wait_until(lambda: number not in b.ctx.suppressed, timeout=30)
             seq = await asyncio.to_thread(s.submit, number)
             status, _ = await asyncio.to_thread(s.wait_resp, seq)
             assert status == 0

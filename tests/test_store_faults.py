@@ -388,7 +388,7 @@ async def test_a_task_that_fails_is_counted_and_logged_not_left_unretrieved(
             raise RuntimeError("a bug")
 
         with loop_problems() as problems:
-            t = gw._spawn(broken())
+            t = gw.ctx.spawn(broken())
             with contextlib.suppress(RuntimeError):
                 await t
             await asyncio.sleep(0)

@@ -38,8 +38,8 @@ async def test_an_early_receipt_that_never_matches_is_logged(
         assert gw.counters.get("receipts_early") == 1
         assert "unknown id" not in caplog.text  # it may yet be matched
         # Thirty seconds later (the parked receipt is made older) housekeeping gives up.
-        for key, (at, pdu) in list(gw._early.items()):
-            gw._early[key] = (at - 31.0, pdu)
+        for key, (at, pdu) in list(gw.receipts.early.items()):
+            gw.receipts.early[key] = (at - 31.0, pdu)
         await wait_until(lambda: gw.counters.get("receipts_unmatched", 0) == 1)
         lines = [r.getMessage() for r in caplog.records if "unknown id" in r.getMessage()]
         assert lines == [
@@ -47,7 +47,7 @@ async def test_an_early_receipt_that_never_matches_is_logged(
         ]
         # Rate-limited: the next 99 are counted, not logged; the 101st is logged.
         for i in range(100):
-            gw._unmatched("sim", f"id-{i}")
+            gw.receipts.unmatched("sim", f"id-{i}")
         lines = [r.getMessage() for r in caplog.records if "unknown id" in r.getMessage()]
         assert lines[1:] == ["sim: receipt for unknown id 'id-99' (101 unmatched so far)"]
         assert gw.counters["receipts_unmatched"] == 101

@@ -20,9 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from typing import Protocol
 
 from bounceback.feed.events import EVENT_NAMES
+from bounceback.smpp.carrier import CarrierLink
+from bounceback.smpp.server import EsmeSession
+from bounceback.store.sqlite import Store
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -33,14 +37,11 @@ from prometheus_client import (
 from smppcodecs.constants import CommandStatus
 from smppcodecs.pdu import PDU_CLASSES
 
-if TYPE_CHECKING:
-    from bounceback.gateway.shell import Gateway
-
 log = logging.getLogger("bounceback.metrics")
 
 RECEIPT_RESULTS = ("matched", "unmatched", "early", "rematched_notified", "rematched_polled")
 
-# Gateway counter names (Gateway.count) that become Prometheus series.
+# Gateway counter names (Context.count) that become Prometheus series.
 _RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}
 FAULT_EVENTS = (
     "store_refusals",
@@ -80,6 +81,22 @@ def status_label(status: int) -> str:
         if 0x400 <= status <= 0x4FF:
             return f"VENDOR_0x{status:04X}"
         return "RESERVED"
+
+
+class Observed(Protocol):
+    """What the state gauges and /readyz read of the running gateway."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def sessions(self) -> Mapping[str, Collection[EsmeSession]]: ...
+
+    @property
+    def links(self) -> Mapping[str, CarrierLink]: ...
+
+    @property
+    def stopping(self) -> asyncio.Event: ...
 
 
 class Metrics:
@@ -213,7 +230,7 @@ class Metrics:
         self._bound_seen: set[tuple[str, str]] = set()
         self.refresh_min = refresh_min
         self._refreshed_at = -1e18
-        self._gateway: Gateway | None = None
+        self._gateway: Observed | None = None
         self.port = 0  # the HTTP listener's port once started (useful when configured as 0)
 
     # ------------------------------------------------------------ hooks
@@ -239,7 +256,7 @@ class Metrics:
         child.inc()
 
     def count(self, name: str, n: int = 1) -> None:
-        """The gateway's own counters (`Gateway.count`) that have a series here."""
+        """The gateway's own counters (`Context.count`) that have a series here."""
         child = self._receipt_children.get(name)
         if child is not None:
             child.inc(n)
@@ -283,7 +300,7 @@ class Metrics:
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.debug("metrics refresh from the store failed: %s", exc)
 
-    def _refresh_store(self, gw: Gateway) -> None:
+    def _refresh_store(self, gw: Observed) -> None:
         self.store_writable.set(0 if gw.store.fault is not None else 1)
         errors: dict[str, int] = getattr(gw.store, "write_errors", {})
         for kind, n in errors.items():
@@ -292,7 +309,7 @@ class Metrics:
                 self.store_write_errors.labels(kind).inc(n - before)
                 self._store_errors_seen[kind] = n
 
-    def _refresh_binds(self, gw: Gateway) -> None:
+    def _refresh_binds(self, gw: Observed) -> None:
         seen: set[tuple[str, str]] = set()
         for account, sessions in gw.sessions.items():
             n = sum(1 for s in sessions if not s.closed.is_set())
@@ -335,7 +352,7 @@ class Metrics:
         gw = self._gateway
         if gw is None:
             return False, "not started"
-        if gw._stopping.is_set():
+        if gw.stopping.is_set():
             return False, "stopping"
         if gw.store.fault is not None:
             return False, f"store cannot write: {gw.store.fault}"
@@ -348,7 +365,7 @@ class Metrics:
         return True, "ready"
 
     # ------------------------------------------------------------ the gateway
-    def attach(self, gateway: Gateway) -> None:
+    def attach(self, gateway: Observed) -> None:
         """Read state gauges and readiness from `gateway` from now on."""
         self._gateway = gateway
 

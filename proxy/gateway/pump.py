@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
 
+from bounceback.gateway.context import Context
+from bounceback.smpp.server import EsmeSession
 from bounceback.smpp.session import SessionClosed
-from bounceback.store.sqlite import Change, PendingReceipt
+from bounceback.store.sqlite import Change, PendingReceipt, ReceiptRow
 from smppcodecs.pdu import EnquireLink, Pdu
-
-if TYPE_CHECKING:
-    from bounceback.gateway.shell import Gateway
-    from bounceback.smpp.server import EsmeSession
+from smppcodecs.receipt import build_receipt_pdu
 
 log = logging.getLogger("bounceback.gateway")
 
@@ -71,8 +71,11 @@ Answer = tuple[int, "EsmeSession", "asyncio.Future[Pdu]"]
 class ReceiptPump:
     """Delivers one account's stored receipts to its receivers (see the module)."""
 
-    def __init__(self, gw: Gateway, account: str) -> None:
-        self.gw = gw
+    def __init__(
+        self, ctx: Context, sessions: Mapping[str, Collection[EsmeSession]], account: str
+    ) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
         self.account = account
         self.event = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -111,22 +114,22 @@ class ReceiptPump:
 
     # ------------------------------------------------------------ the loop
     async def run(self) -> None:
-        gw = self.gw
+        ctx = self.ctx
         event = self.event
         try:
-            while not gw._stopping.is_set():
+            while not ctx.stopping.is_set():
                 await event.wait()
                 await asyncio.sleep(0)  # let this turn's answers and wakes gather
                 event.clear()
                 try:
                     await self._round()
                 except Exception as exc:  # the store failed: try again on the next tick
-                    if gw._rare("receipt_pump_failures"):  # 1st, 101st, ...: not a flood
+                    if ctx.rare("receipt_pump_failures"):  # 1st, 101st, ...: not a flood
                         log.warning(
                             "receipts for %s: %s (%d so far)",
                             self.account,
                             exc,
-                            gw.counters["receipt_pump_failures"],
+                            ctx.counters["receipt_pump_failures"],
                         )
                     self._schedule()
         finally:
@@ -136,14 +139,14 @@ class ReceiptPump:
             if self._done:  # stopping: what was acknowledged is not sent again
                 seqs, self._done = self._done, []
                 with contextlib.suppress(Exception):
-                    await gw.store.commit(Change(delete_receipts=seqs))
+                    await ctx.store.commit(Change(delete_receipts=seqs))
 
     def _schedule(self) -> None:
         if self._tick is None:
             self._tick = self._loop.call_later(TICK, self._on_tick)
 
     async def _round(self) -> None:
-        gw = self.gw
+        ctx = self.ctx
         now = self._loop.time()
         if self._answers:
             self._take_answers(now)
@@ -159,7 +162,7 @@ class ReceiptPump:
             room = sum(t[1] for t in targets)
             later_due = bool(self._later) and min(self._later.values()) <= now
             pending = self._queue or self._inflight or self._later
-            renew = pending and now - self._claimed_at > gw.lease / 3
+            renew = pending and now - self._claimed_at > ctx.lease / 3
             again = self._again
             if (room > len(self._queue) and not self._dry) or later_due or renew or again:
                 await self._claim(targets, now)
@@ -167,7 +170,7 @@ class ReceiptPump:
                 await self._send(targets)
         if self._release:
             seqs, self._release = self._release, []
-            await gw.store.release_receipts(seqs)
+            await ctx.store.release_receipts(seqs)
         if self._done:
             self._flush_deletes()
         if self._queue or self._inflight or self._later or self._done:
@@ -178,7 +181,7 @@ class ReceiptPump:
         answered while the one before was written."""
         if self._deleting is None or self._deleting.done():
             seqs, self._done = self._done, []
-            self._deleting = self.gw._spawn(self._delete(seqs))
+            self._deleting = self.ctx.spawn(self._delete(seqs))
 
     def _take_answers(self, now: float) -> None:
         answers, self._answers = self._answers, []
@@ -195,10 +198,10 @@ class ReceiptPump:
                 if status == 0:
                     self._done.append(seq)
                     continue
-                self.gw.count("receipts_to_senders_refused")
+                self.ctx.count("receipts_to_senders_refused")
                 self._later[seq] = now + RETRY_DELAY
             elif isinstance(exc, TimeoutError):
-                self.gw.count("receipts_to_senders_unanswered")
+                self.ctx.count("receipts_to_senders_unanswered")
                 if r is not None:
                     r.state = SUSPECT
                     r.since = now
@@ -225,7 +228,7 @@ class ReceiptPump:
     def _targets(self, now: float) -> list[tuple[EsmeSession, int, Receiver]] | None:
         """The receivers that may take receipts now, with how many each; None when the
         account has no receiver at all."""
-        sessions = [s for s in self.gw.sessions.get(self.account, ()) if s.can_receive]
+        sessions = [s for s in self.sessions.get(self.account, ()) if s.can_receive]
         if not sessions:
             self._receivers.clear()
             return None
@@ -267,8 +270,8 @@ class ReceiptPump:
         limit = want + len(inflight) + len(later)
         self._claimed_at = now
         self._again = False
-        got = await self.gw.store.claim_receipts(
-            self.account, self.gw.instance, time.time(), limit, self.gw.lease
+        got = await self.ctx.store.claim_receipts(
+            self.account, self.ctx.instance, time.time(), limit, self.ctx.lease
         )
         self._dry = len(got) < limit
         now = self._loop.time()
@@ -291,7 +294,7 @@ class ReceiptPump:
     async def _send(self, targets: list[tuple[EsmeSession, int, Receiver]]) -> None:
         """Oldest first; each to the target with the most free slots (ties in turn)."""
         queue, inflight = self._queue, self._inflight
-        pdu_of = self.gw._receipt_pdu
+        pdu_of = receipt_pdu
         answered = self._answered
         room = [t[1] for t in targets]
         n = len(room)
@@ -325,14 +328,14 @@ class ReceiptPump:
     async def _delete(self, seqs: list[int]) -> None:
         """Delete the acknowledged receipts (one commit for the batch)."""
         try:
-            await self.gw.store.commit(Change(delete_receipts=seqs))
+            await self.ctx.store.commit(Change(delete_receipts=seqs))
         except Exception as exc:
-            if self.gw._rare("receipt_deletes_deferred"):  # 1st, 101st, ...: not a flood
+            if self.ctx.rare("receipt_deletes_deferred"):  # 1st, 101st, ...: not a flood
                 log.warning(
                     "receipts for %s: not deleted yet: %s (%d so far)",
                     self.account,
                     exc,
-                    self.gw.counters["receipt_deletes_deferred"],
+                    self.ctx.counters["receipt_deletes_deferred"],
                 )
             self._done.extend(seqs)
             self._schedule()
@@ -340,5 +343,58 @@ class ReceiptPump:
         inflight = self._inflight
         for seq in seqs:
             inflight.pop(seq, None)
-        self.gw.count("receipts_to_senders", len(seqs))
+        self.ctx.count("receipts_to_senders", len(seqs))
         self.event.set()
+
+
+class Pumps:
+    """The receipt pumps of a gateway, one per account, started when first woken."""
+
+    def __init__(self, ctx: Context, sessions: Mapping[str, Collection[EsmeSession]]) -> None:
+        self.ctx = ctx
+        self.sessions = sessions
+        self._pumps: dict[str, ReceiptPump] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+
+    def wake(self, account: str) -> None:
+        """New receipts for `account` are stored, or one of its receivers bound."""
+        pump = self._pumps.get(account)
+        if pump is None:
+            pump = self._pumps[account] = ReceiptPump(self.ctx, self.sessions, account)
+        pump.wake()
+        t = self.tasks.get(account)
+        if t is None or t.done():
+            self.tasks[account] = asyncio.get_running_loop().create_task(pump.run())
+
+
+def receipt_pdu(row: ReceiptRow) -> Pdu:
+    """The deliver_sm that carries a stored receipt to its sender."""
+    return build_receipt_pdu(
+        sequence_number=0,
+        source_addr=row.source_addr,
+        destination_addr=row.destination_addr,
+        message_id=row.message_id,
+        stat=row.stat,
+        err=row.err,
+        submit_date=receipt_date(row.submit_date),
+        done_date=receipt_date(row.done_at),
+        text=row.text,
+        intermediate=row.intermediate,
+    )
+
+
+_RECEIPT_DATES: dict[int, dt.datetime] = {}  # minute since the epoch -> its datetime
+
+
+def receipt_date(ts: float) -> dt.datetime:
+    """A receipt's date for `ts`: UTC without a zone, to the minute, which is all a
+    receipt's date shows (YYMMDDhhmm). Receipts come in bursts within a few minutes
+    of one another: one datetime per minute serves them all."""
+    minute = int(ts // 60)
+    d = _RECEIPT_DATES.get(minute)
+    if d is None:
+        if len(_RECEIPT_DATES) >= 4096:
+            _RECEIPT_DATES.clear()
+        d = dt.datetime.fromtimestamp(minute * 60, dt.UTC).replace(tzinfo=None)
+        _RECEIPT_DATES[minute] = d
+    return d

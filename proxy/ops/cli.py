@@ -568,7 +568,7 @@ async def cancel_held(cfg: Config, store: Store, message_id: str, now: float) ->
     from bounceback.core.engine import Publish, SenderReceipt
     from bounceback.core.model import State, evolve
     from bounceback.feed.events import build_event
-    from bounceback.gateway.shell import policy_from_config
+    from bounceback.gateway.path import policy_from_config
     from bounceback.store.sqlite import Change, ReceiptRow, StaleMessage
 
     msg = await store.get(message_id)

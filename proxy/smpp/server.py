@@ -6,6 +6,9 @@ held without reading until it is admitted: the connection limits are checked
 TLS handshake runs (bounded by ``bind_timeout``; a failure is logged and counted),
 and only then does the gateway's session start reading.
 
+The gateway side is anything that implements `Senders` (the gateway's sender intake):
+it authenticates binds, keeps the bound sessions and handles their requests.
+
 Binds go through the failed-bind tracker (`access.FailedBinds`): an address that is
 locked out gets ESME_RBINDFAIL and is disconnected; a failed bind is answered at once
 for the first few failures, later ones after a growing delay. While a bind is being
@@ -20,11 +23,13 @@ import functools
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from bounceback import logs
-from bounceback.config.settings import Account
+from bounceback.config.settings import Account, Config
 from bounceback.config.tls import describe_peer, listener_context
+from bounceback.core.access import Access
 from bounceback.smpp.session import READ_SIZE, SmppSession
 from smppcodecs.constants import CommandStatus as S
 from smppcodecs.pdu import (
@@ -41,9 +46,6 @@ from smppcodecs.pdu import (
     SubmitSm,
 )
 
-if TYPE_CHECKING:
-    from bounceback.gateway.shell import Gateway
-
 log = logging.getLogger("bounceback.server")
 
 BIND_TYPES: dict[type[Pdu], str] = {
@@ -58,10 +60,56 @@ AUTH_FAILURES = frozenset({S.ESME_RINVPASWD, S.ESME_RINVSYSID})
 REFUSAL_LOG_EVERY = 100  # warn on the 1st, 101st, ... refusal (no log floods)
 
 
+class Senders(Protocol):
+    """What sender sessions and the listeners need from whoever handles senders."""
+
+    @property
+    def cfg(self) -> Config: ...
+
+    @property
+    def access(self) -> Access: ...
+
+    @property
+    def system_id(self) -> str: ...
+
+    @property
+    def counters(self) -> Mapping[str, int]: ...
+
+    def count(self, name: str, n: int = 1) -> None: ...
+
+    def authenticate(
+        self, s: EsmeSession, system_id: str, password: str, bind_type: str
+    ) -> tuple[int, Account | None]: ...
+
+    def register(self, s: EsmeSession) -> None:
+        """`s` is bound."""
+
+    def unregister(self, s: EsmeSession) -> None:
+        """`s` closed."""
+
+    def take_token(self, acct: Account) -> bool:
+        """Whether `acct` may submit one more message now (its throughput)."""
+
+    async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Run a session on an admitted connection."""
+
+    async def on_submit(
+        self, s: EsmeSession, pdu: SubmitSm | DataSm, raw: bytes | None = None
+    ) -> None: ...
+
+    async def on_submit_multi(self, s: EsmeSession, pdu: SubmitMulti) -> None: ...
+
+    async def on_query(self, s: EsmeSession, pdu: QuerySm) -> None: ...
+
+    async def on_cancel(self, s: EsmeSession, pdu: CancelSm) -> None: ...
+
+    async def on_replace(self, s: EsmeSession, pdu: ReplaceSm) -> None: ...
+
+
 class EsmeSession(SmppSession):
     """One sender connection."""
 
-    def __init__(self, gateway: Gateway, *args: object, **kwargs: object) -> None:
+    def __init__(self, gateway: Senders, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.gw = gateway
         self.account: Account | None = None
@@ -193,7 +241,7 @@ class _HeldProtocol(asyncio.StreamReaderProtocol):
         super().connection_made(transport)
 
 
-async def open_listeners(gw: Gateway) -> tuple[asyncio.Server | None, asyncio.Server | None]:
+async def open_listeners(gw: Senders) -> tuple[asyncio.Server | None, asyncio.Server | None]:
     """Start the plain listener (``[server] plain``, on ``port``) and the TLS listener
     (when ``tls_cert`` is set, on ``tls_port``). Returns (plain, tls)."""
     srv = gw.cfg.server
@@ -216,7 +264,7 @@ def listener_port(server: asyncio.Server | None) -> int:
 
 
 async def listen(
-    gw: Gateway, host: str, port: int, tls: ssl.SSLContext | None = None
+    gw: Senders, host: str, port: int, tls: ssl.SSLContext | None = None
 ) -> asyncio.Server:
     """One listener whose connections go through `admit` to the gateway."""
     loop = asyncio.get_running_loop()
@@ -230,7 +278,7 @@ async def listen(
 
 
 async def admit(
-    gw: Gateway,
+    gw: Senders,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     *,
@@ -274,7 +322,7 @@ async def admit(
             transport = writer.transport
             if isinstance(transport, asyncio.ReadTransport):
                 transport.resume_reading()
-        await gw._on_connect(reader, writer)
+        await gw.on_connect(reader, writer)
     except Exception:
         log.exception("connection from %s failed", address)
         writer.close()

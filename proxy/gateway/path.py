@@ -1,0 +1,321 @@
+"""The life of a message, top to bottom: an event in, a decision, a commit, actions out.
+
+Every event for a message (its first dispatch, the carrier's answer, a receipt, a
+due retry, an alert, a cancel) goes through `MessagePath.process`:
+
+1. take the message's lock (`MessageLocks`: one event per message at a time);
+2. load the message (from memory, else the store);
+3. `engine.decide` it: the pure engine returns the new message and its actions;
+4. write the change in one transaction: the message (over the version it was decided
+   on, so a stale decision is refused and taken again), its feed events, sender
+   receipts, suppressed numbers and soft bounces;
+5. only then act on the outside world (`act`): answer the waiting sender, submit or
+   cancel or query upstream (`Upstream`, the dispatch), wake the sender-receipt pump.
+
+The components feed it: sender intake (new messages, cancel), carrier receipts, the
+dispatch (the carrier's answers) and the scheduler (due retries, alerts via `fire`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from bounceback.config.settings import Config
+from bounceback.core import engine
+from bounceback.core.engine import (
+    Action,
+    AnswerSender,
+    CancelUpstream,
+    Policy,
+    Publish,
+    QueryUpstream,
+    SenderReceipt,
+    Submit,
+    SuppressNumber,
+)
+from bounceback.core.localtime import Zones
+from bounceback.core.model import Message, State, Verdict, evolve, set_version
+from bounceback.feed.events import event_record
+from bounceback.gateway.context import Context
+from bounceback.gateway.locks import LRU, MessageLocks
+from bounceback.store.sqlite import Change, ReceiptRow, StaleMessage, fault_kind
+from smppcodecs.classify import Outcome
+from smppcodecs.pdu import DataSm, SubmitSm
+
+log = logging.getLogger("bounceback.gateway")
+
+STALE_RETRIES = 5  # decisions refused as stale before an event gives up (and is logged)
+CACHE_MAX = 200_000
+
+
+def verdict_of(o: Outcome) -> Verdict:
+    """A classifier's outcome as the engine's verdict."""
+    return Verdict(
+        kind=o.kind.name.lower(),
+        reason=o.reason,
+        description=o.description,
+        code=o.code,
+        rule=o.rule,
+        source=o.source,
+        max_retries=o.max_retries,
+    )
+
+
+def soft(reason: str, description: str) -> Verdict:
+    """A soft bounce of the link itself (no carrier answer to classify)."""
+    return Verdict("soft", reason, description, "link", reason, "default")
+
+
+def policy_from_config(cfg: Config) -> Policy:
+    r = cfg.retry
+    schedules = {**engine.DEFAULT_SCHEDULES, **r.schedules}
+
+    quiet = r.quiet_hours()
+    return Policy(
+        max_attempts=r.max_attempts,
+        jitter=r.jitter,
+        schedules=schedules,
+        quiet_start=quiet[0] if quiet else None,
+        quiet_end=quiet[1] if quiet else None,
+        flag_stops_retries=r.flag_stops_retries,
+        receipt_query_after={c.name: c.receipt_query_after for c in cfg.carriers},
+    )
+
+
+class Upstream(Protocol):
+    """The actions that talk to carriers (the dispatch carries them out)."""
+
+    def submit(self, mid: str, attempt: int) -> None: ...
+
+    def cancel(self, msg: Message, carrier: str, carrier_message_id: str) -> None: ...
+
+    def query(self, msg: Message, q: QueryUpstream) -> None: ...
+
+
+class _Recheck(Exception):
+    """Decide again on the stored message (`MessagePath.process`)."""
+
+
+_Mark = tuple[Message | None, int, int, int, int]
+
+
+def mark(c: Change) -> _Mark:
+    """What a decision adds to `c` (it only sets the message and appends)..."""
+    return c.message, len(c.events), len(c.receipts), len(c.suppress), len(c.soft_bounce)
+
+
+def rewind(c: Change, at: _Mark) -> None:
+    """... and taking it back, for a decision taken again."""
+    c.message = at[0]
+    del c.events[at[1] :], c.receipts[at[2] :], c.suppress[at[3] :]
+    del c.soft_bounce[at[4] :]
+
+
+def _nothing(account: str) -> None:
+    pass
+
+
+class MessagePath:
+    """Runs events through the engine, one message at a time (see the module).
+
+    `upstream` and `wake_pump` are where the actions go; the shell wires them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.policy = policy_from_config(ctx.cfg)
+        # The destination's time zone, for quiet hours ([retry.time_zones] first).
+        self.zones = Zones(ctx.cfg.retry.time_zones)
+        self.upstream: Upstream | None = None
+        self.wake_pump: Callable[[str], None] = _nothing
+        self.locks = MessageLocks()
+        self.cache: LRU = LRU(CACHE_MAX)  # message id -> Message (write-through)
+        # message id -> the sender's answer, while it waits for the carrier's.
+        self.waiting: dict[str, asyncio.Future[int]] = {}
+        # The sender's PDU, already decoded, for a first attempt that is about to go.
+        self.first_pdu: dict[str, SubmitSm | DataSm] = {}
+        self.in_progress: set[str] = set()  # messages `fire` is running an event for
+        # message id -> (the carrier's answer, its carrier ids) not yet written: the
+        # store was failing when it came (see `Dispatch.defer`).
+        self.unwritten: OrderedDict[str, tuple[engine.Event, Change]] = OrderedDict()
+        # Accounts that asked for their numbers to be masked on the feed (checked per event).
+        self._masked_accounts = frozenset(
+            a.system_id for a in ctx.cfg.accounts if a.mask_destinations
+        )
+
+    async def load(self, mid: str, *, fresh: bool = False) -> Message | None:
+        """The message from memory, else (or when `fresh`) from the store.
+
+        With a shared store another instance may have changed a message held in memory;
+        a decision taken on such a copy is refused by the store's version check and
+        taken again on a fresh read (see `process`)."""
+        msg: Message | None = None if fresh else self.cache.get(mid)
+        if msg is None:
+            msg = await self.ctx.store.get(mid)
+        return msg
+
+    def event(
+        self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
+    ) -> None:
+        """Add feed event `name` of `msg` to `change` (and count it)."""
+        ctx = self.ctx
+        if ctx.metrics is not None:
+            ctx.metrics.message(name)
+        feed = ctx.cfg.feed
+        if feed is None:
+            return
+        if ctx.feed is not None and ctx.feed.full:
+            ctx.count("feed_events_dropped")
+            if ctx.counters["feed_events_dropped"] % 1000 == 1:
+                log.error("feed outbox full (%d events): dropping new events", ctx.feed.backlog)
+            return
+        change.events.append(
+            event_record(
+                msg,
+                name,
+                fields,
+                now=now,
+                instance=ctx.instance,
+                prefix=feed.prefix,
+                mask=feed.mask_destinations or msg.account in self._masked_accounts,
+                mask_keep=feed.mask_keep,
+            )
+        )
+
+    async def process(
+        self, mid: str, event: engine.Event, *, extra: Change | None = None
+    ) -> Message | None:
+        """Run one event through the engine, persist, then act.
+
+        The decision is written only over the version of the message it was taken on:
+        when another instance (or a command) changed the message meanwhile, the store
+        refuses it (`StaleMessage`) and the event is decided again on the stored one.
+        """
+        change = extra if extra is not None else Change()
+        at = mark(change)
+        locks = self.locks
+        if not locks.try_acquire(mid):
+            await locks.acquire(mid)
+        try:
+            fresh = False
+            for attempt in range(1, STALE_RETRIES + 1):
+                try:
+                    done = await self._decide(mid, event, change, fresh=fresh)
+                    break
+                except (StaleMessage, _Recheck) as exc:
+                    if isinstance(exc, StaleMessage):
+                        self.cache.pop(mid, None)
+                        self.ctx.count("stale_decisions")
+                        if attempt == STALE_RETRIES:
+                            raise
+                    fresh = True
+                    rewind(change, at)
+        finally:
+            locks.release(mid)
+        if done is None:
+            return None
+        new, after = done
+        for a in after:
+            self.act(new, a)
+        return new
+
+    async def _decide(
+        self, mid: str, event: engine.Event, change: Change, *, fresh: bool
+    ) -> tuple[Message, list[Action]] | None:
+        """Load, decide and commit one event (under the message's lock), adding to
+        `change` (see `mark`)."""
+        ctx = self.ctx
+        msg = await self.load(mid, fresh=fresh)
+        if msg is None:
+            log.warning("event for unknown message %s", mid)
+            return None
+        if isinstance(event, engine.SubmitResult):
+            fut = self.waiting.get(mid)
+            event = evolve(event, sender_waiting=fut is not None and not fut.done())
+        new, actions = engine.decide(msg, event, self.policy)
+        if new is msg and ctx.shared and not fresh:
+            # Nothing to write (a receipt for an older attempt, an intermediate one, a
+            # retry that is not due on this copy): with no version check to say whether
+            # the copy in memory is current, decide again on the stored message.
+            raise _Recheck
+        if new is not msg:
+            set_version(new, msg.version + 1)  # `new` is the engine's fresh copy
+            change.message = new
+        now = getattr(event, "now", time.time())
+        after: list[Action] = []
+        for a in actions:
+            if isinstance(a, Publish):
+                self.event(change, new, a.event, dict(a.fields), now)
+            elif isinstance(a, SenderReceipt):
+                change.receipts.append(
+                    ReceiptRow.for_message(new, a.stat, a.err, a.done_at, a.intermediate)
+                )
+                after.append(a)
+            elif isinstance(a, SuppressNumber):
+                ttl = ctx.cfg.retry.suppression_ttl
+                change.suppress.append((a.number, a.reason, now, now + ttl, new.account))
+                ctx.suppressed[a.number] = now + ttl
+            else:
+                after.append(a)
+        if new.state == State.HELD and new.verdict is not None and new is not msg:
+            change.soft_bounce.append((new.destination_addr, now, new.verdict.reason))
+        if (
+            change.message is not None
+            or change.events
+            or change.receipts
+            or change.carrier_keys
+            or change.suppress
+        ):
+            started = time.perf_counter()
+            await ctx.store.commit(change)
+            if ctx.metrics is not None:
+                ctx.metrics.observe_commit(time.perf_counter() - started)
+            if change.events:
+                ctx.wake_feed()
+        if new.state.final or new.state == State.HELD:
+            # Held messages live in the store, not in memory: they are read again by
+            # primary key when due (a million held must not grow the proxy).
+            self.cache.pop(mid, None)
+        else:
+            self.cache.put(mid, new)
+        return new, after
+
+    def act(self, msg: Message, a: Action) -> None:
+        """Carry out an action of a committed decision."""
+        if isinstance(a, Submit):
+            assert self.upstream is not None
+            self.upstream.submit(msg.id, a.attempt)
+        elif isinstance(a, AnswerSender):
+            fut = self.waiting.get(msg.id)
+            if fut is not None and not fut.done():
+                fut.set_result(a.status)
+        elif isinstance(a, SenderReceipt):
+            self.wake_pump(msg.account)
+        elif isinstance(a, CancelUpstream):
+            assert self.upstream is not None
+            self.upstream.cancel(msg, a.carrier, a.carrier_message_id)
+        elif isinstance(a, QueryUpstream):
+            assert self.upstream is not None
+            self.upstream.query(msg, a)
+
+    async def fire(self, mid: str, event: engine.Event) -> None:
+        """`process` a timer's or an alert's event, unless one runs for `mid` already;
+        when the store cannot write it, the message is due again at once."""
+        if mid in self.in_progress:
+            return
+        self.in_progress.add(mid)
+        try:
+            await self.process(mid, event)
+        except Exception as exc:
+            if fault_kind(exc) is None:
+                raise
+            # Due again as soon as the store writes: the scheduler claims it again.
+            with contextlib.suppress(Exception):
+                await self.ctx.store.release([mid])
+        finally:
+            self.in_progress.discard(mid)
