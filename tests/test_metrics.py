@@ -10,11 +10,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import bounceback
 import pytest
 from bounceback.config.settings import load_config
 from bounceback.gateway.metrics import Metrics, command_label, status_label
@@ -63,8 +66,10 @@ async def scrape(gw: Gateway) -> Samples:
 
 
 def value(samples: Samples, metric: str, /, **labels: str) -> float:
-    """One sample's value; 0.0 when the series does not exist (yet)."""
-    return samples.get((metric, frozenset(labels.items())), 0.0)
+    """The sum over the series of `metric` that carry `labels` (they may carry more:
+    messages_total also says the account and carrier); 0.0 when there is none (yet)."""
+    want = frozenset(labels.items())
+    return sum(v for (name, have), v in samples.items() if name == metric and want <= have)
 
 
 def pdus(samples: Samples, direction: str, command: str, status: str = "ESME_ROK") -> float:
@@ -109,11 +114,12 @@ def test_labels_are_names_and_bounded() -> None:
     assert status_label(0x12345) == status_label(0x7777) == "RESERVED"
     m = Metrics()
     for st in range(0x1000, 0x1100):
-        m.on_pdu("in", CommandId.SUBMIT_SM_RESP, st)
+        m.on_pdu("carrier", "sim", "in", CommandId.SUBMIT_SM_RESP, st)
     text = m.render().decode()
     series = [ln for ln in text.splitlines() if ln.startswith("bounceback_pdus_total{")]
     assert series == [
-        'bounceback_pdus_total{command="submit_sm_resp",direction="in",status="RESERVED"} 256.0'
+        'bounceback_pdus_total{command="submit_sm_resp",direction="in",name="sim",'
+        'side="carrier",status="RESERVED"} 256.0'
     ]
 
 
@@ -242,7 +248,51 @@ async def test_bounces_retries_held_and_suppression(tmp_path: Path) -> None:
             assert value(m, "bounceback_receipts_total", result="matched") == 4
             assert pdus(m, "out", "submit_sm_resp", "ESME_RINVDSTADR") == 1
             assert sim.count_for("447700930202") == 1  # held, not retried yet
+
+            # Which account, which carrier, which reason, which stat.
+            assert value(m, msgs, outcome="accepted", account="acme", carrier="") == 3
+            assert value(m, msgs, outcome="delivered", account="acme", carrier="sim") == 1
+            assert value(m, msgs, outcome="soft_bounce", account="acme", carrier="sim") == 2
+            retries = "bounceback_retry_attempts_total"
+            assert value(m, retries, carrier="sim", reason="absent_subscriber") == 1
+            assert value(m, "bounceback_held_messages", reason="memory_full") == 1
+            assert value(m, "bounceback_held_messages", reason="absent_subscriber") == 0
+            by_stat = "bounceback_carrier_receipts_total"
+            assert value(m, by_stat, carrier="sim", stat="DELIVRD") == 1
+            assert value(m, by_stat, carrier="sim", stat="UNDELIV") == 3
+            pdus_total = "bounceback_pdus_total"
+            assert value(m, pdus_total, side="esme", name="acme", command="submit_sm") == 4
+            assert value(m, pdus_total, side="carrier", name="sim", command="submit_sm") == 4
+            assert value(m, "bounceback_sender_submit_seconds_count", account="acme") == 4
+            assert value(m, "bounceback_suppressed_numbers") == 1
+            assert value(m, "bounceback_build_info", version=bounceback.__version__) == 1
+            assert value(m, "process_cpu_seconds_total") > 0
+            assert value(m, "python_gc_collections_total") >= 0
+            assert not [name for name, _ in m if name.endswith("_created")]
             await asyncio.to_thread(s.close)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (.ci/run installs it)")
+async def test_promtool_finds_nothing_to_say(tmp_path: Path) -> None:
+    """Prometheus' own linter on a scrape after traffic: names, units, help texts."""
+    async with (
+        sim_running(SIM) as sim,
+        gateway(write_config(tmp_path, sim.port or 0, extra=METRICS)) as gw,
+    ):
+        s = await bound(gw)
+        assert (await submit(s, "447700930301"))[0] == 0
+        await wait_until(lambda: gw.counters.get("receipts_matched", 0) == 1)
+        await asyncio.to_thread(s.close)
+        _, body, _ = await http(gw, "/metrics")
+    checked = await asyncio.to_thread(
+        subprocess.run,
+        ["promtool", "check", "metrics"],
+        input=body,
+        capture_output=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.strip() == b"" and checked.stderr.strip() == b""
 
 
 async def test_http_methods_and_paths(tmp_path: Path) -> None:

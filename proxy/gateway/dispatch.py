@@ -148,7 +148,8 @@ class Dispatch:
             return
         link = links[0]
         if attempt > 1 and self.ctx.metrics is not None:
-            self.ctx.metrics.retry_attempts.inc()
+            reason = msg.verdict.reason if msg.verdict is not None else ""
+            self.ctx.metrics.retry(link.name, reason)
         pdu = self.upstream_pdu(msg, attempt, original)  # only a first attempt has one
         verdict: Verdict | None = None
         cmid = ""

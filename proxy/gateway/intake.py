@@ -110,6 +110,14 @@ class SenderIntake:
     # ------------------------------------------------------------ sessions
     async def on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         srv = self.ctx.cfg.server
+        # PDUs are counted under the session's account once it has bound ("" before).
+        me: list[EsmeSession] = []
+
+        def account() -> str:
+            acct = me[0].account if me else None
+            return acct.system_id if acct is not None else ""
+
+        hook = self.ctx.metrics.pdu_hook("esme", account) if self.ctx.metrics else None
         s = EsmeSession(
             self,
             reader,
@@ -120,8 +128,9 @@ class SenderIntake:
             response_timeout=srv.response_timeout,
             enquire_link_interval=srv.enquire_link_interval,
             inactivity_timeout=srv.inactivity_timeout,
-            on_pdu=self.ctx.metrics.on_pdu if self.ctx.metrics is not None else None,
+            on_pdu=hook,
         )
+        me.append(s)
         s.name = f"esme:unbound:{s.peer}"
         logs.bind(session=s.name)  # this connection's lines (and its tasks') name it
         self.connections.add(s)
@@ -309,7 +318,12 @@ class SenderIntake:
         self, s: EsmeSession, pdu: SubmitSm | DataSm, raw: bytes | None = None
     ) -> None:
         assert s.account is not None
+        started = time.perf_counter()
         status, mid = await self.accept(s.account, pdu, raw)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.observe_sender_submit(
+                s.account.system_id, time.perf_counter() - started
+            )
         if isinstance(pdu, DataSm):
             s.send(
                 DataSmResp(

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
-from bounceback.feed.events import EVENT_NAMES
+from bounceback import __version__ as _bb_version
+from bounceback.feed.publisher import FeedProcess, FeedPublisher
 from bounceback.smpp.carrier import CarrierLink
 from bounceback.smpp.server import EsmeSession
 from bounceback.store.sqlite import Store
@@ -31,7 +33,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from smppcodecs.constants import CommandStatus
@@ -62,8 +68,10 @@ READY_STORE_TIMEOUT = 2.0
 HELD_SQL = (
     # Every held message has a timer, so the partial index on next_attempt_at
     # keeps this away from a scan of the whole table.
-    "SELECT COUNT(*) FROM messages WHERE next_attempt_at IS NOT NULL AND state = 'held'"
+    "SELECT reason, COUNT(*) FROM messages WHERE next_attempt_at IS NOT NULL"
+    " AND state = 'held' GROUP BY reason"
 )
+SUPPRESSED_SQL = "SELECT COUNT(*) FROM suppression WHERE expires_at > ?"
 
 
 def command_label(command_id: int) -> str:
@@ -98,17 +106,48 @@ class Observed(Protocol):
     @property
     def stopping(self) -> asyncio.Event: ...
 
+    @property
+    def feed(self) -> FeedPublisher | FeedProcess | None: ...
+
+
+# Receipt stat words a carrier's receipt is counted under; anything else is "other".
+RECEIPT_STATS = frozenset(
+    {"DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD", "ENROUTE"}
+)
+# Sender-side submit_sm → submit_sm_resp: a stored ack in milliseconds, a carrier ack
+# in tens of milliseconds, a store or carrier fault up to [server] submit_wait.
+SENDER_SUBMIT_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+
 
 class Metrics:
-    """Bounceback's metrics, in a registry of their own."""
+    """Bounceback's metrics, in a registry of their own.
 
-    def __init__(self, *, refresh_min: float = 1.0) -> None:
+    Labels are only ever names from the configuration (accounts, carriers), retry
+    reasons, receipt stat words and protocol names: never a number or a message id,
+    so the number of series stays bounded whatever the traffic."""
+
+    def __init__(self, *, refresh_min: float = 1.0, version: str = "") -> None:
+        # One series per counter: no `_created` twin (Prometheus does not need it).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "bounceback_build_info",
+            "Always 1; the labels say which Bounceback and Python run.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version or _bb_version, platform.python_version()).set(1)
         self.pdus = Counter(
             "bounceback_pdus",
-            "SMPP PDUs sent (out) and received (in), senders and carriers together.",
-            ["direction", "command", "status"],
+            "SMPP PDUs sent (out) and received (in), by side (esme: senders; carrier) and "
+            'name (the account, "" before a bind; the carrier).',
+            ["side", "name", "direction", "command", "status"],
             registry=r,
         )
         self.binds = Counter(
@@ -138,15 +177,48 @@ class Metrics:
         )
         self.messages = Counter(
             "bounceback_messages",
-            "Message transitions by outcome (the feed's event names).",
-            ["outcome"],
+            "Message transitions by outcome (the feed's event names), account and carrier "
+            '(of the latest attempt; "" before the first).',
+            ["outcome", "account", "carrier"],
             registry=r,
         )
         self.held = Gauge(
-            "bounceback_held_messages", "Messages held for a later resubmission.", registry=r
+            "bounceback_held_messages",
+            "Messages held for a later resubmission, by the reason of the latest verdict.",
+            ["reason"],
+            registry=r,
         )
         self.retry_attempts = Counter(
-            "bounceback_retry_attempts", "Submissions after the first attempt.", registry=r
+            "bounceback_retry_attempts",
+            "Submissions after the first attempt, by carrier and the reason the message "
+            "was held for.",
+            ["carrier", "reason"],
+            registry=r,
+        )
+        self.suppressed = Gauge(
+            "bounceback_suppressed_numbers",
+            "Numbers on the suppression list now (submits to them are refused).",
+            registry=r,
+        )
+        self.carrier_receipts = Counter(
+            "bounceback_carrier_receipts",
+            "Carrier receipts matched to a message, by carrier and stat "
+            "(DELIVRD, UNDELIV, ...; other for words outside SMPP 3.4).",
+            ["carrier", "stat"],
+            registry=r,
+        )
+        self.sender_submit = Histogram(
+            "bounceback_sender_submit_seconds",
+            "Sender side: submit_sm (or data_sm) received to its response sent, by account.",
+            ["account"],
+            buckets=SENDER_SUBMIT_BUCKETS,
+            registry=r,
+        )
+        self.feed_connected = Gauge(
+            "bounceback_feed_connected",
+            "1 while the feed's publisher is connected to the broker, 0 while not "
+            "(events wait in the outbox).",
+            registry=r,
         )
         self.suppression_hits = Counter(
             "bounceback_suppression_hits",
@@ -217,14 +289,16 @@ class Metrics:
         }
         self._store_errors_seen: dict[str, int] = {}
         # Pre-bound children: the hot paths do one dict lookup and one increment.
-        self._pdu_children: dict[tuple[str, int, int], Counter] = {}
-        self._messages_children: dict[str, Counter] = {
-            name: self.messages.labels(name) for name in EVENT_NAMES
-        }
+        self._pdu_children: dict[tuple[str, str, str, int, int], Counter] = {}
+        self._messages_children: dict[tuple[str, str, str], Counter] = {}
         self._receipt_children: dict[str, Counter] = {
             name: self.receipts.labels(result) for name, result in _RECEIPT_COUNTERS.items()
         }
         self._submit_children: dict[str, Histogram] = {}
+        self._sender_children: dict[str, Histogram] = {}
+        self._retry_children: dict[tuple[str, str], Counter] = {}
+        self._stat_children: dict[tuple[str, str], Counter] = {}
+        self._held_seen: set[str] = set()
         self._carrier_binds_seen: dict[str, tuple[int, int]] = {}
         self._carrier_flaps_seen: dict[str, int] = {}
         self._bound_seen: set[tuple[str, str]] = set()
@@ -234,13 +308,26 @@ class Metrics:
         self.port = 0  # the HTTP listener's port once started (useful when configured as 0)
 
     # ------------------------------------------------------------ hooks
-    def on_pdu(self, direction: str, command_id: int, status: int) -> None:
-        """Count one PDU (the session hook: called for every PDU in and out)."""
-        child = self._pdu_children.get((direction, command_id, status))
+    def on_pdu(self, side: str, name: str, direction: str, command_id: int, status: int) -> None:
+        """Count one PDU of a session of `side` (esme, carrier) called `name`."""
+        key = (side, name, direction, command_id, status)
+        child = self._pdu_children.get(key)
         if child is None:
-            child = self.pdus.labels(direction, command_label(command_id), status_label(status))
-            self._pdu_children[(direction, command_id, status)] = child
+            child = self.pdus.labels(
+                side, name, direction, command_label(command_id), status_label(status)
+            )
+            self._pdu_children[key] = child
         child.inc()
+
+    def pdu_hook(self, side: str, name: str | Callable[[], str]) -> Callable[[str, int, int], None]:
+        """The session hook (direction, command_id, status) for one session; `name` may
+        be read at each PDU (a sender's account is known only once it has bound)."""
+        on_pdu = self.on_pdu
+        if isinstance(name, str):
+            fixed = name
+            return lambda d, c, s: on_pdu(side, fixed, d, c, s)
+        named = name
+        return lambda d, c, s: on_pdu(side, named(), d, c, s)
 
     def bind(self, side: str, name: str, result: int | str) -> None:
         """One bind attempt; `result` is a command_status (0 = ok) or a word."""
@@ -248,12 +335,38 @@ class Metrics:
             result = "ok" if result == 0 else status_label(result)
         self.binds.labels(side, name, result).inc()
 
-    def message(self, outcome: str) -> None:
+    def message(self, outcome: str, account: str, carrier: str) -> None:
         """One message transition (accepted, delivered, hard_bounce, ...)."""
-        child = self._messages_children.get(outcome)
+        key = (outcome, account, carrier)
+        child = self._messages_children.get(key)
         if child is None:
-            child = self._messages_children[outcome] = self.messages.labels(outcome)
+            child = self._messages_children[key] = self.messages.labels(*key)
         child.inc()
+
+    def retry(self, carrier: str, reason: str) -> None:
+        """One submission after a message's first attempt."""
+        child = self._retry_children.get((carrier, reason))
+        if child is None:
+            child = self._retry_children[(carrier, reason)] = self.retry_attempts.labels(
+                carrier, reason
+            )
+        child.inc()
+
+    def carrier_receipt(self, carrier: str, stat: str) -> None:
+        """One carrier receipt matched to a message."""
+        word = stat if stat in RECEIPT_STATS else "other"
+        child = self._stat_children.get((carrier, word))
+        if child is None:
+            child = self._stat_children[(carrier, word)] = self.carrier_receipts.labels(
+                carrier, word
+            )
+        child.inc()
+
+    def observe_sender_submit(self, account: str, seconds: float) -> None:
+        child = self._sender_children.get(account)
+        if child is None:
+            child = self._sender_children[account] = self.sender_submit.labels(account)
+        child.observe(seconds)
 
     def count(self, name: str, n: int = 1) -> None:
         """The gateway's own counters (`Context.count`) that have a series here."""
@@ -289,13 +402,21 @@ class Metrics:
             return
         self._refresh_binds(gw)
         self._refresh_store(gw)
+        if gw.feed is not None:
+            self.feed_connected.set(1 if gw.feed.connected else 0)
         now = time.monotonic()
         if not force and now - self._refreshed_at < self.refresh_min:
             return
         self._refreshed_at = now
         try:
-            rows = await gw.store.query(HELD_SQL)
-            self.held.set(int(rows[0][0] or 0) if rows else 0)
+            held = {str(r[0] or ""): int(r[1]) for r in await gw.store.query(HELD_SQL)}
+            for reason in self._held_seen - held.keys():
+                self.held.labels(reason).set(0)
+            for reason, n in held.items():
+                self.held.labels(reason).set(n)
+            self._held_seen |= held.keys()
+            rows = await gw.store.query(SUPPRESSED_SQL, (time.time(),))
+            self.suppressed.set(int(rows[0][0] or 0) if rows else 0)
             self.outbox_backlog.set(await gw.store.outbox_count())
         except Exception as exc:  # a scrape must not fail because the store is busy
             log.debug("metrics refresh from the store failed: %s", exc)

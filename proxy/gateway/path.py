@@ -165,7 +165,7 @@ class MessagePath:
         """Add feed event `name` of `msg` to `change` (and count it)."""
         ctx = self.ctx
         if ctx.metrics is not None:
-            ctx.metrics.message(name)
+            ctx.metrics.message(name, msg.account, msg.carrier)
         feed = ctx.cfg.feed
         if feed is None:
             return

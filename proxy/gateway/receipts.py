@@ -130,6 +130,8 @@ class CarrierReceipts:
             return S.ESME_RX_T_APPN
         outcome = classify_receipt(receipt, self.rules.get(carrier, self.default_rules))
         verdict = verdict_of(outcome)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.carrier_receipt(carrier, receipt.stat or "")
         msg = await self.path.load(mid)
         try:
             await self.decide_receipt(

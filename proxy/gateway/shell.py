@@ -201,7 +201,9 @@ class Gateway:
                 on_deliver=self.receipts.on_carrier_deliver,
                 on_alert=self.receipts.on_alert,
                 on_bound=self.dispatch.on_carrier_bound,
-                on_pdu=self.metrics.on_pdu if self.metrics is not None else None,
+                on_pdu=self.metrics.pdu_hook("carrier", c.name)
+                if self.metrics is not None
+                else None,
                 max_pdu_size=self.cfg.server.max_pdu_size,
                 response_timeout=self.cfg.server.response_timeout,
             )
