@@ -71,6 +71,8 @@ def test_unit_keys() -> None:
     run_args = build_parser().parse_args(run[1:])
     assert check_args.func is cmd_check and run_args.func is cmd_run
     assert check_args.config == run_args.config == "/etc/bounceback/bounceback.toml"
+    # `systemctl reload`: SIGHUP to the proxy, which reads its configuration again.
+    assert shlex.split(one(unit, "Service", "ExecReload")) == ["/bin/kill", "-HUP", "$MAINPID"]
     # The stop: SIGTERM to the proxy, which stops its child itself; systemd waits
     # longer than the proxy's own deadline (shutdown_grace + 10 s, docs/operations.md).
     assert one(unit, "Service", "KillSignal") == "SIGTERM"

@@ -17,14 +17,14 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
 import attrs
 from aiohttp import web
 from bounceback import __version__
 from bounceback.admin.auth import allows, bearer, identify
-from bounceback.config.settings import AdminConfig, AdminToken
+from bounceback.config.settings import AdminConfig, AdminToken, ConfigError
 from bounceback.core.model import Message, State
 from bounceback.store.sqlite import Suppression
 
@@ -84,6 +84,12 @@ class Control(Protocol):
 
     def accounts(self) -> list[dict[str, Any]]: ...
 
+    async def reload(self, by: str) -> tuple[list[str], list[str]]:
+        """Read the configuration file again and apply what needs no restart: (the
+        sections changed, those that wait for a restart). Raises ConfigError (with
+        every problem) when the file does not validate; nothing is applied then."""
+        ...
+
 
 class Health(Protocol):
     """The metrics registry and the readiness check the gateway keeps."""
@@ -96,9 +102,18 @@ class Health(Protocol):
 
 
 TOKEN: Final = web.RequestKey("token", AdminToken)
+
+
+@attrs.define
+class Settings:
+    """The ``[admin]`` table the server answers with now (a reload replaces it)."""
+
+    admin: AdminConfig | None
+
+
 CONTROL: Final = web.AppKey("control", Control)
 HEALTH: Final = web.AppKey("health", Health)
-ADMIN: Final = web.AppKey("admin", AdminConfig)
+SETTINGS: Final = web.AppKey("settings", Settings)
 
 
 # ---------------------------------------------------------------- errors and JSON
@@ -366,6 +381,23 @@ async def list_accounts(request: web.Request) -> web.StreamResponse:
     return web.json_response({"items": request.app[CONTROL].accounts(), "next": None})
 
 
+async def reload_config(request: web.Request) -> web.StreamResponse:
+    try:
+        changed, waiting = await request.app[CONTROL].reload(_who(request))
+    except ConfigError as exc:
+        problems = [{"file": p.file, "key": p.key, "message": p.message} for p in exc.problems]
+        body = {
+            "error": {
+                "status": 422,
+                "code": "invalid_config",
+                "message": "the file does not validate: nothing of it was applied",
+                "problems": problems,
+            }
+        }
+        return web.json_response(body, status=422)
+    return web.json_response({"changed": changed, "restart_needed": waiting})
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok\n")
 
@@ -494,6 +526,13 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     ),
     Endpoint("GET", "/v1/carriers", "read", "carrier links", list_carriers, answers="list"),
     Endpoint(
+        "POST",
+        "/v1/reload",
+        "admin",
+        "read the configuration file again and apply what needs no restart",
+        reload_config,
+    ),
+    Endpoint(
         "GET", "/v1/accounts", "read", "accounts and their binds", list_accounts, answers="list"
     ),
 )
@@ -543,6 +582,8 @@ def openapi_document() -> dict[str, Any]:
             op["responses"]["404"] = error
         if e.path.endswith(("/retry", "/cancel")):
             op["responses"]["409"] = error
+        if e.path == "/v1/reload":
+            op["responses"]["422"] = error
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -605,11 +646,14 @@ def _guard(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamRe
     """`endpoint`'s handler behind its token check, with errors in the API's shape."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        admin = request.app[ADMIN]
+        admin = request.app[SETTINGS].admin
         scope = endpoint.scope
-        if scope is None and not admin.open_health and endpoint.path != "/openapi.json":
+        if admin is None:
+            if scope is not None:  # no [admin] table: only health, metrics, the document
+                return error_response(404, "not_found", "the admin API is off (no [admin])")
+        elif scope is None and not admin.open_health and endpoint.path != "/openapi.json":
             scope = "read"
-        if scope is not None:
+        if scope is not None and admin is not None:
             token = identify(bearer(request.headers.get("Authorization")), admin.tokens)
             if token is None:
                 resp = error_response(401, "unauthorized", "a valid bearer token is needed")
@@ -650,17 +694,10 @@ def build_app(control: Control, health: Health, admin: AdminConfig | None) -> we
     app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
     app[CONTROL] = control
     app[HEALTH] = health
-    app[ADMIN] = admin if admin is not None else AdminConfig()
+    app[SETTINGS] = Settings(admin)
     for e in ENDPOINTS:
-        if e.path.startswith("/v1/") and admin is None:
-            continue
         if e.method == "GET":
             app.router.add_get(e.path, _guard(e), allow_head=True)
         else:
             app.router.add_route(e.method, e.path, _guard(e))
     return app
-
-
-def endpoints(admin: AdminConfig | None) -> Sequence[Endpoint]:
-    """What `build_app` serves with that configuration."""
-    return [e for e in ENDPOINTS if admin is not None or not e.path.startswith("/v1/")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from bounceback.admin.api import Control, Health, build_app
+from bounceback.admin.api import SETTINGS, Control, Health, build_app
 from bounceback.config.settings import AdminConfig
 
 __all__ = ["AdminServer"]
@@ -40,6 +40,10 @@ class AdminServer:
         self._runner = runner
         bound = [a for a in runner.addresses if isinstance(a, tuple)]
         self.port = int(bound[0][1]) if bound else port
+
+    def configure(self, admin: AdminConfig | None) -> None:
+        """Answer with `admin` (tokens, open_health) from the next request on."""
+        self.app[SETTINGS].admin = admin
 
     async def stop(self) -> None:
         if self._runner is not None:

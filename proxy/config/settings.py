@@ -40,8 +40,10 @@ __all__ = [
     "EVENT_LOOPS",
     "FIELD_DOCS",
     "ID_FORMATS",
+    "LIVE_SECTIONS",
     "LOG_LEVELS",
     "MQTT_PROTOCOLS",
+    "RESTART_SECTIONS",
     "SOFT_REASONS",
     "SUPPRESSION_MODES",
     "Account",
@@ -63,6 +65,7 @@ __all__ = [
     "explain",
     "load_config",
     "parse_config",
+    "reloaded",
 ]
 
 # ---------------------------------------------------------------- vocabularies
@@ -447,6 +450,25 @@ class Config:
             return self.carriers
         found = (self.carrier(name) for name in route.carriers)
         return tuple(carrier for carrier in found if carrier is not None)
+
+
+# ---------------------------------------------------------------- reload
+
+# What a reload (SIGHUP, POST /v1/reload) applies to the running proxy, and what only a
+# restart can: listeners, carrier links, the store, the feed and the HTTP listener are
+# set up once at start.
+LIVE_SECTIONS: Final = ("accounts", "routes", "retry", "classify", "logging", "admin")
+RESTART_SECTIONS: Final = ("server", "carriers", "store", "feed", "metrics")
+
+
+def reloaded(running: Config, new: Config) -> tuple[Config, list[str], list[str]]:
+    """The configuration to run with after reading `new`: its live sections over the
+    running one's restart-only sections; then the live sections that changed and the
+    restart-only ones that differ (they wait for a restart)."""
+    changed = [s for s in LIVE_SECTIONS if getattr(running, s) != getattr(new, s)]
+    waiting = [s for s in RESTART_SECTIONS if getattr(running, s) != getattr(new, s)]
+    kept: dict[str, Any] = {s: getattr(running, s) for s in RESTART_SECTIONS}
+    return attrs.evolve(new, **kept), changed, waiting
 
 
 # ---------------------------------------------------------------- problems

@@ -10,12 +10,14 @@ that asked for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bounceback import logs
+from bounceback.config.settings import load_config
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.store.sqlite import Suppression
@@ -45,6 +47,8 @@ class Gateway(Protocol):
     ) -> Suppression: ...
 
     async def unsuppress(self, number: str) -> bool: ...
+
+    def reload(self, new: Config) -> tuple[list[str], list[str]]: ...
 
 
 __all__ = ["GatewayControl"]
@@ -137,6 +141,17 @@ class GatewayControl:
         if removed:
             log.info("admin: %s unblocked %s", by, self.gw.shown(number))
         return removed
+
+    async def reload(self, by: str) -> tuple[list[str], list[str]]:
+        cfg = await asyncio.to_thread(load_config, self.gw.cfg.source)
+        changed, waiting = self.gw.reload(cfg)
+        log.info(
+            "admin: %s reloaded the configuration: changed %s%s",
+            by,
+            ", ".join(changed) or "nothing",
+            f"; {', '.join(waiting)} wait for a restart" if waiting else "",
+        )
+        return changed, waiting
 
     def carriers(self) -> list[dict[str, Any]]:
         out = []

@@ -191,6 +191,10 @@ class SenderIntake:
         if s.account is not None:
             self.sessions.get(s.account.system_id, set()).discard(s)
 
+    def configure(self, cfg: Config) -> None:
+        """A reload: throughput limits start again from the accounts of `cfg`."""
+        self._buckets.clear()
+
     def take_token(self, acct: Account) -> bool:
         b = self._buckets.get(acct.system_id)
         if b is None:

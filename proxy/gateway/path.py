@@ -128,9 +128,7 @@ class MessagePath:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self.policy = policy_from_config(ctx.cfg)
-        # The destination's time zone, for quiet hours ([retry.time_zones] first).
-        self.zones = Zones(ctx.cfg.retry.time_zones)
+        self.configure(ctx.cfg)
         self.upstream: Upstream | None = None
         self.wake_pump: Callable[[str], None] = _nothing
         self.locks = MessageLocks()
@@ -143,10 +141,14 @@ class MessagePath:
         # message id -> (the carrier's answer, its carrier ids) not yet written: the
         # store was failing when it came (see `Dispatch.defer`).
         self.unwritten: OrderedDict[str, tuple[engine.Event, Change]] = OrderedDict()
+
+    def configure(self, cfg: Config) -> None:
+        """Take the retry policy, time zones and masking from `cfg` (start, reload)."""
+        self.policy = policy_from_config(cfg)
+        # The destination's time zone, for quiet hours ([retry.time_zones] first).
+        self.zones = Zones(cfg.retry.time_zones)
         # Accounts that asked for their numbers to be masked on the feed (checked per event).
-        self._masked_accounts = frozenset(
-            a.system_id for a in ctx.cfg.accounts if a.mask_destinations
-        )
+        self._masked_accounts = frozenset(a.system_id for a in cfg.accounts if a.mask_destinations)
 
     async def load(self, mid: str, *, fresh: bool = False) -> Message | None:
         """The message from memory, else (or when `fresh`) from the store.

@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Iterable
 
+from bounceback.config.settings import Config
 from bounceback.core import engine
 from bounceback.core.model import Message, Verdict
 from bounceback.gateway.context import Context
@@ -60,11 +61,7 @@ class CarrierReceipts:
         self.path = path
         self.links = links
         self.sessions = sessions  # the bound senders, by account (for MO)
-        cfg = ctx.cfg
-        self.rules: dict[str, Rules] = {
-            c.name: Rules.from_mapping(cfg.classify.for_carrier(c.name)) for c in cfg.carriers
-        }
-        self.default_rules = Rules.from_mapping(cfg.classify.for_carrier(""))
+        self.configure(ctx.cfg)
         # (carrier, key) -> (message id, attempt): only receipts that come soon after
         # their submission need it; older ones are found in the store.
         self.keys: LRU = LRU(KEYS_MAX)
@@ -76,6 +73,13 @@ class CarrierReceipts:
         self.notice = notice
 
     # ------------------------------------------------------------ from carriers
+    def configure(self, cfg: Config) -> None:
+        """Take the classification rules per carrier from `cfg` (start, reload)."""
+        self.rules: dict[str, Rules] = {
+            c.name: Rules.from_mapping(cfg.classify.for_carrier(c.name)) for c in cfg.carriers
+        }
+        self.default_rules = Rules.from_mapping(cfg.classify.for_carrier(""))
+
     async def on_carrier_deliver(self, carrier: str, pdu: Pdu) -> int:
         assert isinstance(pdu, (DeliverSm, DataSm))
         receipt = parse_receipt(pdu)

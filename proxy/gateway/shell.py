@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bounceback.config.settings import Config
+from bounceback.config.settings import Config, load_config, reloaded
 from bounceback.core import engine
 from bounceback.core.access import Access
 from bounceback.core.engine import Policy
@@ -134,6 +134,36 @@ class Gateway:
 
     async def unsuppress(self, number: str) -> bool:
         return await self.intake.unsuppress(number)
+
+    # ------------------------------------------------------------ live changes
+    def reload(self, new: Config) -> tuple[list[str], list[str]]:
+        """Run with `new` from now on where that needs no restart: accounts (passwords,
+        throughput, ack, ...), routes, retry schedules, classification, log level and
+        admin tokens. Binds stay up; a bound sender's account settings change under
+        it, and the senders of an account that is gone are unbound. Returns the
+        sections that changed and those that differ but wait for a restart."""
+        cfg, changed, waiting = reloaded(self.cfg, new)
+        self.cfg = self.ctx.cfg = cfg
+        self.path.configure(cfg)
+        self.receipts.configure(cfg)
+        self.intake.configure(cfg)
+        logging.getLogger().setLevel(cfg.logging.level.upper())
+        if self.http is not None:
+            self.http.configure(cfg.admin)
+        for name, sessions in list(self.sessions.items()):
+            acct = cfg.account(name)
+            for s in list(sessions):
+                if acct is None:
+                    log.warning("reload: account %s is gone: unbinding its sender", name)
+                    self.ctx.spawn(s.unbind(timeout=2.0))
+                else:
+                    s.account = acct
+        return changed, waiting
+
+    def reload_file(self) -> tuple[list[str], list[str]]:
+        """Read the configuration file again and `reload` it (ConfigError when it does
+        not validate: nothing of it is applied)."""
+        return self.reload(load_config(self.cfg.source))
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bounceback.config.settings import Config
     from bounceback.core.model import Message
+    from bounceback.gateway.shell import Gateway
     from bounceback.ops.stats import Report
     from bounceback.store.sqlite import Store
 
@@ -226,6 +227,28 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return type(loop).__module__.partition(".")[0]
 
 
+async def reload_on_hup(gw: Gateway) -> None:
+    """SIGHUP: read the configuration file again; apply it unless it does not validate
+    (then every problem is logged as FILE: KEY: reason and nothing changes)."""
+    from bounceback.config.settings import ConfigError, load_config
+
+    log = logging.getLogger("bounceback")
+    try:
+        cfg = await asyncio.to_thread(load_config, gw.cfg.source)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload refused: %s", problem)
+        log.error("reload refused: the running configuration stays in force")
+        return
+    changed, waiting = gw.reload(cfg)
+    log.info(
+        "reloaded %s: changed %s%s",
+        gw.cfg.source,
+        ", ".join(changed) or "nothing",
+        f"; {', '.join(waiting)} differ and wait for a restart" if waiting else "",
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from bounceback.config.settings import gc_text
     from bounceback.gateway.shell import Gateway, StartError
@@ -248,6 +271,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[None]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(reload_on_hup(gw))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
         ports = [f"{cfg.server.host}:{gw.port}"] if gw.port else []
         if gw.tls_port:
             ports.append(f"{cfg.server.host}:{gw.tls_port} (TLS)")
