@@ -429,10 +429,13 @@ token = "{ADMIN}"
         assert f"admin: cli-oncall cancelled {mid}" in log
 
 
-def test_the_live_server_keeps_to_its_openapi_document(tmp_path: Path) -> None:
+def test_the_live_server_keeps_to_its_openapi_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Schemathesis generates requests from /openapi.json for every operation (a bounded
     number of examples each) and checks each answer against the document: no server
     error, a documented status, content type and body shape."""
+    monkeypatch.setenv("BB_TEST_ADMIN_TOKEN", ADMIN)  # POST /v1/reload reads the file
     import hypothesis
     import schemathesis
     from schemathesis.core.result import Ok
