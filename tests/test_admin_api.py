@@ -24,6 +24,7 @@ from bounceback.admin.api import ENDPOINTS
 from bounceback.config.settings import ConfigError, load_config
 from bounceback.core.model import State
 from bounceback.gateway.shell import Gateway
+from bounceback.store.sqlite import Change
 from harness import (
     ProxyProcess,
     bind_sender,
@@ -317,6 +318,53 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
                 (acme,) = (await r.json())["items"]
             assert acme["system_id"] == "acme"
             assert [b["type"] for b in acme["binds"]] == ["transceiver"]
+        finally:
+            await asyncio.to_thread(s.close)
+
+
+async def test_flagged_numbers_are_listed_and_cleared(tmp_path: Path) -> None:
+    async with running(tmp_path) as (gw, url, _sim), aiohttp.ClientSession() as http:
+        now = time.time()
+        # Five soft bounces flag a number ([retry] flag_threshold); two do not.
+        await gw.store.commit(
+            Change(
+                soft_bounce=[("447700900301", now - i, "absent_subscriber") for i in range(5)]
+                + [("447700900302", now - i, "absent_subscriber") for i in range(2)]
+            )
+        )
+        async with http.get(f"{url}/v1/flagged", headers=auth(READ)) as r:
+            items = (await r.json())["items"]
+        assert [(f["number"], f["soft_bounces"]) for f in items] == [("447700900301", 5)]
+        async with http.delete(f"{url}/v1/flagged/447700900301", headers=auth(READ)) as r:
+            assert r.status == 403
+        async with http.delete(f"{url}/v1/flagged/447700900301", headers=auth(ADMIN)) as r:
+            assert r.status == 204
+        async with http.delete(f"{url}/v1/flagged/447700900301", headers=auth(ADMIN)) as r:
+            assert r.status == 404
+        async with http.get(f"{url}/v1/flagged", headers=auth(READ)) as r:
+            assert (await r.json())["items"] == []
+        assert await gw.store.soft_bounce_count("447700900302", now - 60) == 2
+
+
+async def test_a_paused_carrier_gets_nothing_new_until_resumed(tmp_path: Path) -> None:
+    async with running(tmp_path) as (gw, url, sim), aiohttp.ClientSession() as http:
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            async with http.post(f"{url}/v1/carriers/sim/pause", headers=auth(ADMIN)) as r:
+                assert r.status == 200
+                assert (await r.json())["paused"] is True
+            async with http.post(f"{url}/v1/carriers/nope/pause", headers=auth(ADMIN)) as r:
+                assert r.status == 404
+            status, mid = await submit(s, "447700900811")
+            assert status == 0  # taken and kept: it waits for a carrier
+            await asyncio.sleep(0.3)
+            assert sim.count_for("447700900811") == 0
+            async with http.get(f"{url}/v1/messages/{mid}", headers=auth(READ)) as r:
+                held = await r.json()
+            assert held["state"] == "held" and held["verdict"]["reason"] == "not_bound"
+            async with http.post(f"{url}/v1/carriers/sim/resume", headers=auth(ADMIN)) as r:
+                assert (await r.json())["paused"] is False
+            await wait_until(lambda: sim.count_for("447700900811") == 1, timeout=10)
         finally:
             await asyncio.to_thread(s.close)
 

@@ -80,7 +80,22 @@ class Control(Protocol):
 
     async def unblock(self, number: str, by: str) -> bool: ...
 
+    async def flagged(self, after: str, limit: int) -> list[dict[str, Any]]:
+        """Numbers with ``[retry] flag_threshold`` soft bounces or more within
+        ``flag_window``, by number, above `after`."""
+        ...
+
+    async def unflag(self, number: str, by: str) -> int:
+        """Forget a number's soft bounces (0: it had none)."""
+        ...
+
     def carriers(self) -> list[dict[str, Any]]: ...
+
+    def pause(self, carrier: str, by: str) -> bool:
+        """Send nothing new to `carrier` (False: no such carrier)."""
+        ...
+
+    def resume(self, carrier: str, by: str) -> bool: ...
 
     def accounts(self) -> list[dict[str, Any]]: ...
 
@@ -373,8 +388,40 @@ async def unblock_number(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def list_flagged(request: web.Request) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    limit = _limit(request)
+    found = await ctl.flagged(request.query.get("cursor", ""), limit + 1)
+    return web.json_response(_page(found, limit, lambda f: str(f["number"])))
+
+
+async def clear_flagged(request: web.Request) -> web.StreamResponse:
+    number = request.match_info["number"]
+    if not await request.app[CONTROL].unflag(number, _who(request)):
+        raise ApiError(404, "not_found", f"{number} has no soft bounces on record")
+    return web.Response(status=204)
+
+
 async def list_carriers(request: web.Request) -> web.StreamResponse:
     return web.json_response({"items": request.app[CONTROL].carriers(), "next": None})
+
+
+async def pause_carrier(request: web.Request) -> web.StreamResponse:
+    return _carrier_switch(request, pause=True)
+
+
+async def resume_carrier(request: web.Request) -> web.StreamResponse:
+    return _carrier_switch(request, pause=False)
+
+
+def _carrier_switch(request: web.Request, *, pause: bool) -> web.StreamResponse:
+    ctl = request.app[CONTROL]
+    name = request.match_info["name"]
+    done = ctl.pause(name, _who(request)) if pause else ctl.resume(name, _who(request))
+    if not done:
+        raise ApiError(404, "not_found", f"no carrier {name!r}")
+    state = next(c for c in ctl.carriers() if c["name"] == name)
+    return web.json_response(state)
 
 
 async def list_accounts(request: web.Request) -> web.StreamResponse:
@@ -524,7 +571,41 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         (Param("number", "path", "the number"),),
         answers="none",
     ),
+    Endpoint(
+        "GET",
+        "/v1/flagged",
+        "read",
+        "repeat soft-bouncers: numbers flagged by [retry] flag_threshold within flag_window",
+        list_flagged,
+        _LIST,
+        answers="list",
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/flagged/{number}",
+        "admin",
+        "clear a number's flag (forget its soft bounces)",
+        clear_flagged,
+        (Param("number", "path", "the number"),),
+        answers="none",
+    ),
     Endpoint("GET", "/v1/carriers", "read", "carrier links", list_carriers, answers="list"),
+    Endpoint(
+        "POST",
+        "/v1/carriers/{name}/pause",
+        "admin",
+        "send nothing new to a carrier (its route's other carriers take over, or messages wait)",
+        pause_carrier,
+        (Param("name", "path", "the carrier's name"),),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/carriers/{name}/resume",
+        "admin",
+        "a paused carrier takes submissions again (what waited for it goes now)",
+        resume_carrier,
+        (Param("name", "path", "the carrier's name"),),
+    ),
     Endpoint(
         "POST",
         "/v1/reload",

@@ -11,6 +11,7 @@ that asked for it.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
     from bounceback.config.settings import Config
+    from bounceback.gateway.dispatch import Dispatch
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
     from bounceback.store.sqlite import Store
@@ -50,6 +52,9 @@ class Gateway(Protocol):
 
     def reload(self, new: Config) -> tuple[list[str], list[str]]: ...
 
+    @property
+    def dispatch(self) -> Dispatch: ...
+
 
 __all__ = ["GatewayControl"]
 
@@ -64,6 +69,10 @@ _FILTERS = {
     "since": "created_at >= ?",
     "until": "created_at < ?",
 }
+
+
+def _of(carrier: str) -> dict[str, str]:
+    return logs.context(carrier=carrier)
 
 
 class GatewayControl:
@@ -153,12 +162,54 @@ class GatewayControl:
         )
         return changed, waiting
 
+    async def flagged(self, after: str, limit: int) -> list[dict[str, Any]]:
+        r = self.gw.cfg.retry
+        rows = await self.gw.store.query(
+            "SELECT number, COUNT(*), MAX(at) FROM soft_bounces WHERE at >= ? AND number > ?"
+            f" GROUP BY number HAVING COUNT(*) >= ? ORDER BY number LIMIT {int(limit)}",
+            (time.time() - r.flag_window, after, r.flag_threshold),
+        )
+        return [
+            {
+                "number": str(n),
+                "soft_bounces": int(c),
+                "last": dt.datetime.fromtimestamp(float(at), dt.UTC).isoformat(),
+            }
+            for n, c, at in rows
+        ]
+
+    async def unflag(self, number: str, by: str) -> int:
+        n = await self.gw.store.soft_bounces_clear(number)
+        if n:
+            log.info(
+                "admin: %s cleared the flag of %s (%d soft bounces)", by, self.gw.shown(number), n
+            )
+        return n
+
+    def pause(self, carrier: str, by: str) -> bool:
+        done = self.gw.dispatch.pause(carrier)
+        if done:
+            log.info(
+                "admin: %s paused carrier %s", by, carrier, extra=logs.context(carrier=carrier)
+            )
+        return done
+
+    def resume(self, carrier: str, by: str) -> bool:
+        done = self.gw.dispatch.resume(carrier)
+        if done:
+            log.info(
+                "admin: %s resumed carrier %s", by, carrier, extra=logs.context(carrier=carrier)
+            )
+        return done
+
     def carriers(self) -> list[dict[str, Any]]:
         out = []
+        paused = self.gw.dispatch.paused
         for name, link in self.gw.links.items():
             out.append(
                 {
                     "name": name,
+                    "paused": name in paused,
                     "bound": link.bound,
                     "healthy": link.healthy,
                     "binds": link.binds,

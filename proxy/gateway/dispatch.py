@@ -72,6 +72,9 @@ class Dispatch:
         self.path = path
         self.receipts = receipts
         self.links = links
+        # Carriers an operator paused (admin API): no new submissions go to them; the
+        # route's other carriers take them, or they wait as if it were not bound.
+        self.paused: set[str] = set()
         # Overdue receipts: carriers that do not answer query_sm, carriers that did
         # answer one, ESME_RQUERYFAIL answers in a row, and the queries per carrier.
         self.no_query: set[str] = set()
@@ -106,7 +109,7 @@ class Dispatch:
         ):
             i = names.index(msg.carrier)
             names = names[i + 1 :] + names[: i + 1]
-        links = [self.links[n] for n in names if n in self.links]
+        links = [self.links[n] for n in names if n in self.links and n not in self.paused]
         # Bound and healthy carriers first (a flapping one would likely drop the
         # submit); the route's fallback order is kept within each group.
         return sorted(links, key=lambda link: not (link.bound and link.healthy))
@@ -247,6 +250,24 @@ class Dispatch:
             self.ctx.count("carrier_answers_written")
             if new is not None and isinstance(event, engine.SubmitResult) and event.carrier:
                 self.receipts.replay_early(event.carrier, [k for c, k, _, _ in extra.carrier_keys])
+
+    def pause(self, name: str) -> bool:
+        """Send nothing new to carrier `name` until `resume` (False: no such carrier).
+        Its session stays bound: receipts for what it already took still come in."""
+        if name not in self.links:
+            return False
+        self.paused.add(name)
+        return True
+
+    def resume(self, name: str) -> bool:
+        """Carrier `name` takes submissions again; messages that waited for it go now."""
+        if name not in self.links:
+            return False
+        if name in self.paused:
+            self.paused.discard(name)
+            if self.links[name].bound:
+                self.on_carrier_bound(name)
+        return True
 
     def on_carrier_bound(self, name: str) -> None:
         # Messages held only because no carrier was bound go (see _release_not_bound).

@@ -683,6 +683,9 @@ class PgStore:
         )
         return len(rows) > 0
 
+    async def soft_bounces_clear(self, number: str) -> int:
+        return await self._exec("DELETE FROM soft_bounces WHERE number = $1", number)
+
     async def soft_bounce_count(self, number: str, since: float) -> int:
         rows = await self._fetch(
             "SELECT COUNT(*) FROM soft_bounces WHERE number = $1 AND at >= $2", number, since

@@ -154,6 +154,10 @@ class Store(Protocol):
     async def suppression_add(self, s: Suppression) -> None: ...
     async def suppression_remove(self, number: str) -> bool: ...
     async def soft_bounce_count(self, number: str, since: float) -> int: ...
+    async def soft_bounces_clear(self, number: str) -> int:
+        """Forget the soft bounces of `number` (it is no longer flagged): how many."""
+        ...
+
     async def unmatched_receipt(
         self, carrier: str, message_id: str, text: str, at: float
     ) -> None: ...
@@ -1237,6 +1241,9 @@ class SqliteStore:
 
     async def suppression_remove(self, number: str) -> bool:
         return await self._exec_write("DELETE FROM suppression WHERE number = ?", (number,)) > 0
+
+    async def soft_bounces_clear(self, number: str) -> int:
+        return await self._exec_write("DELETE FROM soft_bounces WHERE number = ?", (number,))
 
     async def soft_bounce_count(self, number: str, since: float) -> int:
         rows = await self._read(
