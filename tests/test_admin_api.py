@@ -311,13 +311,21 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
     async with running(tmp_path) as (gw, url, _sim), aiohttp.ClientSession() as http:
         s = await bind_sender(gw.port, SmpplibSender)
         try:
+            status, _ = await submit(s, "447700900901")
+            assert status == 0
+            await wait_until(lambda: gw.counters.get("receipts_matched", 0) == 1)
             async with http.get(f"{url}/v1/carriers", headers=auth(READ)) as r:
                 (sim,) = (await r.json())["items"]
-            assert sim["name"] == "sim" and sim["bound"] is True
+            assert sim["name"] == "sim" and sim["bound"] is True and sim["paused"] is False
+            assert sim["recent"]["messages"] == 1
+            assert sim["recent"]["states"] == {"delivered": 1}
+            async with http.get(f"{url}/v1/carriers?minutes=0", headers=auth(READ)) as r:
+                assert r.status == 400
             async with http.get(f"{url}/v1/accounts", headers=auth(READ)) as r:
                 (acme,) = (await r.json())["items"]
             assert acme["system_id"] == "acme"
             assert [b["type"] for b in acme["binds"]] == ["transceiver"]
+            assert acme["receipts_waiting"] == 0
         finally:
             await asyncio.to_thread(s.close)
 

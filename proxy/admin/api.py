@@ -89,7 +89,9 @@ class Control(Protocol):
         """Forget a number's soft bounces (0: it had none)."""
         ...
 
-    def carriers(self) -> list[dict[str, Any]]: ...
+    async def carriers(self, minutes: float = 15.0) -> list[dict[str, Any]]:
+        """Each carrier link now, and the messages of the last `minutes` it took."""
+        ...
 
     def pause(self, carrier: str, by: str) -> bool:
         """Send nothing new to `carrier` (False: no such carrier)."""
@@ -97,7 +99,9 @@ class Control(Protocol):
 
     def resume(self, carrier: str, by: str) -> bool: ...
 
-    def accounts(self) -> list[dict[str, Any]]: ...
+    async def accounts(self) -> list[dict[str, Any]]:
+        """Each account, its binds, and its receipts waiting for a receiver."""
+        ...
 
     async def reload(self, by: str) -> tuple[list[str], list[str]]:
         """Read the configuration file again and apply what needs no restart: (the
@@ -403,29 +407,37 @@ async def clear_flagged(request: web.Request) -> web.StreamResponse:
 
 
 async def list_carriers(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"items": request.app[CONTROL].carriers(), "next": None})
+    raw = request.query.get("minutes", "15")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes <= 1440:
+        raise ApiError(400, "bad_parameter", f"minutes: expected 0 to 1440, got {raw!r}")
+    items = await request.app[CONTROL].carriers(minutes)
+    return web.json_response({"items": items, "next": None})
 
 
 async def pause_carrier(request: web.Request) -> web.StreamResponse:
-    return _carrier_switch(request, pause=True)
+    return await _carrier_switch(request, pause=True)
 
 
 async def resume_carrier(request: web.Request) -> web.StreamResponse:
-    return _carrier_switch(request, pause=False)
+    return await _carrier_switch(request, pause=False)
 
 
-def _carrier_switch(request: web.Request, *, pause: bool) -> web.StreamResponse:
+async def _carrier_switch(request: web.Request, *, pause: bool) -> web.StreamResponse:
     ctl = request.app[CONTROL]
     name = request.match_info["name"]
     done = ctl.pause(name, _who(request)) if pause else ctl.resume(name, _who(request))
     if not done:
         raise ApiError(404, "not_found", f"no carrier {name!r}")
-    state = next(c for c in ctl.carriers() if c["name"] == name)
+    state = next(c for c in await ctl.carriers() if c["name"] == name)
     return web.json_response(state)
 
 
 async def list_accounts(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"items": request.app[CONTROL].accounts(), "next": None})
+    return web.json_response({"items": await request.app[CONTROL].accounts(), "next": None})
 
 
 async def reload_config(request: web.Request) -> web.StreamResponse:
@@ -589,7 +601,23 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         (Param("number", "path", "the number"),),
         answers="none",
     ),
-    Endpoint("GET", "/v1/carriers", "read", "carrier links", list_carriers, answers="list"),
+    Endpoint(
+        "GET",
+        "/v1/carriers",
+        "read",
+        "carrier links now, and the messages of the last minutes by state and reason",
+        list_carriers,
+        (
+            Param(
+                "minutes",
+                "query",
+                "the window of `recent` (default 15)",
+                "number",
+                extra={"exclusiveMinimum": 0, "maximum": 1440},
+            ),
+        ),
+        answers="list",
+    ),
     Endpoint(
         "POST",
         "/v1/carriers/{name}/pause",

@@ -202,7 +202,22 @@ class GatewayControl:
             )
         return done
 
-    def carriers(self) -> list[dict[str, Any]]:
+    async def carriers(self, minutes: float = 15.0) -> list[dict[str, Any]]:
+        since = time.time() - minutes * 60
+        recent: dict[str, dict[str, Any]] = {}
+        rows = await self.gw.store.query(
+            "SELECT carrier, state, reason, COUNT(*) FROM messages"
+            " WHERE created_at >= ? AND carrier != '' GROUP BY carrier, state, reason",
+            (since,),
+        )
+        for carrier, state, reason, n in rows:
+            r = recent.setdefault(
+                str(carrier), {"minutes": minutes, "messages": 0, "states": {}, "reasons": {}}
+            )
+            r["messages"] += int(n)
+            r["states"][str(state)] = r["states"].get(str(state), 0) + int(n)
+            if reason:
+                r["reasons"][str(reason)] = r["reasons"].get(str(reason), 0) + int(n)
         out = []
         paused = self.gw.dispatch.paused
         for name, link in self.gw.links.items():
@@ -225,12 +240,21 @@ class GatewayControl:
                         for role, s in (("tx", link.tx), ("rx", link.rx))
                         if s is not None and not s.closed.is_set()
                     ],
+                    # Messages accepted in the last `minutes` whose latest attempt went
+                    # here: by state, and by the reason of their latest verdict.
+                    "recent": recent.get(
+                        name, {"minutes": minutes, "messages": 0, "states": {}, "reasons": {}}
+                    ),
                 }
             )
         return out
 
-    def accounts(self) -> list[dict[str, Any]]:
+    async def accounts(self) -> list[dict[str, Any]]:
         now = time.monotonic()
+        rows = await self.gw.store.query(
+            "SELECT account, COUNT(*) FROM sender_receipts GROUP BY account", ()
+        )
+        waiting = {str(a): int(n) for a, n in rows}
         out = []
         for acct in self.gw.cfg.accounts:
             sessions = [
@@ -240,6 +264,7 @@ class GatewayControl:
                 {
                     "system_id": acct.system_id,
                     "ack": acct.ack,
+                    "receipts_waiting": waiting.get(acct.system_id, 0),
                     "throughput": acct.throughput,
                     "binds": [
                         {
