@@ -409,6 +409,29 @@ async def test_a_receipt_and_a_due_retry_on_two_instances_one_outcome(
         print(f"\nreceipt vs due retry, 40 races: first {dict(winners)}, refused as stale: {stale}")
 
 
+def add_gamma(config: str) -> None:
+    path = Path(config)
+    path.write_text(
+        path.read_text() + '\n[[accounts]]\nsystem_id = "gamma"\npassword = "gamma-pw"\n'
+    )
+
+
+async def test_a_reload_on_one_instance_reloads_every_instance(tmp_path: Path, pg_url: str) -> None:
+    """The files of both instances gain an account; instance a is told to reload
+    (SIGHUP or POST /v1/reload end in reload_file): b hears of it through the store's
+    notification and reloads its own file within a second."""
+    async with simulator() as sim, two_gateways(tmp_path, sim.port or 0, pg_url) as gws:
+        a, b = gws
+        for gw in gws:
+            add_gamma(gw.cfg.source)
+        assert b.cfg.account("gamma") is None
+        started = time.monotonic()
+        changed, waiting = await a.reload_file()
+        assert (changed, waiting) == (["accounts"], [])
+        await wait_until(lambda: b.cfg.account("gamma") is not None, timeout=10)
+        print(f"\nreload seen by the other instance after {time.monotonic() - started:.3f} s")
+
+
 async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: str) -> None:
     """The connection that hears the notifications is cut: the instance listens again
     and delivers what was stored meanwhile, without a new bind."""

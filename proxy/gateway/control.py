@@ -10,7 +10,6 @@ that asked for it.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import time
@@ -18,7 +17,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bounceback import logs
-from bounceback.config.settings import load_config
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.store.sqlite import Suppression
@@ -50,7 +48,7 @@ class Gateway(Protocol):
 
     async def unsuppress(self, number: str) -> bool: ...
 
-    def reload(self, new: Config) -> tuple[list[str], list[str]]: ...
+    async def reload_file(self, *, announce: bool = True) -> tuple[list[str], list[str]]: ...
 
     @property
     def dispatch(self) -> Dispatch: ...
@@ -152,8 +150,7 @@ class GatewayControl:
         return removed
 
     async def reload(self, by: str) -> tuple[list[str], list[str]]:
-        cfg = await asyncio.to_thread(load_config, self.gw.cfg.source)
-        changed, waiting = self.gw.reload(cfg)
+        changed, waiting = await self.gw.reload_file()
         log.info(
             "admin: %s reloaded the configuration: changed %s%s",
             by,

@@ -26,7 +26,12 @@ from bounceback.gateway.dispatch import Dispatch
 from bounceback.gateway.path import MessagePath
 from bounceback.gateway.receipts import CarrierReceipts
 from bounceback.smpp.server import EsmeSession
-from bounceback.store.postgres import CARRIER_CHANNEL, RECEIPT_CHANNEL, SUPPRESSION_CHANNEL
+from bounceback.store.postgres import (
+    CARRIER_CHANNEL,
+    CONFIG_CHANNEL,
+    RECEIPT_CHANNEL,
+    SUPPRESSION_CHANNEL,
+)
 from bounceback.store.sqlite import Change, StaleMessage
 
 log = logging.getLogger("bounceback.gateway")
@@ -181,6 +186,8 @@ class Notices:
         # suppression changed ("*": all); carriers are `CarrierReceipts.notice_carriers`.
         self.notice = notice
         self._numbers: set[str] = set()
+        # Another instance reloaded its configuration: reload ours (the shell sets it).
+        self.on_reload: Callable[[str], None] | None = None
 
     def _receivers_here(self) -> list[str]:
         """The accounts with a receiver bound to this instance."""
@@ -199,6 +206,12 @@ class Notices:
         elif channel == SUPPRESSION_CHANNEL:
             self._numbers.update(payload.split() or ["*"])
             self.notice.set()
+        elif (
+            channel == CONFIG_CHANNEL
+            and payload != self.ctx.instance
+            and self.on_reload is not None
+        ):
+            self.on_reload(payload)
 
     async def run(self) -> None:
         """Act on the notifications that need the store; keep the listening connection

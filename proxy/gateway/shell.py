@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bounceback.config.settings import Config, load_config, reloaded
+from bounceback.config.settings import Config, ConfigError, load_config, reloaded
 from bounceback.core import engine
 from bounceback.core.access import Access
 from bounceback.core.engine import Policy
@@ -71,6 +71,7 @@ class Gateway:
         self.intake = SenderIntake(ctx, self.path, self.links, self.sessions, self.pumps.wake)
         self.scheduler = Scheduler(ctx, self.path, self.receipts, self.dispatch)
         self.notices = Notices(ctx, self.receipts, self.sessions, self.pumps.wake, notice)
+        self.notices.on_reload = self._reload_notified
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._starting = ""  # the step of `start` under way (named when it fails)
@@ -160,10 +161,36 @@ class Gateway:
                     s.account = acct
         return changed, waiting
 
-    def reload_file(self) -> tuple[list[str], list[str]]:
+    async def reload_file(self, *, announce: bool = True) -> tuple[list[str], list[str]]:
         """Read the configuration file again and `reload` it (ConfigError when it does
-        not validate: nothing of it is applied)."""
-        return self.reload(load_config(self.cfg.source))
+        not validate: nothing of it is applied). With `announce`, the other instances
+        on a shared store are told to reload theirs."""
+        cfg = await asyncio.to_thread(load_config, self.cfg.source)
+        changed, waiting = self.reload(cfg)
+        if announce and self.ctx.shared:
+            with contextlib.suppress(Exception):  # a reload here stands either way
+                await self.store.announce_reload(self.ctx.instance)
+        return changed, waiting
+
+    def _reload_notified(self, origin: str) -> None:
+        self.ctx.spawn(self._reload_from(origin))
+
+    async def _reload_from(self, origin: str) -> None:
+        """Instance `origin` reloaded its configuration: reload ours (not announced
+        again). A file that does not validate here is logged and changes nothing."""
+        try:
+            changed, waiting = await self.reload_file(announce=False)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload (after %s) refused: %s", origin, problem)
+            return
+        log.info(
+            "reloaded %s after %s did: changed %s%s",
+            self.cfg.source,
+            origin,
+            ", ".join(changed) or "nothing",
+            f"; {', '.join(waiting)} wait for a restart" if waiting else "",
+        )
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:

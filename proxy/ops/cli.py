@@ -230,17 +230,16 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
 async def reload_on_hup(gw: Gateway) -> None:
     """SIGHUP: read the configuration file again; apply it unless it does not validate
     (then every problem is logged as FILE: KEY: reason and nothing changes)."""
-    from bounceback.config.settings import ConfigError, load_config
+    from bounceback.config.settings import ConfigError
 
     log = logging.getLogger("bounceback")
     try:
-        cfg = await asyncio.to_thread(load_config, gw.cfg.source)
+        changed, waiting = await gw.reload_file()
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("reload refused: %s", problem)
         log.error("reload refused: the running configuration stays in force")
         return
-    changed, waiting = gw.reload(cfg)
     log.info(
         "reloaded %s: changed %s%s",
         gw.cfg.source,

@@ -23,7 +23,9 @@ Several instances on one database:
   receipt that came before the id was visible matches it at once;
 * a suppression write or removal sends one NOTIFY on `SUPPRESSION_CHANNEL`
   (payload: the numbers, or ``*`` when they do not fit), so that every instance
-  applies it at once.
+  applies it at once;
+* a configuration reload on one instance sends a NOTIFY on `CONFIG_CHANNEL`
+  (payload: that instance's name), so that every other one reloads its file too.
 
 The schema is Bounceback's own: versioned SQL files in `migrations/`, applied in
 order, each inside a transaction, recorded in `schema_migrations`, under an
@@ -81,7 +83,8 @@ INSTANCE_LOCK = 0x6262_696E_7374  # "bbinst"
 RECEIPT_CHANNEL = "bounceback_receipts"
 CARRIER_CHANNEL = "bounceback_carrier_ids"
 SUPPRESSION_CHANNEL = "bounceback_suppression"
-CHANNELS = (RECEIPT_CHANNEL, CARRIER_CHANNEL, SUPPRESSION_CHANNEL)
+CONFIG_CHANNEL = "bounceback_config"
+CHANNELS = (RECEIPT_CHANNEL, CARRIER_CHANNEL, SUPPRESSION_CHANNEL, CONFIG_CHANNEL)
 # A NOTIFY payload must stay under 8000 bytes; a longer list is sent as "*" (all).
 PAYLOAD_MAX = 4000
 OUTBOX_JOB = "outbox"
@@ -682,6 +685,9 @@ class PgStore:
             SUPPRESSION_CHANNEL,
         )
         return len(rows) > 0
+
+    async def announce_reload(self, instance: str) -> None:
+        await self._exec("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, instance)
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec("DELETE FROM soft_bounces WHERE number = $1", number)

@@ -158,6 +158,11 @@ class Store(Protocol):
         """Forget the soft bounces of `number` (it is no longer flagged): how many."""
         ...
 
+    async def announce_reload(self, instance: str) -> None:
+        """Tell the other instances on this store that `instance` reloaded its
+        configuration (they reload theirs); nothing to tell on a store of one."""
+        ...
+
     async def unmatched_receipt(
         self, carrier: str, message_id: str, text: str, at: float
     ) -> None: ...
@@ -1241,6 +1246,9 @@ class SqliteStore:
 
     async def suppression_remove(self, number: str) -> bool:
         return await self._exec_write("DELETE FROM suppression WHERE number = ?", (number,)) > 0
+
+    async def announce_reload(self, instance: str) -> None:
+        return None  # one instance per SQLite store
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec_write("DELETE FROM soft_bounces WHERE number = ?", (number,))
