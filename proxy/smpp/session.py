@@ -141,7 +141,6 @@ class SmppSession:
         self.handling = 0  # tasks started by requests and not finished yet
         self.handling_peak = 0  # the most seen at once (tests and metrics)
         self._loop = asyncio.get_running_loop()
-        self._transport = writer.transport
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._room = asyncio.Event()
@@ -283,7 +282,7 @@ class SmppSession:
             return None
         fut: asyncio.Future[Pdu] = self._loop.create_future()
         self._issue(pdu, wait, window, fut, None, None)
-        if self._transport.get_write_buffer_size() > self.write_buffer_limit:
+        if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
             try:
                 await self.writer.drain()
             except BaseException:
@@ -329,7 +328,7 @@ class SmppSession:
             req = pending.pop(seq, None)
             if req is not None:
                 self._finish(req, TimeoutError())
-        if pending and self._sweep_handle is None:
+        if pending and self._sweep_handle is None and not self.closed.is_set():
             self._arm(min(r.deadline for r in pending.values()))
 
     def _finish(self, req: _Request, result: Pdu | Exception) -> None:
@@ -409,7 +408,7 @@ class SmppSession:
                     await self._wait_for_room()
                     while deferred and self.handling < self.inbound_window:
                         self._dispatch(deferred.popleft())
-                if self._transport.get_write_buffer_size() > self.write_buffer_limit:
+                if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
                     await self.writer.drain()
                 # The next read is often already buffered (no suspension): yield here too.
                 await asyncio.sleep(0)
@@ -577,8 +576,9 @@ class SmppSession:
         if self._sweep_handle is not None:
             self._sweep_handle.cancel()
             self._sweep_handle = None
-        pending, self._pending = self._pending, {}
-        for req in pending.values():
+        requests = list(self._pending.values())
+        self._pending.clear()  # emptied in place: a sweep under way sees it too
+        for req in requests:
             self._finish(req, SessionClosed(self.name))
         with contextlib.suppress(Exception):
             self.writer.close()
