@@ -20,6 +20,11 @@ local time. A date that cannot be read is None and its text goes to ``extra`` (a
 all-zero date, as written for an unknown date, is simply None). The standard fields
 hold one token each; words after the token that no label claims are kept in
 ``extra["unlabelled"]``.
+
+Most receipts are in the standard layout exactly: :func:`parse_receipt_fields` reads
+those with one regular-expression match and builds their :class:`Receipt` in one go
+(dates from a cache, since receipts arriving together share them); every other shape
+goes through the general parser, with the same result for the same text.
 """
 
 from __future__ import annotations
@@ -130,6 +135,8 @@ STAT_ALIASES: Final[dict[str, str]] = {
 
 def normalize_stat(word: str) -> str | None:
     """The Appendix B stat word for ``word`` (any case, known aliases), or None."""
+    if word in _WORD_STATE:
+        return word
     upper = word.strip().upper()
     if upper in _WORD_STATE:
         return upper
@@ -199,6 +206,15 @@ def _parse_date(value: str) -> datetime | None:
 _STANDARD_RE: Final = re.compile(
     r"id:(\S+) sub:(\S+) dlvrd:(\S+) submit date:(\S+) done date:(\S+)"
     r" stat:(\S+) err:(\S+)(?: [Tt]ext:(.*))?",
+    re.DOTALL,
+)
+
+
+# The same layout with no colon inside the seven one-token values: what the fast path
+# of `parse_receipt_fields` takes as is (anything else goes through the parser above).
+_FAST_RE: Final = re.compile(
+    r"id:([^\s:]+) sub:([^\s:]+) dlvrd:([^\s:]+) submit date:([^\s:]+)"
+    r" done date:([^\s:]+) stat:([^\s:]+) err:([^\s:]+)(?: [Tt]ext:(.*))?",
     re.DOTALL,
 )
 
@@ -340,21 +356,35 @@ def parse_receipt_fields(
     :class:`ReceiptParseError` when neither the text nor the TLVs give an id or a
     state.
     """
-    if not is_receipt(esm_class):
+    if (esm_class & ESM_CLASS_TYPE_MASK) not in RECEIPT_ESM_TYPES:
         return None
-    data = bytes(short_message)
+    data = short_message if type(short_message) is bytes else bytes(short_message)
     if not data:
         payload = tlvs.get(Tag.message_payload)
         if isinstance(payload, str):
             payload = payload.encode("latin-1", errors="replace")
         if isinstance(payload, (bytes, bytearray)):
             data = bytes(payload)
-    text = _decode_text(data, esm_class, data_coding)
+    if esm_class & ESM_CLASS_UDHI or data_coding == DataCoding.UCS2:
+        text = _decode_text(data, esm_class, data_coding)
+    else:
+        text = data.decode("latin-1")
 
-    tlv_id = _tlv_str(tlvs.get(Tag.receipted_message_id))
-    state = _tlv_int(tlvs.get(Tag.message_state))
-    nec = decode_network_error_code(tlvs.get(Tag.network_error_code))
-    dfr = _tlv_int(tlvs.get(Tag.delivery_failure_reason))
+    if tlvs:
+        value = tlvs.get(Tag.receipted_message_id)
+        tlv_id = _tlv_str(value) if value is not None else None
+        value = tlvs.get(Tag.message_state)
+        state = _tlv_int(value) if value is not None else None
+        value = tlvs.get(Tag.network_error_code)
+        nec = decode_network_error_code(value) if value is not None else None
+        value = tlvs.get(Tag.delivery_failure_reason)
+        dfr = _tlv_int(value) if value is not None else None
+    else:
+        tlv_id = state = nec = dfr = None
+
+    match = _FAST_RE.fullmatch(text) if "\x00" not in text else None
+    if match is not None:
+        return _standard_receipt(match, esm_class, tlv_id, state, nec, dfr)
 
     base: Receipt
     try:
@@ -392,6 +422,51 @@ def parse_receipt_fields(
     )
 
 
+def _standard_receipt(
+    match: re.Match[str],
+    esm_class: int,
+    tlv_id: str | None,
+    state: int | None,
+    nec: tuple[int, int] | None,
+    dfr: int | None,
+) -> Receipt:
+    """The receipt of a text in the standard layout (one match of `_FAST_RE`) merged
+    with its TLVs, built in one go: what `parse_receipt_text` and the merge in
+    `parse_receipt_fields` give for such a text, without the intermediate Receipt."""
+    text_id, sub, dlvrd, submit, done, raw_stat, err, free_text = match.groups()
+    stat = raw_stat if raw_stat in _WORD_STATE else normalize_stat(raw_stat)
+    submit_date = _parse_date(submit)
+    done_date = _parse_date(done)
+    extra: dict[str, str] = {}
+    if submit_date is None and submit.strip("0"):
+        extra["submit date"] = submit
+    if done_date is None and done.strip("0"):
+        extra["done date"] = done
+    if state is not None:
+        stat = STATE_STAT_WORDS.get(state, stat)
+        message_state: int | None = state
+    else:
+        message_state = _WORD_STATE.get(stat) if stat is not None else None
+    return Receipt(
+        message_id=tlv_id or text_id,
+        text_id=text_id,
+        tlv_id=tlv_id,
+        sub=sub,
+        dlvrd=dlvrd,
+        submit_date=submit_date,
+        done_date=done_date,
+        stat=stat,
+        raw_stat=raw_stat,
+        err=err,
+        text=free_text.strip() if free_text is not None else None,
+        message_state=message_state,
+        network_error_code=nec,
+        delivery_failure_reason=dfr,
+        extra=extra,
+        intermediate=bool(esm_class & ESM_CLASS_INTERMEDIATE) or stat in PENDING_STATS,
+    )
+
+
 class _ReceiptPdu(Protocol):
     @property
     def esm_class(self) -> int: ...
@@ -421,19 +496,31 @@ def parse_receipt(pdu: _ReceiptPdu) -> Receipt | None:
 
 
 def _stat_word(stat: str) -> str:
+    if stat in _WORD_STATE:
+        return stat
     word = normalize_stat(stat)
     if word is None:
         raise ValueError(f"unknown receipt stat {stat!r}")
     return word
 
 
+_DATE_TEXTS: dict[datetime, str] = {}  # receipts sent together share their dates
+
+
 def _date_text(value: datetime | None) -> str:
     """YYMMDDhhmm (as strftime's %y%m%d%H%M, without its cost)."""
     if value is None:
         return "0000000000"
-    return (
-        f"{value.year % 100:02d}{value.month:02d}{value.day:02d}{value.hour:02d}{value.minute:02d}"
-    )
+    text = _DATE_TEXTS.get(value)
+    if text is None:
+        text = (
+            f"{value.year % 100:02d}{value.month:02d}{value.day:02d}"
+            f"{value.hour:02d}{value.minute:02d}"
+        )
+        if len(_DATE_TEXTS) >= 4096:
+            _DATE_TEXTS.clear()
+        _DATE_TEXTS[value] = text
+    return text
 
 
 def _pad3(value: str) -> str:

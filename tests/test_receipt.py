@@ -373,6 +373,53 @@ def test_any_receipt_fields_parse_or_raise_receipt_parse_error(
     assert (receipt is None) == (not is_receipt(esm_class))
 
 
+def _general(data: bytes, esm_class: int, tlvs: Mapping[int, object]) -> Receipt | None:
+    """What the general parser makes of a receipt: a NUL (which the parser drops)
+    keeps the text off the fast path for the standard layout."""
+    return parse_receipt_fields(data + b"\x00", esm_class, tlvs)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case.name for case in CORPUS])
+def test_corpus_fast_path_agrees_with_the_general_parser(case: Case) -> None:
+    if case.data_coding != 0 or not case.short_message:
+        pytest.skip("not a latin-1 text")
+    fast = parse_receipt_fields(case.short_message, case.esm_class, case.tlvs)
+    assert fast == _general(case.short_message, case.esm_class, case.tlvs)
+
+
+TOKEN = st.text(string.ascii_letters + string.digits + "-_:", min_size=1, max_size=14)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(TOKEN, min_size=7, max_size=7),
+    text=st.one_of(st.none(), st.text(TEXT_CHARS + ": ", max_size=30)),
+    esm_class=st.sampled_from([0x04, 0x08, 0x24]),
+    state=st.one_of(st.none(), st.integers(0, 9)),
+    tlv_id=st.one_of(st.none(), st.sampled_from(["", "0", "3F2A9C11"])),
+)
+def test_standard_layout_fast_path_agrees_with_the_general_parser(
+    values: list[str], text: str | None, esm_class: int, state: int | None, tlv_id: str | None
+) -> None:
+    labels = ("id", "sub", "dlvrd", "submit date", "done date", "stat", "err")
+    body = " ".join(f"{label}:{value}" for label, value in zip(labels, values, strict=True))
+    if text is not None:
+        body += f" text:{text}"
+    tlvs: dict[int, int | str | bytes] = {}
+    if state is not None:
+        tlvs[Tag.message_state] = state
+    if tlv_id is not None:
+        tlvs[Tag.receipted_message_id] = tlv_id
+    data = body.encode("latin-1")
+    try:
+        fast = parse_receipt_fields(data, esm_class, tlvs)
+    except ReceiptParseError:
+        with pytest.raises(ReceiptParseError):
+            _general(data, esm_class, tlvs)
+        return
+    assert fast == _general(data, esm_class, tlvs)
+
+
 def test_build_receipt_pdu_round_trips_through_the_codec() -> None:
     pdu = build_receipt_pdu(
         sequence_number=7,

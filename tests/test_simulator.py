@@ -493,6 +493,28 @@ async def test_receipts_wait_for_a_receiver_and_survive_a_restart() -> None:
         assert sim.receipts_sent == 2
 
 
+async def test_an_unanswered_receipt_is_sent_again_on_the_same_bind() -> None:
+    async with running(fast()) as sim:
+        port = sim.port or 0
+        trx = BindTransceiver(sequence_number=0, system_id="acme", password="pw")
+        async with codec_esme(port) as silent:
+            silent.answer = False  # takes the receipt but never answers it
+            await silent.request(trx)
+            for session in sim._sessions:
+                session.response_timeout = 0.1  # gives up on the deliver_sm soon
+            resp = await silent.request(submit("1"))
+            first = await silent.next()
+            again = await silent.next()  # after its timeout and the retry delay
+            assert sim.receipts_sent == 2
+            (session,) = sim._sessions
+            assert session.timeouts >= 1
+            assert not silent.closed.is_set()
+        assert isinstance(first, DeliverSm) and isinstance(again, DeliverSm)
+        assert first.tlvs[Tag.receipted_message_id] == msg_id(resp)
+        assert again.tlvs[Tag.receipted_message_id] == msg_id(resp)
+        assert again.sequence_number != first.sequence_number
+
+
 # --------------------------------------------------------------------------- other outcomes
 
 

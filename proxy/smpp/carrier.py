@@ -332,11 +332,13 @@ class CarrierLink:
 
         Raises NotBound, SessionClosed or TimeoutError.
         """
-        await self._pace()
+        started = time.monotonic()
+        if started < self._pause_until or not self._bucket.try_take(started):
+            await self._pace()  # no coroutine to await when a token is there now
+            started = time.monotonic()
         s = self.tx
         if s is None or not s.bound or s.closed.is_set():
             raise NotBound(self.name)
-        started = time.monotonic()
         resp = await s.request(pdu, timeout or self.cfg.submit_timeout)
         s.proven.set()  # an answer, whatever it says: this bind carries traffic
         if self.submit_observer is not None:

@@ -24,13 +24,20 @@ Bounds on what a peer can make a session hold:
   trickling a byte at a time (slowloris) is closed just like a silent one.
 * Fairness: every ``YIELD_EVERY`` PDUs, and after each read, the session yields to
   the event loop, so a peer flooding tiny PDUs cannot starve the other sessions.
+
+Our own requests cost little per request: each outstanding one is a record in
+``_pending`` (its deadline, its window, and the future or callback to answer), and
+one timer per session, set for the earliest deadline, expires whatever is due (no
+timer per request). A response finishes its request on the spot, as it is decoded:
+the window slot comes back and the future (or callback) is answered, with no
+callback left for the event loop to schedule. ``request_cb`` answers by a plain
+callback, for callers that need no future at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import deque
@@ -66,6 +73,32 @@ class SessionClosed(Exception):
     """The session ended while a request was outstanding."""
 
 
+class _Request:
+    """One of our requests awaiting its response: answered once, by `fut` (and then
+    `on_done`) or by `callback`, with the response PDU or the exception it ended
+    with."""
+
+    __slots__ = ("callback", "deadline", "fut", "on_done", "pdu", "wait", "window")
+
+    def __init__(
+        self,
+        pdu: Pdu,
+        wait: float,
+        deadline: float,
+        window: Window | None,
+        fut: asyncio.Future[Pdu] | None,
+        on_done: Callable[[asyncio.Future[Pdu]], None] | None,
+        callback: Callable[[Pdu | Exception], None] | None,
+    ) -> None:
+        self.pdu = pdu
+        self.wait = wait
+        self.deadline = deadline
+        self.window = window
+        self.fut = fut
+        self.on_done = on_done
+        self.callback = callback
+
+
 class SmppSession:
     """One SMPP connection (either role)."""
 
@@ -93,7 +126,9 @@ class SmppSession:
         self.enquire_link_interval = enquire_link_interval
         self.inactivity_timeout = inactivity_timeout
         self._seq = 0
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._pending: dict[int, _Request] = {}
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0  # when the sweep timer fires (while it is set)
         self.closed = asyncio.Event()
         self.last_rx = time.monotonic()
         self.unbinding = False
@@ -123,6 +158,7 @@ class SmppSession:
         self._window_sem = Window(self.window)
 
     def next_sequence(self) -> int:
+        """The next sequence number (1 to 0x7FFFFFFF, then 1 again)."""
         self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
         return self._seq
 
@@ -149,7 +185,11 @@ class SmppSession:
         fut = await self._send_request(pdu, timeout or self.response_timeout)
         if fut is None:
             raise SessionClosed(self.name)
-        return await fut
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._abandon(pdu.sequence_number, fut)
+            raise
 
     async def request_all(
         self, pdus: Sequence[Pdu], timeout: float | None = None
@@ -161,19 +201,28 @@ class SmppSession:
         receipt pump sends thousands a second)."""
         wait = timeout or self.response_timeout
         futs: list[asyncio.Future[Pdu] | Exception] = []
-        for pdu in pdus:
-            fut = await self._send_request(pdu, wait)
-            futs.append(fut if fut is not None else SessionClosed(self.name))
-        results: list[Pdu | Exception] = []
-        for f in futs:
-            if isinstance(f, Exception):
-                results.append(f)
-                continue
-            try:
-                results.append(await f)
-            except Exception as exc:
-                results.append(exc)
-        return results
+        try:
+            for pdu in pdus:
+                fut = await self._send_request(pdu, wait)
+                futs.append(fut if fut is not None else SessionClosed(self.name))
+            results: list[Pdu | Exception] = []
+            for f in futs:
+                if isinstance(f, Exception):
+                    results.append(f)
+                    continue
+                try:
+                    results.append(await f)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    results.append(exc)
+            return results
+        except asyncio.CancelledError:
+            for pdu, f in zip(pdus, futs, strict=False):
+                if not isinstance(f, Exception):
+                    f.cancel()
+                    self._abandon(pdu.sequence_number, f)
+            raise
 
     def try_request(
         self,
@@ -185,11 +234,35 @@ class SmppSession:
         future of its response (a response PDU, TimeoutError, SessionClosed), or None
         when the window is full or the session closed. `on_done` is called with the
         future once it is done (directly, not as a scheduled callback). For callers that
-        keep their own queue and react to each answer (the receipt pump)."""
+        keep their own queue and react to each answer (the receipt pump). A future
+        cancelled by its holder keeps its slot until its response or its deadline."""
         window = self._window_sem
         if self.closed.is_set() or not window.try_acquire():
             return None
-        return self._issue(pdu, timeout or self.response_timeout, window, on_done)
+        fut: asyncio.Future[Pdu] = self._loop.create_future()
+        self._issue(pdu, timeout or self.response_timeout, window, fut, on_done, None)
+        return fut
+
+    def request_cb(
+        self,
+        pdu: Pdu,
+        callback: Callable[[Pdu | Exception], None],
+        timeout: float | None = None,
+        *,
+        use_window: bool = True,
+    ) -> bool:
+        """Send a request now if the window has a free slot: True, and `callback` is
+        called exactly once, from the event loop's thread, with the response PDU or
+        the exception the request ended with (TimeoutError, SessionClosed, a
+        PduError). False (and no callback) when the window is full or the session
+        closed. No future and no task: the cheapest way to send a request. With
+        `use_window` False the request takes no slot of the window (for a caller that
+        keeps its own count, like the simulator)."""
+        window = self._window_sem if use_window else None
+        if self.closed.is_set() or (window is not None and not window.try_acquire()):
+            return False
+        self._issue(pdu, timeout or self.response_timeout, window, None, None, callback)
+        return True
 
     @property
     def free(self) -> int:
@@ -198,8 +271,8 @@ class SmppSession:
 
     async def _send_request(self, pdu: Pdu, wait: float) -> asyncio.Future[Pdu] | None:
         """Take a slot of the window, send `pdu` and return the future of its response
-        (None when the session is closed). The slot, the timer and the pending entry go
-        when the future is done: answered, timed out, failed or cancelled."""
+        (None when the session is closed). The slot and the pending entry go when the
+        request is answered, times out or fails, or when its waiter gives up."""
         if self.closed.is_set():
             return None
         window = self._window_sem
@@ -207,12 +280,14 @@ class SmppSession:
         if self.closed.is_set():
             window.release()
             return None
-        fut = self._issue(pdu, wait, window)
+        fut: asyncio.Future[Pdu] = self._loop.create_future()
+        self._issue(pdu, wait, window, fut, None, None)
         if self.writer.transport.get_write_buffer_size() > self.write_buffer_limit:
             try:
                 await self.writer.drain()
             except BaseException:
                 fut.cancel()  # not waited for: free its slot now
+                self._abandon(pdu.sequence_number, fut)
                 raise
         return fut
 
@@ -220,48 +295,80 @@ class SmppSession:
         self,
         pdu: Pdu,
         wait: float,
-        window: Window,
-        on_done: Callable[[asyncio.Future[Pdu]], None] | None = None,
-    ) -> asyncio.Future[Pdu]:
-        """Send `pdu` on a slot of `window` already taken; the future of its response."""
-        seq = self.next_sequence()
-        pdu.sequence_number = seq
-        fut: asyncio.Future[Pdu] = self._loop.create_future()
-        self._pending[seq] = fut
-        # A timer handle, not wait_for: one callback instead of a wrapper per request.
-        expiry = self._loop.call_later(wait, _expire, fut)
-        fut.add_done_callback(
-            functools.partial(self._request_finished, seq, expiry, window, pdu, wait, on_done)
-        )
-        self.send(pdu)
-        return fut
-
-    def _request_finished(
-        self,
-        seq: int,
-        expiry: asyncio.TimerHandle,
-        window: Window,
-        pdu: Pdu,
-        wait: float,
+        window: Window | None,
+        fut: asyncio.Future[Pdu] | None,
         on_done: Callable[[asyncio.Future[Pdu]], None] | None,
-        fut: asyncio.Future[Pdu],
+        callback: Callable[[Pdu | Exception], None] | None,
     ) -> None:
-        expiry.cancel()
-        window.release()
-        if self._pending.get(seq) is fut:
-            del self._pending[seq]
-        if not fut.cancelled() and isinstance(fut.exception(), TimeoutError):
+        """Send `pdu` on a slot of `window` already taken, answered by `fut` (then
+        `on_done`) or `callback`."""
+        seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
+        self._seq = seq
+        pdu.sequence_number = seq
+        deadline = self._loop.time() + wait
+        self._pending[seq] = _Request(pdu, wait, deadline, window, fut, on_done, callback)
+        if self._sweep_handle is None or deadline < self._sweep_at:
+            self._arm(deadline)
+        self.send(pdu)
+
+    def _arm(self, deadline: float) -> None:
+        """Set the sweep timer for `deadline`."""
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        self._sweep_at = deadline
+        self._sweep_handle = self._loop.call_at(deadline, self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire the requests whose deadline has come; set the timer for the next."""
+        self._sweep_handle = None
+        pending = self._pending
+        # The clock may read a hair short of the deadline the timer was set for.
+        now = self._loop.time() + 0.001
+        for seq in [seq for seq, r in pending.items() if r.deadline <= now]:
+            req = pending.pop(seq, None)
+            if req is not None:
+                self._finish(req, TimeoutError())
+        if pending and self._sweep_handle is None and not self.closed.is_set():
+            self._arm(min(r.deadline for r in pending.values()))
+
+    def _finish(self, req: _Request, result: Pdu | Exception) -> None:
+        """Answer a request taken out of `_pending`, once: its slot comes back, then its
+        future (and `on_done`) or its callback gets the response or the exception."""
+        if req.window is not None:
+            req.window.release()
+        if isinstance(result, TimeoutError):
             self.timeouts += 1
             if self.timeouts % TIMEOUT_LOG_EVERY == 1:
                 log.warning(
                     "%s: no answer to %s within %.1f s (%d unanswered so far)",
                     self.name,
-                    type(pdu).__name__,
-                    wait,
+                    type(req.pdu).__name__,
+                    req.wait,
                     self.timeouts,
                 )
-        if on_done is not None:
-            on_done(fut)
+        fut = req.fut
+        if fut is None:
+            if req.callback is not None:
+                req.callback(result)
+            return
+        if not fut.done():  # its holder may have cancelled it
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+                fut.exception()  # retrieved: the waiter may be gone, nothing to log
+            else:
+                fut.set_result(result)
+        if req.on_done is not None:
+            req.on_done(fut)
+
+    def _abandon(self, seq: int, fut: asyncio.Future[Pdu]) -> None:
+        """The waiter of `fut` gave up: its request stops holding a slot."""
+        req = self._pending.get(seq)
+        if req is not None and req.fut is fut:
+            del self._pending[seq]
+            if req.window is not None:
+                req.window.release()
+            if req.on_done is not None:
+                req.on_done(fut)
 
     @property
     def outstanding(self) -> int:
@@ -331,10 +438,10 @@ class SmppSession:
             return
         if self._on_pdu is not None:
             self._on_pdu("in", pdu.command_id, pdu.command_status)
-        if is_response(pdu.command_id):
-            fut = self._pending.get(pdu.sequence_number)
-            if fut is not None and not fut.done():
-                fut.set_result(pdu)
+        if pdu.command_id & 0x80000000:
+            req = self._pending.pop(pdu.sequence_number, None)
+            if req is not None:
+                self._finish(req, pdu)
             elif isinstance(pdu, GenericNack):
                 log.warning("%s: generic_nack status=0x%08X", self.name, pdu.command_status)
             return
@@ -364,9 +471,9 @@ class SmppSession:
             return
         if cid is None or is_response(cid) or cid in NO_RESPONSE:
             if cid is not None and is_response(cid):
-                fut = self._pending.get(seq)
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
+                req = self._pending.pop(seq, None)
+                if req is not None:
+                    self._finish(req, exc)
                 return
             self.send(generic_nack(seq, exc.command_status))
             return
@@ -385,11 +492,13 @@ class SmppSession:
         handled, it holds one slot of the inbound window until it finishes."""
         task: asyncio.Task[Any] = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
         if self._in_request:
             self.handling += 1
-            self.handling_peak = max(self.handling_peak, self.handling)
-            task.add_done_callback(self._request_done)
+            if self.handling > self.handling_peak:
+                self.handling_peak = self.handling
+            task.add_done_callback(self._request_task_done)  # one callback, not two
+        else:
+            task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         """What escapes a request's task is logged here (rate-limited), never left as
@@ -408,6 +517,10 @@ class SmppSession:
                 self.task_failures,
                 exc_info=exc,
             )
+
+    def _request_task_done(self, task: asyncio.Task[Any]) -> None:
+        self._task_done(task)
+        self._request_done(task)
 
     def _request_done(self, task: asyncio.Task[Any]) -> None:
         self.handling -= 1
@@ -460,10 +573,13 @@ class SmppSession:
             self._flush_handle.cancel()
             self._flush()
         self.closed.set()
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(SessionClosed(self.name))
-        self._pending.clear()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
+        requests = list(self._pending.values())
+        self._pending.clear()  # emptied in place: a sweep under way sees it too
+        for req in requests:
+            self._finish(req, SessionClosed(self.name))
         with contextlib.suppress(Exception):
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
@@ -534,11 +650,6 @@ def nack_sequence(exc: PduError) -> int:
     generic_nack with a null sequence number when the offending PDU cannot be told)."""
     seq = exc.sequence_number
     return seq if seq is not None and 0 < seq <= 0x7FFFFFFF else 0
-
-
-def _expire(fut: asyncio.Future[Pdu]) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError())
 
 
 def _resp_table() -> dict[int, type[Pdu]]:

@@ -678,7 +678,6 @@ class SimulatorSession(SmppSession):
         self._loop = asyncio.get_running_loop()
         # sequence_number -> (receipt job, time sent) for deliver_sm awaiting a response
         self._inflight: dict[int, tuple[_Job, float]] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
 
     def is_bound(self) -> bool:
         return self.system_id is not None
@@ -750,50 +749,36 @@ class SimulatorSession(SmppSession):
 
     # ------------------------------------------------------------ receipts out
     def send_receipt(self, pdu: DeliverSm, job: _Job) -> None:
-        """Write a receipt and track its deliver_sm_resp (no task, no await)."""
-        seq = self.next_sequence()
-        pdu.sequence_number = seq
-        fut: asyncio.Future[Pdu] = self._loop.create_future()
-        # The base class resolves futures in this table when the response arrives
-        # and fails them all when the connection ends.
-        self._pending[seq] = fut
-        self._inflight[seq] = (job, self._loop.time())
-        fut.add_done_callback(functools.partial(self._receipt_answered, seq))
-        self.send(pdu)
-        if self._sweeper is None:
-            self._sweeper = self._loop.call_later(self.response_timeout, self._sweep)
+        """Write a receipt and track its deliver_sm_resp (no task, no await): the base
+        class answers the callback when the response arrives, when
+        ``response_timeout`` passes without one, or when the connection ends."""
+        if not self.request_cb(
+            pdu,
+            functools.partial(self._receipt_answered, job),
+            self.response_timeout,
+            use_window=False,  # counted here, in _inflight
+        ):
+            return  # closed: the job went back with the session
+        self._inflight[pdu.sequence_number] = (job, self._loop.time())
 
-    def _receipt_answered(self, seq: int, fut: asyncio.Future[Pdu]) -> None:
-        self._pending.pop(seq, None)
-        entry = self._inflight.pop(seq, None)
+    def _receipt_answered(self, job: _Job, result: Pdu | Exception) -> None:
+        seq = result.sequence_number if isinstance(result, Pdu) else None
+        entry = None
+        if seq is not None:
+            entry = self._inflight.pop(seq, None)
+        else:
+            for key, (j, _sent) in self._inflight.items():
+                if j is job:
+                    entry = self._inflight.pop(key)
+                    break
         if entry is None:
             return
-        job = entry[0]
-        if fut.cancelled():
-            status: int | None = None  # timed out
-        elif fut.exception() is not None:
-            status = None  # session closed or an unreadable response
-        else:
-            status = fut.result().command_status
+        if isinstance(result, TimeoutError):
+            log.warning("%s: deliver_sm not answered; will resend", self.name)
+        status = result.command_status if isinstance(result, Pdu) else None
         self.simulator._receipt_done(self, job, status)
 
-    def _sweep(self) -> None:
-        """Give up on deliver_sm unanswered for ``response_timeout``."""
-        self._sweeper = None
-        limit = self._loop.time() - self.response_timeout
-        expired = [seq for seq, (_job, sent) in self._inflight.items() if sent <= limit]
-        for seq in expired:
-            fut = self._pending.get(seq)
-            if fut is not None and not fut.done():
-                log.warning("%s: deliver_sm %d not answered; will resend", self.name, seq)
-                fut.cancel()
-        if self._inflight and not self.closed.is_set():
-            self._sweeper = self._loop.call_later(self.response_timeout / 2, self._sweep)
-
     def on_closed(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
         self.simulator._session_closed(self)
 
 
