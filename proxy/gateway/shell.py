@@ -144,11 +144,12 @@ class Gateway:
         it, and the senders of an account that is gone are unbound. Returns the
         sections that changed and those that differ but wait for a restart."""
         cfg, changed, waiting = reloaded(self.cfg, new)
+        if cfg.logging.level != self.cfg.logging.level:  # `run` set it from the file
+            logging.getLogger().setLevel(cfg.logging.level.upper())
         self.cfg = self.ctx.cfg = cfg
         self.path.configure(cfg)
         self.receipts.configure(cfg)
         self.intake.configure(cfg)
-        logging.getLogger().setLevel(cfg.logging.level.upper())
         if self.http is not None:
             self.http.configure(cfg.admin)
         for name, sessions in list(self.sessions.items()):
