@@ -11,5 +11,7 @@ One component per job, composed by a thin shell:
 * ``scheduler``: due retries, housekeeping, recovery, the shared store's notices;
 * ``pump``: stored receipts to the senders' receivers;
 * ``locks``: the per-message locks and bounded caches;
-* ``metrics``: counts what passes and serves ``/metrics``, ``/healthz`` and ``/readyz``.
+* ``metrics``: counts what passes; its registry and readiness are what ``/metrics``
+  and ``/readyz`` of the HTTP listener (``bounceback.admin``) answer;
+* ``control``: the admin API's questions and actions, answered from the components.
 """
