@@ -30,6 +30,7 @@ from harness import (
     bind_sender,
     free_port,
     retry_toml,
+    self_signed,
     simulator,
     wait_until,
     write_config,
@@ -375,6 +376,30 @@ async def test_a_paused_carrier_gets_nothing_new_until_resumed(tmp_path: Path) -
             await wait_until(lambda: sim.count_for("447700900811") == 1, timeout=10)
         finally:
             await asyncio.to_thread(s.close)
+
+
+async def test_the_listener_speaks_https_with_a_certificate(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "admin")
+    extra = (
+        f'[metrics]\nport = 0\ntls_cert = "{cert}"\ntls_key = "{key}"\n'
+        f'[admin]\n[[admin.tokens]]\nname = "oncall"\nscope = "admin"\ntoken = "{ADMIN}"\n'
+    )
+    async with simulator() as sim:
+        gw = Gateway(load_config(write_config(tmp_path, sim.port or 0, extra=extra)))
+        await gw.start()
+        try:
+            base = f"127.0.0.1:{gw.admin_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"https://{base}/v1/held", headers=auth(ADMIN), ssl=False) as r:
+                    assert r.status == 200
+                with pytest.raises(aiohttp.ClientError):  # no plain HTTP beside it
+                    async with http.get(f"http://{base}/healthz") as r:
+                        await r.read()
+                with pytest.raises(aiohttp.ClientConnectorCertificateError):  # self-signed
+                    async with http.get(f"https://{base}/healthz") as r:
+                        await r.read()
+        finally:
+            await gw.stop()
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ server is asyncio-native and works on uvloop. It binds where ``[metrics]`` says
 from __future__ import annotations
 
 import logging
+import ssl
 
 from aiohttp import web
 from bounceback.admin.api import SETTINGS, Control, Health, build_app
@@ -27,11 +28,11 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port (port 0: a free one, then in `port`)."""
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Listen on host:port (port 0: a free one, then in `port`); HTTPS with `tls`."""
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=tls)
         try:
             await site.start()
         except BaseException:

@@ -368,6 +368,8 @@ class MetricsConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 9102
+    tls_cert: str = ""  # PEM certificate chain: the listener speaks HTTPS when set
+    tls_key: str = ""  # its private key ("" = inside tls_cert)
 
 
 ADMIN_SCOPES: Final = ("read", "admin")
@@ -953,7 +955,7 @@ def parse_config(
     classify = _parse_classify(top.section("classify"), loader, carrier_names)
     store = _parse_store(top.section("store"), loader)
     feed = _parse_feed(top.table("feed"), loader)
-    metrics = _parse_metrics(top.table("metrics"))
+    metrics = _parse_metrics(top.table("metrics"), loader)
     if metrics is not None:
         _check_metrics_port(sink, source, server, metrics)
     admin = _parse_admin(top.table("admin"), loader, metrics)
@@ -1632,7 +1634,7 @@ def _parse_feed(t: _Table | None, loader: _Loader) -> FeedConfig | None:
     return feed if enabled else None
 
 
-def _parse_metrics(t: _Table | None) -> MetricsConfig | None:
+def _parse_metrics(t: _Table | None, loader: _Loader) -> MetricsConfig | None:
     if t is None:
         return None
     d = MetricsConfig()
@@ -1640,7 +1642,17 @@ def _parse_metrics(t: _Table | None) -> MetricsConfig | None:
         enabled=t.boolean("enabled", True),
         host=t.string("host", d.host, pattern=_HOST, what="a host name or address"),
         port=t.port("port", d.port, listen=True),
+        tls_cert=loader.file_option(t, "tls_cert"),
+        tls_key=loader.file_option(t, "tls_key"),
     )
+    if metrics.tls_key and not metrics.tls_cert:
+        t.problem("tls_key", "needs tls_cert (the listener speaks plain HTTP without it)")
+    elif metrics.tls_cert:
+        from bounceback.config.certs import cert_chain_problem
+
+        chain = cert_chain_problem(metrics.tls_cert, metrics.tls_key)
+        if chain is not None:
+            t.problem(*chain)
     t.finish()
     return metrics if metrics.enabled else None
 
@@ -1875,6 +1887,9 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "off by default)",
             "host": "address of the Prometheus endpoint (`/metrics`, `/healthz`, `/readyz`)",
             "port": "its port (not an SMPP listener's)",
+            "tls_cert": "PEM certificate chain: the listener (metrics, health, admin API) "
+            "speaks HTTPS only; empty: plain HTTP",
+            "tls_key": "its private key; empty: inside `tls_cert`",
         },
         "admin": {
             "open_health": "`/healthz`, `/readyz` and `/metrics` answer without a token "

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 from bounceback.config.certs import no_passphrase
 
 if TYPE_CHECKING:
-    from bounceback.config.settings import Carrier, ServerConfig
+    from bounceback.config.settings import Carrier, MetricsConfig, ServerConfig
 
 __all__ = [
     "MINIMUM_VERSION",
     "carrier_context",
     "describe_peer",
+    "http_context",
     "listener_context",
 ]
 
@@ -43,6 +44,16 @@ def listener_context(server: ServerConfig) -> ssl.SSLContext | None:
         ctx.load_verify_locations(cafile=server.tls_client_ca)
     else:
         ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def http_context(metrics: MetricsConfig) -> ssl.SSLContext | None:
+    """The server-side context of the HTTP listener; None when it speaks plain HTTP."""
+    if not metrics.tls_cert:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = MINIMUM_VERSION
+    ctx.load_cert_chain(metrics.tls_cert, metrics.tls_key or None, password=no_passphrase)
     return ctx
 
 

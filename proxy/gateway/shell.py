@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bounceback.config.settings import Config, ConfigError, load_config, reloaded
+from bounceback.config.tls import http_context
 from bounceback.core import engine
 from bounceback.core.access import Access
 from bounceback.core.engine import Policy
@@ -286,10 +287,11 @@ class Gateway:
 
             self.metrics.attach(self)
             self.http = AdminServer(GatewayControl(self), self.metrics, self.cfg.admin)
-            await self.http.start(m.host, m.port)
+            await self.http.start(m.host, m.port, http_context(m))
             self.metrics.port = self.admin_port = self.http.port
             log.info(
-                "metrics on http://%s:%d/metrics%s",
+                "metrics on %s://%s:%d/metrics%s",
+                "https" if m.tls_cert else "http",
                 m.host,
                 self.http.port,
                 ", admin API under /v1" if self.cfg.admin is not None else "",

@@ -43,6 +43,9 @@ class ProxyApi:
     def __init__(self, base: str, token: AdminToken) -> None:
         self.base = base
         self.token = token
+        # The proxy's own listener on this machine, often with a self-signed
+        # certificate: encrypted, not verified.
+        self.ssl = not base.startswith("https:")
 
     async def alive(self) -> bool:
         """Whether the proxy answers ``/healthz`` (within the connect timeout)."""
@@ -50,7 +53,7 @@ class ProxyApi:
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as http,
-                http.get(self.base + "/healthz") as r,
+                http.get(self.base + "/healthz", ssl=self.ssl) as r,
             ):
                 return r.status == 200
         except (TimeoutError, aiohttp.ClientError):
@@ -61,7 +64,7 @@ class ProxyApi:
         headers = {"Authorization": f"Bearer {self.token.token}"}
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.request(method, self.base + path, json=body, headers=headers) as r,
+            http.request(method, self.base + path, json=body, headers=headers, ssl=self.ssl) as r,
         ):
             if r.status == 204:
                 return None
@@ -79,5 +82,7 @@ async def running_api(cfg: Config) -> ProxyApi | None:
         return None
     host = cfg.metrics.host
     host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
-    api = ProxyApi(f"http://{host if ':' not in host else f'[{host}]'}:{cfg.metrics.port}", token)
+    scheme = "https" if cfg.metrics.tls_cert else "http"
+    where = host if ":" not in host else f"[{host}]"
+    api = ProxyApi(f"{scheme}://{where}:{cfg.metrics.port}", token)
     return api if await api.alive() else None

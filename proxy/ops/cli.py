@@ -815,6 +815,7 @@ def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
     SMPP port, which the proxy answers before any bind. A CommandError (exit 2) when
     there is nothing to check: no ``[metrics]`` and ``plain = false``, or port 0."""
     import socket
+    import ssl
     import urllib.error
     import urllib.request
 
@@ -824,9 +825,14 @@ def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
         host, port = _local(cfg.metrics.host), cfg.metrics.port
         if port == 0:
             raise CommandError(EXIT_CONFIG, "metrics.port = 0: the port is chosen at start")
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        scheme = "https" if cfg.metrics.tls_cert else "http"
+        url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        # Whether it answers, not who it is: its certificate may well be self-signed.
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=unverified) as resp:
                 status = int(resp.status)
         except urllib.error.HTTPError as exc:
             status = exc.code
