@@ -270,6 +270,13 @@ async def test_held_messages_are_listed_retried_and_cancelled(tmp_path: Path) ->
             while await state(ids[0]) != State.DELIVERED.value:
                 assert time.monotonic() < end
                 await asyncio.sleep(0.05)
+            async with http.get(f"{url}/v1/messages/{ids[0]}", headers=auth(READ)) as r:
+                timeline = (await r.json())["timeline"]
+            events = [step["event"] for step in timeline]
+            assert events == ["accepted", "submitted", "soft_bounce", "resubmitted", "delivered"]
+            soft = timeline[events.index("soft_bounce")]
+            assert soft["reason"] == "absent_subscriber" and soft["attempt"] == 1
+            assert timeline[-1]["attempt"] == 2
             async with http.post(f"{url}/v1/held/{ids[0]}/retry", headers=auth(ADMIN)) as r:
                 assert r.status == 409  # not held any more
 

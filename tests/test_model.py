@@ -11,7 +11,16 @@ from typing import Any
 import attrs
 import pytest
 from bounceback.core.engine import SubmitResult
-from bounceback.core.model import Message, State, Verdict, evolve, set_version
+from bounceback.core.model import (
+    MAX_STEPS,
+    Message,
+    State,
+    Step,
+    Verdict,
+    add_step,
+    evolve,
+    set_version,
+)
 from bounceback.feed.events import iso
 from bounceback.gateway.pump import receipt_date
 from bounceback.store.sqlite import ReceiptRow, _receipt_values, verdict_doc
@@ -150,3 +159,25 @@ def test_set_version_writes_only_the_version() -> None:
     assert copy.version == 7
     assert copy == attrs.evolve(BASE, state=State.SUBMITTED, version=7)
     assert BASE.version == 0  # the original is untouched
+
+
+def test_a_timeline_keeps_its_first_step_and_the_latest() -> None:
+    m = Message(
+        id="0000000000000001",
+        account="acme",
+        source_addr="ACME",
+        destination_addr="447700900001",
+        pdu=b"",
+        registered_delivery=1,
+        created_at=0.0,
+        deadline=10.0,
+        deadline_is_validity=False,
+        submit_date=0.0,
+    )
+    for i in range(MAX_STEPS + 10):
+        add_step(m, Step(float(i), "accepted" if i == 0 else "soft_bounce", {"n": i}))
+    assert len(m.history) == MAX_STEPS
+    assert m.history[0].event == "accepted"
+    assert [s.fields["n"] for s in m.history[1:]] == list(range(11, MAX_STEPS + 10))
+    # Remembering more does not make it another message.
+    assert evolve(m, history=()) == m

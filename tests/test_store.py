@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import attrs
 import pytest
-from bounceback.core.model import Message, State, Verdict
+from bounceback.core.model import Message, State, Step, Verdict
 from bounceback.store.postgres import PgStore
 from bounceback.store.sqlite import (
     Change,
@@ -106,9 +106,15 @@ async def test_message_round_trip_keeps_every_field(store: Store) -> None:
         parts_ref="12/1/3",
         updated_at=T0 + 61.0,
         version=3,
+        history=(
+            Step(T0 + 0.125, "accepted", {"ack": "carrier"}),
+            Step(T0 + 1.5, "soft_bounce", {"reason": "absent_subscriber", "attempt": 1}),
+        ),
     )
     await store.commit(Change(message=full, insert=True))
-    assert await store.get(full.id) == full
+    got = await store.get(full.id)
+    assert got == full
+    assert got is not None and got.history == full.history  # not part of ==: asked apart
     assert await store.get("nope") is None
     # A later commit of the same message (the next version) replaces it.
     later = attrs.evolve(full, state=State.DELIVERED, verdict=None, next_attempt_at=None, version=4)

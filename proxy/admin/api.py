@@ -178,6 +178,9 @@ def message_json(msg: Message, shown: Callable[[str], str]) -> dict[str, Any]:
         "verdict": None if v is None else attrs.asdict(v),
         "retries_by_reason": dict(msg.retries_by_reason),
         "version": msg.version,
+        # Its life, oldest first: the feed's events (accepted, submitted, soft_bounce
+        # with its reason, code and rule and the next attempt, resubmitted, ...).
+        "timeline": [{"at": _iso(s.at), "event": s.event, **s.fields} for s in msg.history],
     }
 
 

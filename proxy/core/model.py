@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -44,6 +44,15 @@ def evolve(obj: T, **changes: Any) -> T:
             raise TypeError(f"{cls.__name__} has no field {name!r}")
         values[i] = value
     return cls(*values)
+
+
+def add_step(fresh: Message, step: Step) -> None:
+    """Append `step` to the timeline of a copy that nothing else refers to yet (like
+    `set_version`): the message about to be written with the event it records."""
+    steps = (*fresh.history, step)
+    if len(steps) > MAX_STEPS:
+        steps = (steps[0], *steps[len(steps) - MAX_STEPS + 1 :])
+    object.__setattr__(fresh, "history", steps)
 
 
 def set_version(fresh: Message, version: int) -> None:
@@ -96,6 +105,21 @@ class Verdict:
 
 
 @attrs.frozen
+class Step:
+    """One entry of a message's timeline: a feed event's name, when, and its fields
+    (attempt, carrier, the verdict's reason, code and rule, the next attempt, ...)."""
+
+    at: float
+    event: str
+    fields: Mapping[str, object] = attrs.field(factory=dict)
+
+
+# A timeline keeps its first step (accepted) and the latest ones: a message retried
+# for days does not grow without bound.
+MAX_STEPS = 40
+
+
+@attrs.frozen
 class Message:
     """One tracked short message (one destination, one part).
 
@@ -130,6 +154,9 @@ class Message:
     # (optimistic concurrency): a decision taken on a copy that another instance or
     # process changed meanwhile is refused, and taken again on the stored message.
     version: int = 0
+    # What happened to it, oldest first (see `Step`). Not part of equality: two copies
+    # of one message in the same state are the same message, whatever they remember.
+    history: tuple[Step, ...] = attrs.field(default=(), eq=False)
 
     def retries_for(self, reason: str) -> int:
         for name, count in self.retries_by_reason:

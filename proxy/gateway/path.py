@@ -40,7 +40,7 @@ from bounceback.core.engine import (
     SuppressNumber,
 )
 from bounceback.core.localtime import Zones
-from bounceback.core.model import Message, State, Verdict, evolve, set_version
+from bounceback.core.model import Message, State, Step, Verdict, add_step, evolve, set_version
 from bounceback.feed.events import event_record
 from bounceback.gateway.context import Context
 from bounceback.gateway.locks import LRU, MessageLocks
@@ -164,8 +164,11 @@ class MessagePath:
     def event(
         self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
     ) -> None:
-        """Add feed event `name` of `msg` to `change` (and count it)."""
+        """Add event `name` of `msg` to `change`: to the message's timeline when `msg`
+        is the copy `change` writes, to the feed's outbox, and to the metrics."""
         ctx = self.ctx
+        if change.message is msg:
+            add_step(msg, Step(now, name, fields))
         if ctx.metrics is not None:
             ctx.metrics.message(name, msg.account, msg.carrier)
         feed = ctx.cfg.feed

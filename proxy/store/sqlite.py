@@ -39,7 +39,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import orjson
 from bounceback.core.ids import MAX_INSTANCE
-from bounceback.core.model import Message, State, Verdict
+from bounceback.core.model import Message, State, Step, Verdict
 
 log = logging.getLogger("bounceback.store")
 
@@ -342,6 +342,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         "final_err": m.final_err,
         "text_head": m.text_head,
         "parts_ref": m.parts_ref,
+        "history": [[s.at, s.event, s.fields] for s in m.history],
     }
     return (
         m.id,
@@ -683,6 +684,7 @@ def message_from_row(r: Sequence[Any]) -> Message:
         parts_ref=data["parts_ref"],
         updated_at=r[10],
         version=int(r[15]),
+        history=tuple(Step(float(at), str(ev), f) for at, ev, f in data.get("history", ())),
     )
 
 
