@@ -537,6 +537,12 @@ async def outbox_drained(gw: Gateway, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def pending_receipts(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (n,) = conn.execute("SELECT COUNT(*) FROM sender_receipts").fetchone()
+    return int(n)
+
+
 def outbox_rows(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         (n,) = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()
@@ -576,6 +582,10 @@ async def test_kill9_leaves_offline_status_and_backlog_is_published(
             s = await bind_sender(port, SmpplibSender)
             first = [(await submit(s, f"4477009007{i:02d}"))[1] for i in range(3)]
             await col.wait(lambda: life(first) <= set(event_ids(col)), what="first events")
+            # Their receipts delivered (and so deleted) before the kill: else one still
+            # pending comes to the next bind instead of one of its own.
+            assert len(await asyncio.to_thread(s.wait_delivered, 3, 15.0)) == 3
+            await wait_until(lambda: pending_receipts(tmp_path / "proxy.db") == 0)
             await asyncio.to_thread(s.close)
 
             await asyncio.to_thread(proxy.kill9)

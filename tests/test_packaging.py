@@ -5,8 +5,10 @@ optional dependencies (extras) with the error that names the one to install."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -16,7 +18,7 @@ from bounceback import __version__
 from bounceback.config.resources import configs_dir, example_text, preset_names, preset_path
 from bounceback.config.settings import ConfigError, load_config
 from bounceback.ops.cli import STARTER_PASSWORD_LINE, main
-from harness import CONFIGS
+from harness import CONFIGS, free_port
 from test_cli import BASE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,3 +294,43 @@ def test_run_without_asyncpg_in_a_fresh_process(tmp_path: Path) -> None:
         "pip install 'bounceback[postgres]'"
     ]
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_run_imports_only_what_the_config_uses(tmp_path: Path, event_loop: str) -> None:
+    """`bounceback run` on a SQLite store with the builtin feed client (publishing on
+    the proxy's loop) imports neither asyncpg nor aiomqtt nor paho, even though they
+    are installed; uvloop only when it is the configured event loop."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[server]\nport = 0\nevent_loop = "{event_loop}"\n'
+        + BASE.replace('host = "127.0.0.1"', f'host = "127.0.0.1"\nport = {free_port()}')
+        + f"[store]\npath = {str(tmp_path / 'p.db')!r}\n"
+        + f'[feed]\nclient = "builtin"\npublisher = "inline"\nport = {free_port()}\n'
+        + "[metrics]\nenabled = false\n"
+    )
+    code = (
+        "import atexit, runpy, sys\n"
+        "def loaded():\n"
+        "    names = ('asyncpg', 'aiomqtt', 'paho', 'uvloop')\n"
+        "    found = sorted({m.split('.')[0] for m in sys.modules} & set(names))\n"
+        "    print('loaded:', found, flush=True)\n"
+        "atexit.register(loaded)\n"
+        f"sys.argv = ['bounceback', 'run', '--config', {str(cfg)!r}]\n"
+        "runpy.run_module('bounceback', run_name='__main__', alter_sys=True)\n"
+    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ)
+        )
+    try:
+        while "bounceback listening" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log.read_text(errors="replace")
+    want = ["uvloop"] if event_loop == "uvloop" else []
+    assert f"loaded: {want}" in text.splitlines(), text

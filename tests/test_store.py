@@ -13,6 +13,7 @@ from bounceback.core.model import Message, State, Step, Verdict
 from bounceback.store.postgres import PgStore
 from bounceback.store.sqlite import (
     Change,
+    GroupCommit,
     ReceiptRow,
     SqliteStore,
     StaleMessage,
@@ -165,6 +166,71 @@ async def test_concurrent_commits_share_one_transaction(store: Store) -> None:
     await asyncio.gather(*(store.commit(Change(message=msg(f"G{i:03d}"))) for i in range(50)))
     assert cast(SqliteStore | PgStore, store).commits - before == 1
     assert len(await store.query("SELECT id FROM messages")) == 50
+
+
+class Recorder:
+    """A GroupCommit's write that records each transaction's size (and writes nothing)."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    async def __call__(self, changes: list[Change]) -> None:
+        self.sizes.append(len(changes))
+
+
+async def passes(n: int) -> None:
+    """Let the event loop run `n` passes."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_commit_to_an_idle_store_is_written_at_once() -> None:
+    """No batching delay at a light load: with a window of an hour, a lone submission
+    is written within a few passes of the event loop."""
+    write = Recorder()
+    group = GroupCommit(write, batch_max=512, batch_delay=3600.0)
+    task = asyncio.create_task(group.submit([Change()]))
+    await passes(4)
+    assert task.done() and task.exception() is None
+    assert write.sizes == [1]
+    # And again once idle: each lone submission is its own transaction.
+    for _ in range(3):
+        await group.submit([Change()])
+    assert write.sizes == [1, 1, 1, 1]
+
+
+async def test_queuing_commits_share_a_transaction_while_more_keep_coming() -> None:
+    """Writes that queue are batched: the writer waits a pass more while each pass
+    brings more submissions (up to batch_max), and writes as soon as one brings none."""
+    write = Recorder()
+    group = GroupCommit(write, batch_max=512, batch_delay=3600.0)
+
+    async def later(n: int) -> None:
+        await passes(n)
+        await group.submit([Change()])
+
+    # Three submit in the same pass, then one more in each of the next three passes.
+    tasks = [asyncio.create_task(later(n)) for n in (0, 0, 0, 1, 2, 3)]
+    await asyncio.gather(*tasks)
+    assert write.sizes == [6]
+    # Capped by batch_max: the rest go in the next transaction.
+    group.batch_max = 4
+    await asyncio.gather(*(group.submit([Change()]) for _ in range(6)))
+    assert write.sizes == [6, 4, 2]
+
+
+async def test_batch_delay_zero_never_waits_for_more() -> None:
+    """With batch_delay = 0 the writer takes what is queued when it runs, no more."""
+    write = Recorder()
+    group = GroupCommit(write, batch_max=512, batch_delay=0.0)
+
+    async def later(n: int) -> None:
+        await passes(n)
+        await group.submit([Change()])
+
+    await asyncio.gather(*(later(n) for n in (0, 0, 0, 1, 2, 3)))
+    assert sum(write.sizes) == 6
+    assert write.sizes[0] == 3 and len(write.sizes) > 1
 
 
 async def test_failed_transaction_fails_every_waiter_and_writes_nothing(store: Store) -> None:

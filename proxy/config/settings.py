@@ -325,7 +325,9 @@ class StoreConfig:
     url: str = attrs.field(default="", repr=lambda url: repr(_mask_url(url)))
     retention_days: float = 30.0
     batch_max: int = 512
-    batch_delay: float = 0.002  # group-commit window, seconds
+    # Group commit: the longest a write waits for more writes, only while writes are
+    # queuing (a write to an idle store goes at once), seconds.
+    batch_delay: float = 0.002
     lease_seconds: float = 30.0
     # SQLite: how long a write waits for a database another process holds locked.
     write_timeout: float = 2.0
@@ -1851,7 +1853,9 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "retention_days": "finished messages (with their carrier ids) and bounce history "
             "older than this are deleted",
             "batch_max": "writes per group commit",
-            "batch_delay": "group-commit window, seconds",
+            "batch_delay": "the longest a write waits for more writes to share its "
+            "transaction, seconds; only while writes are queuing (a write to an idle store "
+            "goes at once); 0: never waits",
             "lease_seconds": "PostgreSQL: how long an instance owns a due message",
             "write_timeout": "SQLite: how long a write waits (without stopping the proxy) for "
             "a database another process holds locked; then the store counts as failing (see "
@@ -2034,7 +2038,8 @@ def explain(config: Config) -> str:
     where = f"PostgreSQL {_mask_url(st.url)}" if st.url else f"SQLite {st.path}"
     lines.append(
         f"Store: {where} (kept {_num(st.retention_days)} days, batches of up to "
-        f"{st.batch_max} within {_num(st.batch_delay * 1000)} ms, lease {_dur(st.lease_seconds)})"
+        f"{st.batch_max}, waiting up to {_num(st.batch_delay * 1000)} ms while writes queue, "
+        f"lease {_dur(st.lease_seconds)})"
     )
     f = config.feed
     if f is None:

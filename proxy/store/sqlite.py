@@ -2,15 +2,16 @@
 receipts waiting for delivery, the feed outbox, the suppression list and the
 soft-bounce log.
 
-`SqliteStore` is the embedded default (WAL, group commit: every `commit()` call
-made within a short window shares one transaction, so durability does not cost a
-disk sync per message). Its transactions run on the event loop's thread: with
-`synchronous=NORMAL` a WAL commit is a write to the OS, not a disk sync, and
-handing it to a thread cost more (futures, wake-ups, the GIL passed back and
-forth) than the write itself. The disk syncs happen in checkpoints, which a
-background thread runs on its own connection. Reads for reports and recovery
-run on a reader thread. `bounceback.store.postgres.PgStore`
-keeps the same state in PostgreSQL for several instances sharing one database.
+`SqliteStore` is the embedded default (WAL, group commit: the `commit()` calls
+queued while the writer is busy share its next transaction, so a light load is
+written at once and a heavy one in large transactions; see `GroupCommit`). Its
+transactions run on the event loop's thread: with `synchronous=NORMAL` a WAL
+commit is a write to the OS, not a disk sync, and handing it to a thread cost
+more (futures, wake-ups, the GIL passed back and forth) than the write itself.
+The disk syncs happen in checkpoints, which a background thread runs on its own
+connection. Reads for reports and recovery run on a reader thread.
+`bounceback.store.postgres.PgStore` keeps the same state in PostgreSQL for several
+instances sharing one database.
 
 Work that must not be done twice at once by two instances is *claimed* with a
 lease: due messages (`claim_due`), sender receipts (`claim_receipts`) and the
@@ -515,10 +516,14 @@ LOCK_RETRY_MAX = 0.005
 
 
 class GroupCommit:
-    """Group commit: every `submit()` made while a transaction is being written, or
-    within `batch_delay` of the first, shares the next transaction (up to `batch_max`
-    submissions). Each `submit()` returns once its transaction committed, or raises
-    what the transaction raised.
+    """Group commit that fits the load: the writer writes as soon as it is free,
+    taking everything queued meanwhile (up to `batch_max` submissions). A lone
+    submission to an idle store is written at once (in the event loop's next pass),
+    so a light load pays no batching delay; while writes are queuing (the writer
+    finds more than one waiting) it waits a pass of the event loop more for as long
+    as each pass brings more, but never longer than `batch_delay` in all, so a
+    heavy load gets large transactions. Each `submit()` returns once its
+    transaction committed, or raises what the transaction raised.
 
     A transaction refused because another process holds the database locked
     (StoreUnavailable of kind "locked") is tried again, asynchronously, for up to
@@ -567,15 +572,26 @@ class GroupCommit:
         return not (fut.done() and all(c.insert for c in changes))
 
     async def _flusher(self) -> None:
-        idle = True
+        # This task runs after the tasks of the pass that started it: every submission
+        # made in that pass is queued by now.
         while self._queue:
-            # Wait for company only when starting from idle: after a write, the queue
-            # already holds everything that arrived while it ran.
-            if idle and self.batch_delay > 0 and len(self._queue) < self.batch_max:
-                await asyncio.sleep(self.batch_delay)
-            idle = False
+            if len(self._queue) > 1 and self.batch_delay > 0:
+                await self._gather()
             batch, self._queue = self._queue[: self.batch_max], self._queue[self.batch_max :]
             await self._write_batch(batch)
+
+    async def _gather(self) -> None:
+        """Writes are queuing: let the event loop run a pass at a time while each pass
+        queues more submissions, up to `batch_max` of them and `batch_delay` seconds."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.batch_delay
+        seen = len(self._queue)
+        while seen < self.batch_max:
+            await asyncio.sleep(0)
+            now = len(self._queue)
+            if now == seen or loop.time() >= until:
+                return
+            seen = now
 
     async def _write_batch(self, batch: list[tuple[list[Change], asyncio.Future[None]]]) -> None:
         deadline: float | None = None
