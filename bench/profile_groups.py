@@ -19,17 +19,28 @@ import re
 import sys
 from pathlib import Path
 
-# (component, test on a frame's file) in the order they are tried on each frame.
+# (component, test on a frame's file) in the order they are tried on each frame. Each
+# names the room and, for profiles of the code before the rooms, the flat module.
 COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
-    ("store", re.compile(r"proxy/store/|bounceback\.store\.")),
+    ("store", re.compile(r"proxy/store/|proxy/(store|pgstore)\.py|bounceback\.store")),
     ("receipt parse and rebuild", re.compile(r"codecs/receipt\.py")),
     ("codec decode+encode", re.compile(r"codecs/|<smppcodecs\.")),
-    ("attrs construction/evolve", re.compile(r"<attrs generated|proxy/core/model\.py")),
-    ("engine", re.compile(r"proxy/core/")),
-    ("SMPP session machinery", re.compile(r"proxy/smpp/")),
-    ("feed", re.compile(r"proxy/feed/")),
-    ("gateway orchestration", re.compile(r"proxy/gateway/")),
-    ("configuration, logging, CLI", re.compile(r"proxy/(config|ops)/|proxy/logs\.py")),
+    (
+        "attrs construction/evolve",
+        re.compile(r"<attrs generated|proxy/core/model\.py|proxy/model\.py"),
+    ),
+    ("engine", re.compile(r"proxy/core/|proxy/(engine|ids|localtime|ratelimit|access)\.py")),
+    (
+        "SMPP session machinery",
+        re.compile(r"proxy/smpp/|proxy/(session|server|carrier|client|simulator)\.py"),
+    ),
+    ("feed", re.compile(r"proxy/feed/|proxy/(feed|events|mqtt|mqttclient|mqttlib)\.py")),
+    ("gateway orchestration", re.compile(r"proxy/gateway/|proxy/(gateway|pump|metrics)\.py")),
+    ("admin API", re.compile(r"proxy/admin/")),
+    (
+        "configuration, logging, CLI",
+        re.compile(r"proxy/(config|ops)/|proxy/[a-z]+\.py"),
+    ),
 ]
 LOOP = "event loop and transport"
 # Innermost frames that are the loop and its transports whoever called them.
