@@ -162,18 +162,7 @@ def test_set_version_writes_only_the_version() -> None:
 
 
 def test_a_timeline_keeps_its_first_step_and_the_latest() -> None:
-    m = Message(
-        id="0000000000000001",
-        account="acme",
-        source_addr="ACME",
-        destination_addr="447700900001",
-        pdu=b"",
-        registered_delivery=1,
-        created_at=0.0,
-        deadline=10.0,
-        deadline_is_validity=False,
-        submit_date=0.0,
-    )
+    m = evolve(BASE)  # a copy of its own: add_step writes in place
     for i in range(MAX_STEPS + 10):
         add_step(m, Step(float(i), "accepted" if i == 0 else "soft_bounce", {"n": i}))
     assert len(m.history) == MAX_STEPS
