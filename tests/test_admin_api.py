@@ -338,6 +338,43 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
             await asyncio.to_thread(s.close)
 
 
+async def test_stats_are_what_bounceback_stats_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BB_TEST_ADMIN_TOKEN", ADMIN)  # `bounceback stats` loads the file
+    scenario = {
+        "receipt_delay": 0.02,
+        "rules": [{"number": "447700900402", "outcomes": ["unknown"]}],
+    }
+    async with running(tmp_path, scenario) as (gw, url, _sim), aiohttp.ClientSession() as http:
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            for number in ("447700900401", "447700900402"):
+                assert (await submit(s, number))[0] == 0
+            await wait_until(lambda: gw.counters.get("receipts_matched", 0) == 2)
+        finally:
+            await asyncio.to_thread(s.close)
+        async with http.get(f"{url}/v1/stats", headers=auth(READ)) as r:
+            doc = await r.json()
+        assert doc["schema"] == "bounceback.report/1"
+        totals = doc["totals"]
+        assert (totals["sent"], totals["delivered"], totals["hard"]) == (2, 1, 1)
+        assert [n["number"] for n in doc["numbers_to_remove"]] == ["447700900402"]
+        # The same document as the command line's JSON, from the same store.
+        cli_doc = await asyncio.to_thread(
+            cli, "stats", "--format", "json", "--config", str(tmp_path / "proxy.toml")
+        )
+        assert cli_doc.returncode == 0, cli_doc.stderr
+        assert json.loads(cli_doc.stdout)["totals"] == totals
+        async with http.get(f"{url}/v1/stats", params={"top": "0"}, headers=auth(READ)) as r:
+            assert r.status == 400
+        since = "2020-01-01T00:00:00+00:00"
+        async with http.get(
+            f"{url}/v1/stats", params={"since": since, "until": since}, headers=auth(READ)
+        ) as r:
+            assert (await r.json())["totals"]["sent"] == 0  # an empty range: nothing in it
+
+
 async def test_flagged_numbers_are_listed_and_cleared(tmp_path: Path) -> None:
     async with running(tmp_path) as (gw, url, _sim), aiohttp.ClientSession() as http:
         now = time.time()

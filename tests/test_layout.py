@@ -19,7 +19,7 @@ PACKAGE = Path(bounceback.__file__).resolve().parent
 # Lowest first: a room may import itself and the rooms before it, never those after.
 # `logs` (log context and format) sits below everything; `ops` (CLI, stats, metrics)
 # on top of everything.
-ROOMS = ["logs", "config", "core", "smpp", "store", "feed", "admin", "gateway", "ops"]
+ROOMS = ["logs", "config", "core", "smpp", "store", "feed", "analysis", "admin", "gateway", "ops"]
 # The pure core: the engine's decisions take the time as an argument and do no I/O.
 SANS_IO = {"asyncio", "socket", "selectors", "ssl", "time", "threading", "subprocess"}
 

@@ -12,12 +12,12 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import bounceback.ops.stats as stats_module
+import bounceback.analysis.stats as stats_module
 import pytest
+from bounceback.analysis.stats import CSV_HEADER, Counts, format_table, message_outcome
 from bounceback.core.model import Message, State, Verdict
 from bounceback.ops.cli import main
 from bounceback.ops.report import hour_chart
-from bounceback.ops.stats import CSV_HEADER, Counts, format_table, message_outcome
 from bounceback.store.sqlite import Change, SqliteStore, Suppression
 from smppcodecs.pdu import SubmitSm
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pyte
 import pytest
+from bounceback.analysis.stats import Counts, Report
 from bounceback.config.settings import explain, load_config
 from bounceback.ops.demo import LiveView, Progress
-from bounceback.ops.stats import Counts, Report, print_report
+from bounceback.ops.stats import print_report
 from bounceback.ops.term import console, explain_text, table
 from harness import CONFIGS
 from rich.console import Console

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
@@ -79,6 +80,13 @@ class Control(Protocol):
     ) -> Suppression: ...
 
     async def unblock(self, number: str, by: str) -> bool: ...
+
+    async def stats(
+        self, since: float, until: float, *, top: int, local_hours: bool
+    ) -> dict[str, object]:
+        """What `bounceback stats` reports for the messages accepted in [since, until)
+        (the ``bounceback.report/1`` document)."""
+        ...
 
     async def flagged(self, after: str, limit: int) -> list[dict[str, Any]]:
         """Numbers with ``[retry] flag_threshold`` soft bounces or more within
@@ -395,6 +403,24 @@ async def unblock_number(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def get_stats(request: web.Request) -> web.StreamResponse:
+    now = time.time()
+    until = _time(request, "until")
+    until = now if until is None else until
+    since = _time(request, "since")
+    if since is None:
+        since = until - 86400.0
+    since = min(since, until)  # [since, until) is empty then: a report of nothing
+    raw = request.query.get("top", "10")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ApiError(400, "bad_parameter", f"top: expected 1 to 1000, got {raw!r}")
+    hours = request.query.get("hours", "utc")
+    if hours not in ("utc", "local"):
+        raise ApiError(400, "bad_parameter", f"hours: expected utc or local, got {hours!r}")
+    doc = await request.app[CONTROL].stats(since, until, top=int(raw), local_hours=hours == "local")
+    return web.json_response(doc)
+
+
 async def list_flagged(request: web.Request) -> web.StreamResponse:
     ctl = request.app[CONTROL]
     limit = _limit(request)
@@ -585,6 +611,40 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         unblock_number,
         (Param("number", "path", "the number"),),
         answers="none",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/stats",
+        "read",
+        "bounce patterns of the messages accepted in a time range (bounceback stats as JSON)",
+        get_stats,
+        (
+            Param(
+                "since",
+                "query",
+                "from (RFC 3339; epoch seconds also do); default: a day before until",
+                extra={"format": "date-time"},
+            ),
+            Param(
+                "until",
+                "query",
+                "to, not included (RFC 3339; epoch seconds also do); default: now",
+                extra={"format": "date-time"},
+            ),
+            Param(
+                "top",
+                "query",
+                "numbers listed as repeat soft-bouncers",
+                "integer",
+                extra={"minimum": 1, "maximum": 1000},
+            ),
+            Param(
+                "hours",
+                "query",
+                "hours of day in UTC or the destination's local time",
+                enum=("utc", "local"),
+            ),
+        ),
     ),
     Endpoint(
         "GET",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bounceback import logs
+from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.store.sqlite import Suppression
@@ -158,6 +159,20 @@ class GatewayControl:
             f"; {', '.join(waiting)} wait for a restart" if waiting else "",
         )
         return changed, waiting
+
+    async def stats(
+        self, since: float, until: float, *, top: int, local_hours: bool
+    ) -> dict[str, object]:
+        report = await build_report(
+            self.gw.store,
+            since,
+            until,
+            now=time.time(),
+            top=top,
+            local_hours=local_hours,
+            time_zones=self.gw.cfg.retry.time_zones,
+        )
+        return report_json(report)
 
     async def flagged(self, after: str, limit: int) -> list[dict[str, Any]]:
         r = self.gw.cfg.retry

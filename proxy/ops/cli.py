@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bounceback.analysis.stats import Report
     from bounceback.config.settings import Config
     from bounceback.core.model import Message
     from bounceback.gateway.shell import Gateway
-    from bounceback.ops.stats import Report
     from bounceback.store.sqlite import Store
 
 EXIT_OK = 0
@@ -420,8 +420,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from bounceback.analysis.stats import build_report, render_csv, render_text, report_json
     from bounceback.ops.report import render_html
-    from bounceback.ops.stats import build_report, render_csv, render_text, report_json
 
     cfg = _load(args.config)
     now = time.time()
@@ -484,7 +484,7 @@ def _print_table(
 ) -> None:
     """A table and a line under it: a rich table on a terminal, aligned plain lines
     (`stats.format_table`) when the output is a pipe or a file."""
-    from bounceback.ops.stats import format_table
+    from bounceback.analysis.stats import format_table
     from bounceback.ops.term import MUTED, console, print_lines, table
     from rich.text import Text
 

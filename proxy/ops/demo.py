@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-from bounceback.ops.stats import message_outcome
+from bounceback.analysis.stats import message_outcome
 from bounceback.smpp.client import EsmeClient
 from bounceback.smpp.simulator import CarrierSimulator, Rule, Scenario
 from bounceback.store.sqlite import Store

@@ -9,8 +9,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from bounceback.feed.events import iso
-from bounceback.ops.stats import (
+from bounceback.analysis.stats import (
     SHOW_NUMBERS,
     Counts,
     Report,
@@ -18,6 +17,7 @@ from bounceback.ops.stats import (
     remove_number_rows,
     soft_number_rows,
 )
+from bounceback.feed.events import iso
 
 HARD_COLOUR = "#b3261e"
 SOFT_COLOUR = "#f29900"
