@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bounceback
+import jsonschema
 import pytest
 from bounceback.admin.api import ENDPOINTS
 from bounceback.config.settings import ConfigError, load_config
@@ -397,6 +399,45 @@ async def test_flagged_numbers_are_listed_and_cleared(tmp_path: Path) -> None:
         async with http.get(f"{url}/v1/flagged", headers=auth(READ)) as r:
             assert (await r.json())["items"] == []
         assert await gw.store.soft_bounce_count("447700900302", now - 60) == 2
+
+
+async def test_every_change_is_put_on_the_feed(tmp_path: Path) -> None:
+    """With a [feed] (its broker away here: the documents wait in the outbox), each
+    action through the API becomes a bounceback.admin/1 document naming the token."""
+    closed = free_port()
+    extra = ADMIN_TOML.replace("{open_health}", "true") + (
+        f'[feed]\nhost = "127.0.0.1"\nport = {closed}\nprefix = "bb"\npublisher = "inline"\n'
+    )
+    async with simulator() as sim:
+        path = write_config(tmp_path, sim.port or 0, extra=extra)
+        gw = Gateway(load_config(path, environ={"BB_TEST_ADMIN_TOKEN": ADMIN}))
+        await gw.start()
+        try:
+            url = f"http://127.0.0.1:{gw.admin_port}"
+            async with aiohttp.ClientSession() as http:
+                body = {"number": "447700900777", "reason": "complaint"}
+                async with http.post(f"{url}/v1/suppression", json=body, headers=auth(ADMIN)):
+                    pass
+                async with http.post(f"{url}/v1/carriers/sim/pause", headers=auth(ADMIN)):
+                    pass
+                async with http.post(f"{url}/v1/carriers/sim/resume", headers=auth(ADMIN)):
+                    pass
+            rows = await gw.store.query("SELECT topic, payload FROM outbox ORDER BY seq", ())
+        finally:
+            await gw.stop()
+    docs = [(str(topic), json.loads(payload)) for topic, payload in rows]
+    admin = [(topic, d) for topic, d in docs if d.get("schema") == "bounceback.admin/1"]
+    validator = jsonschema.Draft202012Validator(
+        json.loads((Path(bounceback.__file__).parent / "schema" / "admin.schema.json").read_text())
+    )
+    for _, d in admin:
+        validator.validate(d)
+    assert [(topic, d["action"], d["by"], d["target"]) for topic, d in admin] == [
+        ("bb/admin/block", "block", "oncall", "********0777"),  # masked as [feed] says
+        ("bb/admin/pause", "pause", "oncall", "sim"),
+        ("bb/admin/resume", "resume", "oncall", "sim"),
+    ]
+    assert admin[0][1]["details"]["reason"] == "complaint"
 
 
 async def test_a_paused_carrier_gets_nothing_new_until_resumed(tmp_path: Path) -> None:

@@ -38,7 +38,11 @@ def test_every_event_has_a_valid_example_in_the_docs() -> None:
     for doc in events:
         validator.validate(doc)
     assert {d["event"] for d in events} == set(EVENT_NAMES)
-    for name, kind in (("status", "bounceback.status/1"), ("stats", "bounceback.stats/1")):
+    for name, kind in (
+        ("status", "bounceback.status/1"),
+        ("stats", "bounceback.stats/1"),
+        ("admin", "bounceback.admin/1"),
+    ):
         found = [d for d in docs if d.get("schema") == kind]
         assert found, name
         for doc in found:

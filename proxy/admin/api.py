@@ -101,11 +101,11 @@ class Control(Protocol):
         """Each carrier link now, and the messages of the last `minutes` it took."""
         ...
 
-    def pause(self, carrier: str, by: str) -> bool:
+    async def pause(self, carrier: str, by: str) -> bool:
         """Send nothing new to `carrier` (False: no such carrier)."""
         ...
 
-    def resume(self, carrier: str, by: str) -> bool: ...
+    async def resume(self, carrier: str, by: str) -> bool: ...
 
     async def accounts(self) -> list[dict[str, Any]]:
         """Each account, its binds, and its receipts waiting for a receiver."""
@@ -458,7 +458,10 @@ async def resume_carrier(request: web.Request) -> web.StreamResponse:
 async def _carrier_switch(request: web.Request, *, pause: bool) -> web.StreamResponse:
     ctl = request.app[CONTROL]
     name = request.match_info["name"]
-    done = ctl.pause(name, _who(request)) if pause else ctl.resume(name, _who(request))
+    if pause:
+        done = await ctl.pause(name, _who(request))
+    else:
+        done = await ctl.resume(name, _who(request))
     if not done:
         raise ApiError(404, "not_found", f"no carrier {name!r}")
     state = next(c for c in await ctl.carriers() if c["name"] == name)

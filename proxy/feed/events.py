@@ -154,6 +154,32 @@ def event_record(
     return topic_for(prefix, msg.account, msg.id, event), orjson.dumps(record).decode()
 
 
+ADMIN_SCHEMA = "bounceback.admin/1"
+
+
+def admin_document(
+    action: str,
+    by: str,
+    target: str,
+    details: Mapping[str, object],
+    *,
+    now: float,
+    instance: str,
+    prefix: str,
+) -> tuple[str, str]:
+    """(topic, document) of a change made through the admin API: who, what, on what."""
+    doc = {
+        "schema": ADMIN_SCHEMA,
+        "action": action,
+        "by": by,
+        "target": target,
+        "details": dict(details),
+        "instance": instance,
+        "at": iso(now),
+    }
+    return f"{prefix}/admin/{action}", orjson.dumps(doc).decode()
+
+
 def render(payload: str) -> str:
     """The event document (JSON) of an outbox payload: a compact record rendered, a
     document as it is."""

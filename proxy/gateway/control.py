@@ -20,7 +20,8 @@ from bounceback import logs
 from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
-from bounceback.store.sqlite import Suppression
+from bounceback.feed.events import admin_document, mask_number
+from bounceback.store.sqlite import Change, Suppression
 from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
@@ -48,6 +49,11 @@ class Gateway(Protocol):
     ) -> Suppression: ...
 
     async def unsuppress(self, number: str) -> bool: ...
+
+    @property
+    def instance(self) -> str: ...
+
+    def wake_feed(self) -> None: ...
 
     async def reload_file(self, *, announce: bool = True) -> tuple[list[str], list[str]]: ...
 
@@ -79,6 +85,32 @@ class GatewayControl:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+
+    async def _published(
+        self, action: str, by: str, target: str, details: Mapping[str, object]
+    ) -> None:
+        """Put the action on the feed (through the outbox, like every event) when a feed
+        is configured; a store that cannot write it leaves the action done and logged."""
+        feed = self.gw.cfg.feed
+        if feed is None:
+            return
+        if target.lstrip("+").isdigit() and feed.mask_destinations:
+            target = mask_number(target, feed.mask_keep)
+        doc = admin_document(
+            action,
+            by,
+            target,
+            details,
+            now=time.time(),
+            instance=self.gw.instance,
+            prefix=feed.prefix,
+        )
+        try:
+            await self.gw.store.commit(Change(events=[doc]))
+        except Exception as exc:
+            log.warning("admin: the %s by %s is not on the feed: %s", action, by, exc)
+            return
+        self.gw.wake_feed()
 
     def shown(self, number: str) -> str:
         return self.gw.shown(number)
@@ -117,6 +149,8 @@ class GatewayControl:
             message_id,
             extra=logs.context(message_id=message_id),
         )
+        if msg is not None:
+            await self._published("retry", by, message_id, {"state": msg.state.value})
         return msg
 
     async def cancel(self, message_id: str, by: str) -> Message | None:
@@ -124,6 +158,8 @@ class GatewayControl:
         log.info(
             "admin: %s cancelled %s", by, message_id, extra=logs.context(message_id=message_id)
         )
+        if msg is not None:
+            await self._published("cancel", by, message_id, {"state": msg.state.value})
         return msg
 
     async def suppression(self, prefix: str, after: str, limit: int) -> list[Suppression]:
@@ -142,12 +178,19 @@ class GatewayControl:
     ) -> Suppression:
         s = await self.gw.suppress(number, reason, account, ttl=ttl)
         log.info("admin: %s blocked %s (%s)", by, self.gw.shown(number), reason)
+        details = {
+            "reason": reason,
+            "expires_at": dt.datetime.fromtimestamp(s.expires_at, dt.UTC).isoformat(),
+        }
+        await self._published("block", by, number, details)
         return s
 
     async def unblock(self, number: str, by: str) -> bool:
         removed = await self.gw.unsuppress(number)
         if removed:
             log.info("admin: %s unblocked %s", by, self.gw.shown(number))
+        if removed:
+            await self._published("unblock", by, number, {})
         return removed
 
     async def reload(self, by: str) -> tuple[list[str], list[str]]:
@@ -158,6 +201,8 @@ class GatewayControl:
             ", ".join(changed) or "nothing",
             f"; {', '.join(waiting)} wait for a restart" if waiting else "",
         )
+        details = {"changed": changed, "restart_needed": waiting}
+        await self._published("reload", by, self.gw.cfg.source, details)
         return changed, waiting
 
     async def stats(
@@ -196,22 +241,26 @@ class GatewayControl:
             log.info(
                 "admin: %s cleared the flag of %s (%d soft bounces)", by, self.gw.shown(number), n
             )
+        if n:
+            await self._published("unflag", by, number, {"soft_bounces": n})
         return n
 
-    def pause(self, carrier: str, by: str) -> bool:
+    async def pause(self, carrier: str, by: str) -> bool:
         done = self.gw.dispatch.pause(carrier)
         if done:
             log.info(
                 "admin: %s paused carrier %s", by, carrier, extra=logs.context(carrier=carrier)
             )
+            await self._published("pause", by, carrier, {})
         return done
 
-    def resume(self, carrier: str, by: str) -> bool:
+    async def resume(self, carrier: str, by: str) -> bool:
         done = self.gw.dispatch.resume(carrier)
         if done:
             log.info(
                 "admin: %s resumed carrier %s", by, carrier, extra=logs.context(carrier=carrier)
             )
+            await self._published("resume", by, carrier, {})
         return done
 
     async def carriers(self, minutes: float = 15.0) -> list[dict[str, Any]]:

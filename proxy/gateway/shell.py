@@ -125,6 +125,13 @@ class Gateway:
         """A carrier's deliver_sm or data_sm (see `CarrierReceipts`)."""
         return await self.receipts.on_carrier_deliver(carrier, pdu)
 
+    @property
+    def instance(self) -> str:
+        return self.ctx.instance
+
+    def wake_feed(self) -> None:
+        self.ctx.wake_feed()
+
     def shown(self, number: str) -> str:
         """A number as logs show it (masked as configured)."""
         return self.ctx.shown(number)
