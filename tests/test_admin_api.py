@@ -328,6 +328,7 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
                 (sim,) = (await r.json())["items"]
             assert sim["name"] == "sim" and sim["bound"] is True and sim["paused"] is False
             assert sim["recent"]["messages"] == 1
+            assert sim["submits"]["count"] == 1 and sim["submits"]["p50"] > 0
             assert sim["recent"]["states"] == {"delivered": 1}
             async with http.get(f"{url}/v1/carriers?minutes=0", headers=auth(READ)) as r:
                 assert r.status == 400

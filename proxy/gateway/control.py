@@ -26,6 +26,7 @@ from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
     from bounceback.config.settings import Config
+    from bounceback.core.recent import Recent
     from bounceback.gateway.dispatch import Dispatch
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
@@ -52,6 +53,9 @@ class Gateway(Protocol):
 
     @property
     def instance(self) -> str: ...
+
+    @property
+    def recent_submits(self) -> Recent: ...
 
     def wake_feed(self) -> None: ...
 
@@ -301,6 +305,9 @@ class GatewayControl:
                         for role, s in (("tx", link.tx), ("rx", link.rx))
                         if s is not None and not s.closed.is_set()
                     ],
+                    # submit_sm / data_sm to this carrier (this instance) in the last
+                    # `minutes`: how many per second, round trips p50/p95/max (seconds).
+                    "submits": self.gw.recent_submits.summary(name, time.monotonic(), minutes * 60),
                     # Messages accepted in the last `minutes` whose latest attempt went
                     # here: by state, and by the reason of their latest verdict.
                     "recent": recent.get(

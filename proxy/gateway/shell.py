@@ -32,6 +32,7 @@ from bounceback.core.access import Access
 from bounceback.core.engine import Policy
 from bounceback.core.ids import IdGenerator
 from bounceback.core.model import Message
+from bounceback.core.recent import Recent
 from bounceback.feed.publisher import FeedProcess, FeedPublisher
 from bounceback.gateway.context import Context
 from bounceback.gateway.dispatch import Dispatch
@@ -78,6 +79,7 @@ class Gateway:
         self._starting = ""  # the step of `start` under way (named when it fails)
         self.port = 0
         self.tls_port = 0
+        self.recent_submits = Recent()  # per carrier: round trips of the last hour
         self.http: AdminServer | None = None  # /metrics, /healthz, /readyz and the admin API
         self.admin_port = 0
 
@@ -124,6 +126,11 @@ class Gateway:
     async def on_carrier_deliver(self, carrier: str, pdu: Pdu) -> int:
         """A carrier's deliver_sm or data_sm (see `CarrierReceipts`)."""
         return await self.receipts.on_carrier_deliver(carrier, pdu)
+
+    def _observe_submit(self, carrier: str, seconds: float) -> None:
+        self.recent_submits.add(carrier, time.monotonic(), seconds)
+        if self.metrics is not None:
+            self.metrics.observe_submit(carrier, seconds)
 
     @property
     def instance(self) -> str:
@@ -274,8 +281,7 @@ class Gateway:
                 response_timeout=self.cfg.server.response_timeout,
             )
             self.links[c.name] = link
-            if self.metrics is not None:
-                link.submit_observer = self.metrics.observe_submit
+            link.submit_observer = self._observe_submit
             link.start()
         self._starting = "the listeners"
         self._server, self._tls_server = await open_listeners(self.intake)  # plain and/or TLS
