@@ -432,6 +432,18 @@ async def test_a_reload_on_one_instance_reloads_every_instance(tmp_path: Path, p
         print(f"\nreload seen by the other instance after {time.monotonic() - started:.3f} s")
 
 
+async def test_a_carrier_paused_on_one_instance_is_paused_on_every_instance(
+    tmp_path: Path, pg_url: str
+) -> None:
+    async with simulator() as sim, two_gateways(tmp_path, sim.port or 0, pg_url) as gws:
+        a, b = gws
+        assert await a.pause("sim")
+        await wait_until(lambda: "sim" in b.dispatch.paused, timeout=10)
+        assert await b.resume("sim")
+        await wait_until(lambda: "sim" not in a.dispatch.paused, timeout=10)
+        assert not await a.pause("nope")
+
+
 async def test_the_listening_connection_is_opened_again(tmp_path: Path, pg_url: str) -> None:
     """The connection that hears the notifications is cut: the instance listens again
     and delivers what was stored meanwhile, without a new bind."""

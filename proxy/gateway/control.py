@@ -59,6 +59,10 @@ class Gateway(Protocol):
 
     def wake_feed(self) -> None: ...
 
+    async def pause(self, carrier: str) -> bool: ...
+
+    async def resume(self, carrier: str) -> bool: ...
+
     async def reload_file(self, *, announce: bool = True) -> tuple[list[str], list[str]]: ...
 
     @property
@@ -250,7 +254,7 @@ class GatewayControl:
         return n
 
     async def pause(self, carrier: str, by: str) -> bool:
-        done = self.gw.dispatch.pause(carrier)
+        done = await self.gw.pause(carrier)
         if done:
             log.info(
                 "admin: %s paused carrier %s", by, carrier, extra=logs.context(carrier=carrier)
@@ -259,7 +263,7 @@ class GatewayControl:
         return done
 
     async def resume(self, carrier: str, by: str) -> bool:
-        done = self.gw.dispatch.resume(carrier)
+        done = await self.gw.resume(carrier)
         if done:
             log.info(
                 "admin: %s resumed carrier %s", by, carrier, extra=logs.context(carrier=carrier)

@@ -28,6 +28,7 @@ from bounceback.gateway.receipts import CarrierReceipts
 from bounceback.smpp.server import EsmeSession
 from bounceback.store.postgres import (
     CARRIER_CHANNEL,
+    CARRIER_STATE_CHANNEL,
     CONFIG_CHANNEL,
     RECEIPT_CHANNEL,
     SUPPRESSION_CHANNEL,
@@ -188,6 +189,8 @@ class Notices:
         self._numbers: set[str] = set()
         # Another instance reloaded its configuration: reload ours (the shell sets it).
         self.on_reload: Callable[[str], None] | None = None
+        # A carrier paused or resumed on any instance: (action, carrier name).
+        self.on_carrier_state: Callable[[str, str], None] | None = None
 
     def _receivers_here(self) -> list[str]:
         """The accounts with a receiver bound to this instance."""
@@ -206,6 +209,9 @@ class Notices:
         elif channel == SUPPRESSION_CHANNEL:
             self._numbers.update(payload.split() or ["*"])
             self.notice.set()
+        elif channel == CARRIER_STATE_CHANNEL and self.on_carrier_state is not None:
+            action, _, carrier = payload.partition(" ")
+            self.on_carrier_state(action, carrier)
         elif (
             channel == CONFIG_CHANNEL
             and payload != self.ctx.instance

@@ -74,6 +74,7 @@ class Gateway:
         self.scheduler = Scheduler(ctx, self.path, self.receipts, self.dispatch)
         self.notices = Notices(ctx, self.receipts, self.sessions, self.pumps.wake, notice)
         self.notices.on_reload = self._reload_notified
+        self.notices.on_carrier_state = self._carrier_state_notified
         self._server: asyncio.Server | None = None
         self._tls_server: asyncio.Server | None = None
         self._starting = ""  # the step of `start` under way (named when it fails)
@@ -187,6 +188,28 @@ class Gateway:
             with contextlib.suppress(Exception):  # a reload here stands either way
                 await self.store.announce_reload(self.ctx.instance)
         return changed, waiting
+
+    async def pause(self, carrier: str) -> bool:
+        """Send nothing new to `carrier`, here and (on a shared store) on every instance."""
+        done = self.dispatch.pause(carrier)
+        if done and self.ctx.shared:
+            with contextlib.suppress(Exception):  # paused here either way
+                await self.store.announce_carrier("pause", carrier)
+        return done
+
+    async def resume(self, carrier: str) -> bool:
+        """Let `carrier` take submissions again, here and on every instance."""
+        done = self.dispatch.resume(carrier)
+        if done and self.ctx.shared:
+            with contextlib.suppress(Exception):
+                await self.store.announce_carrier("resume", carrier)
+        return done
+
+    def _carrier_state_notified(self, action: str, carrier: str) -> None:
+        if action == "pause":
+            self.dispatch.pause(carrier)
+        elif action == "resume":
+            self.dispatch.resume(carrier)
 
     def _reload_notified(self, origin: str) -> None:
         self.ctx.spawn(self._reload_from(origin))

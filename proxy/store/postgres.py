@@ -25,7 +25,9 @@ Several instances on one database:
   (payload: the numbers, or ``*`` when they do not fit), so that every instance
   applies it at once;
 * a configuration reload on one instance sends a NOTIFY on `CONFIG_CHANNEL`
-  (payload: that instance's name), so that every other one reloads its file too.
+  (payload: that instance's name), so that every other one reloads its file too;
+  a carrier paused or resumed through the admin API, one on `CARRIER_STATE_CHANNEL`
+  (payload: ``pause NAME`` or ``resume NAME``), so that every instance does the same.
 
 The schema is Bounceback's own: versioned SQL files in `migrations/`, applied in
 order, each inside a transaction, recorded in `schema_migrations`, under an
@@ -84,7 +86,14 @@ RECEIPT_CHANNEL = "bounceback_receipts"
 CARRIER_CHANNEL = "bounceback_carrier_ids"
 SUPPRESSION_CHANNEL = "bounceback_suppression"
 CONFIG_CHANNEL = "bounceback_config"
-CHANNELS = (RECEIPT_CHANNEL, CARRIER_CHANNEL, SUPPRESSION_CHANNEL, CONFIG_CHANNEL)
+CARRIER_STATE_CHANNEL = "bounceback_carrier_state"
+CHANNELS = (
+    RECEIPT_CHANNEL,
+    CARRIER_CHANNEL,
+    SUPPRESSION_CHANNEL,
+    CONFIG_CHANNEL,
+    CARRIER_STATE_CHANNEL,
+)
 # A NOTIFY payload must stay under 8000 bytes; a longer list is sent as "*" (all).
 PAYLOAD_MAX = 4000
 OUTBOX_JOB = "outbox"
@@ -688,6 +697,9 @@ class PgStore:
 
     async def announce_reload(self, instance: str) -> None:
         await self._exec("SELECT pg_notify($1, $2)", CONFIG_CHANNEL, instance)
+
+    async def announce_carrier(self, action: str, carrier: str) -> None:
+        await self._exec("SELECT pg_notify($1, $2)", CARRIER_STATE_CHANNEL, f"{action} {carrier}")
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec("DELETE FROM soft_bounces WHERE number = $1", number)

@@ -164,6 +164,10 @@ class Store(Protocol):
         configuration (they reload theirs); nothing to tell on a store of one."""
         ...
 
+    async def announce_carrier(self, action: str, carrier: str) -> None:
+        """Tell every instance on this store to `pause` or `resume` `carrier`."""
+        ...
+
     async def unmatched_receipt(
         self, carrier: str, message_id: str, text: str, at: float
     ) -> None: ...
@@ -1267,6 +1271,9 @@ class SqliteStore:
 
     async def announce_reload(self, instance: str) -> None:
         return None  # one instance per SQLite store
+
+    async def announce_carrier(self, action: str, carrier: str) -> None:
+        return None
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec_write("DELETE FROM soft_bounces WHERE number = ?", (number,))
