@@ -337,6 +337,7 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
             assert acme["system_id"] == "acme"
             assert [b["type"] for b in acme["binds"]] == ["transceiver"]
             assert acme["receipts_waiting"] == 0
+            assert acme["submits"]["count"] == 1
         finally:
             await asyncio.to_thread(s.close)
 

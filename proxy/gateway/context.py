@@ -18,6 +18,7 @@ from typing import Any
 
 from bounceback.config.settings import Config
 from bounceback.core.ids import IdGenerator
+from bounceback.core.recent import Recent
 from bounceback.feed.events import mask_number
 from bounceback.feed.publisher import FeedProcess, FeedPublisher
 from bounceback.gateway.metrics import Metrics
@@ -45,6 +46,10 @@ class Context:
         self.ids = IdGenerator(0)
         self.counters: dict[str, int] = {}
         self.metrics: Metrics | None = Metrics() if config.metrics is not None else None
+        # The last hour, for the admin API: each carrier's submit round trips and each
+        # account's submit_sm answer times (per key, bounded in time and count).
+        self.recent_submits = Recent()
+        self.recent_senders = Recent()
         self.feed: FeedPublisher | FeedProcess | None = None
         self.suppressed: dict[str, float] = {}  # number -> expires_at
         self.stopping = asyncio.Event()

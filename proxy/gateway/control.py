@@ -57,6 +57,9 @@ class Gateway(Protocol):
     @property
     def recent_submits(self) -> Recent: ...
 
+    @property
+    def recent_senders(self) -> Recent: ...
+
     def wake_feed(self) -> None: ...
 
     async def pause(self, carrier: str) -> bool: ...
@@ -322,7 +325,7 @@ class GatewayControl:
         return out
 
     async def accounts(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
+        now = mono = time.monotonic()
         rows = await self.gw.store.query(
             "SELECT account, COUNT(*) FROM sender_receipts GROUP BY account", ()
         )
@@ -337,6 +340,9 @@ class GatewayControl:
                     "system_id": acct.system_id,
                     "ack": acct.ack,
                     "receipts_waiting": waiting.get(acct.system_id, 0),
+                    # submit_sm from this account in the last 15 minutes: per second, and
+                    # the time to its answer (p50/p95/max, seconds).
+                    "submits": self.gw.recent_senders.summary(acct.system_id, mono, 900.0),
                     "throughput": acct.throughput,
                     "binds": [
                         {

@@ -324,10 +324,10 @@ class SenderIntake:
         assert s.account is not None
         started = time.perf_counter()
         status, mid = await self.accept(s.account, pdu, raw)
+        took = time.perf_counter() - started
+        self.ctx.recent_senders.add(s.account.system_id, time.monotonic(), took)
         if self.ctx.metrics is not None:
-            self.ctx.metrics.observe_sender_submit(
-                s.account.system_id, time.perf_counter() - started
-            )
+            self.ctx.metrics.observe_sender_submit(s.account.system_id, took)
         if isinstance(pdu, DataSm):
             s.send(
                 DataSmResp(

@@ -80,7 +80,6 @@ class Gateway:
         self._starting = ""  # the step of `start` under way (named when it fails)
         self.port = 0
         self.tls_port = 0
-        self.recent_submits = Recent()  # per carrier: round trips of the last hour
         self.http: AdminServer | None = None  # /metrics, /healthz, /readyz and the admin API
         self.admin_port = 0
 
@@ -129,9 +128,17 @@ class Gateway:
         return await self.receipts.on_carrier_deliver(carrier, pdu)
 
     def _observe_submit(self, carrier: str, seconds: float) -> None:
-        self.recent_submits.add(carrier, time.monotonic(), seconds)
+        self.ctx.recent_submits.add(carrier, time.monotonic(), seconds)
         if self.metrics is not None:
             self.metrics.observe_submit(carrier, seconds)
+
+    @property
+    def recent_submits(self) -> Recent:
+        return self.ctx.recent_submits
+
+    @property
+    def recent_senders(self) -> Recent:
+        return self.ctx.recent_senders
 
     @property
     def instance(self) -> str:
