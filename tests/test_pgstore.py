@@ -362,7 +362,8 @@ async def test_one_notification_per_channel_and_transaction(
     assert sorted(heard) == sorted(
         [
             (pgstore.RECEIPT_CHANNEL, "acme"),
-            (pgstore.CARRIER_CHANNEL, "alt sim"),
+            # the ids themselves, so another instance matches their receipts from memory
+            (pgstore.CARRIER_CHANNEL, "ids\nalt K3 M3 1\nsim K1 M1 1\nsim K2 M2 1"),
             (pgstore.SUPPRESSION_CHANNEL, "447700900001 447700900002"),
             (pgstore.SUPPRESSION_CHANNEL, "447700900001"),
         ]
@@ -382,3 +383,13 @@ async def test_find_carrier_keys_answers_many_keys_at_once(
     assert await b.find_carrier_keys("sim", wanted) == {"K1": ("M1", 1), "k1": ("M1", 1)}
     assert await b.find_carrier_keys("alt", wanted) == {"K1": ("M3", 2)}
     assert await b.find_carrier_keys("sim", []) == {}
+
+
+def test_a_carrier_notice_lists_the_ids_while_they_fit() -> None:
+    keys = [("sim", f"{i:06X}", f"055EC72DF60000{i:02X}", 1) for i in range(40)]
+    payload = pgstore._carrier_payload(keys)
+    assert pgstore.parse_carrier_payload(payload) == ({"sim"}, keys)
+    many = [("sim", f"{i:06X}", f"055EC72DF6{i:06X}", 2) for i in range(1000)]
+    names = pgstore._carrier_payload([*many, ("alt", "1", "x", 1)])
+    assert len(names.encode()) <= pgstore.CARRIER_PAYLOAD_MAX
+    assert pgstore.parse_carrier_payload(names) == ({"alt", "sim"}, [])  # names only

@@ -29,6 +29,7 @@ from bounceback.gateway.locks import LRU
 from bounceback.gateway.path import MessagePath, verdict_of
 from bounceback.smpp.carrier import CarrierLink
 from bounceback.smpp.server import EsmeSession
+from bounceback.store.postgres import parse_carrier_payload
 from bounceback.store.sqlite import Change, fault_kind
 from smppcodecs.classify import Rules, classify_receipt
 from smppcodecs.constants import CommandStatus as S
@@ -306,8 +307,14 @@ class CarrierReceipts:
                     await self.ctx.store.unmatched_receipt(key[0], key[1], repr(pdu), wall)
 
     def on_carrier_notice(self, payload: str) -> None:
-        """Another instance (or this one) wrote the carrier ids of `payload`'s carriers."""
+        """Another instance (or this one) wrote the carrier ids of `payload`'s carriers.
+        When the notice lists the ids themselves they are kept in memory, as the
+        submitting instance keeps its own: a receipt for one of them that reaches this
+        instance is matched without asking the store."""
         self.carrier_notices += 1
+        carriers, ids = parse_carrier_payload(payload)
+        for carrier, key, mid, attempt in ids:
+            self.keys.put((carrier, key), (mid, attempt))
         if self.early:
-            self.notice_carriers.update(payload.split())
+            self.notice_carriers.update(carriers)
             self.notice.set()

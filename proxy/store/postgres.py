@@ -335,6 +335,33 @@ def _qmarks_to_dollars(sql: str) -> str:
     return "".join(out)
 
 
+# NOTIFY takes up to 8000 bytes.
+CARRIER_PAYLOAD_MAX = 7900
+CARRIER_IDS = "ids"  # the first line of a notice that lists the carrier ids themselves
+
+
+def _carrier_payload(keys: Sequence[tuple[str, str, str, int]]) -> str:
+    """The carrier ids a commit wrote, one ``carrier key message_id attempt`` line each
+    after a first line ``ids``, so that another instance matches their receipts from
+    memory; only the carriers' names (see `_payload`) when they would not fit."""
+    text = "\n".join([CARRIER_IDS, *(f"{c} {k} {m} {a}" for c, k, m, a in keys)])
+    if len(text.encode()) <= CARRIER_PAYLOAD_MAX:
+        return text
+    return _payload(k[0] for k in keys)
+
+
+def parse_carrier_payload(payload: str) -> tuple[set[str], list[tuple[str, str, str, int]]]:
+    """(the carriers named, the carrier ids listed) of a `CARRIER_CHANNEL` notice."""
+    lines = payload.split("\n")
+    if lines[0] != CARRIER_IDS:
+        return set(payload.split()), []
+    ids = []
+    for line in lines[1:]:
+        c, k, m, a = line.split(" ")
+        ids.append((c, k, m, int(a)))
+    return {c for c, _, _, _ in ids}, ids
+
+
 def _payload(names: Iterable[str]) -> str:
     """Names joined by spaces for a NOTIFY, or ``*`` when they would not fit."""
     text = " ".join(sorted(set(names)))
@@ -508,7 +535,7 @@ class PgStore:
                         for account in sorted(b.accounts):
                             notes += [RECEIPT_CHANNEL, account]
                     if keys:
-                        notes += [CARRIER_CHANNEL, _payload(k[0] for k in keys)]
+                        notes += [CARRIER_CHANNEL, _carrier_payload(keys)]
                     if supp:
                         notes += [SUPPRESSION_CHANNEL, _payload(x[0] for x in supp)]
                     if notes:
