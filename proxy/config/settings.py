@@ -855,34 +855,39 @@ class _Loader:
         return os.path.abspath(target)
 
     def secret(
-        self, table: _Table, *, required: bool, resolve_env: bool = True, smpp: bool = True
+        self,
+        table: _Table,
+        *,
+        required: bool,
+        resolve_env: bool = True,
+        smpp: bool = True,
+        key: str = "password",
     ) -> tuple[str, str]:
-        """(password, password_env) from ``password`` or ``password_env`` (exactly one)."""
-        has_inline, has_env = table.has("password"), table.has("password_env")
-        password = table.string("password", "", secret=True)
-        if "\x00" in password:
-            table.problem("password", "must not contain NUL characters")
-            password = ""
-        elif smpp and len(password) > 8:
+        """(secret, variable name) from `key` (``password``) or `key`_env (exactly one)."""
+        env_key = f"{key}_env"
+        has_inline, has_env = table.has(key), table.has(env_key)
+        value = table.string(key, "", secret=True)
+        if "\x00" in value:
+            table.problem(key, "must not contain NUL characters")
+            value = ""
+        elif smpp and len(value) > 8:
             # SMPP 3.4 carries at most 8 characters (9 octets with the NUL).
-            table.problem("password", "longer than the 8 characters SMPP 3.4 allows")
-            password = ""
-        env_name = table.string(
-            "password_env", "", pattern=_ENV_NAME, what="an environment variable name"
-        )
+            table.problem(key, "longer than the 8 characters SMPP 3.4 allows")
+            value = ""
+        env_name = table.string(env_key, "", pattern=_ENV_NAME, what="an environment variable name")
         if has_inline and has_env:
-            table.problem("password_env", "set either password or password_env, not both")
+            table.problem(env_key, f"set either {key} or {env_key}, not both")
         elif required and not has_inline and not has_env:
-            table.problem("password", "missing required key (or set password_env)")
+            table.problem(key, f"missing required key (or set {env_key})")
         if env_name and resolve_env and not has_inline:
-            value = self.environ.get(env_name)
-            if value is None:
-                table.problem("password_env", f"environment variable {env_name} is not set")
-            elif not value:
-                table.problem("password_env", f"environment variable {env_name} is empty")
+            found = self.environ.get(env_name)
+            if found is None:
+                table.problem(env_key, f"environment variable {env_name} is not set")
+            elif not found:
+                table.problem(env_key, f"environment variable {env_name} is empty")
             else:
-                password = value
-        return password, env_name
+                value = found
+        return value, env_name
 
 
 def _read_toml(display: str, path: Path) -> tuple[dict[str, Any] | None, ConfigProblem | None]:
@@ -1672,25 +1677,9 @@ def _parse_admin(
     for tt in tables:
         name = tt.string("name", required=True, pattern=_NAME, what="a name (letters, digits, -_.)")
         scope = tt.choice("scope", "read", ADMIN_SCOPES)
-        has_inline, has_env = tt.has("token"), tt.has("token_env")
-        token = tt.string("token", "", secret=True)
-        env_name = tt.string(
-            "token_env", "", pattern=_ENV_NAME, what="an environment variable name"
-        )
-        if has_inline and has_env:
-            tt.problem("token_env", "set either token or token_env, not both")
-        elif not has_inline and not has_env:
-            tt.problem("token", "missing required key (or set token_env)")
-        where = "token"
-        if env_name and not has_inline:
-            where = "token_env"
-            value = loader.environ.get(env_name)
-            if value is None:
-                tt.problem("token_env", f"environment variable {env_name} is not set")
-            token = value or ""
-        if (has_inline or (env_name and env_name in loader.environ)) and len(
-            token
-        ) < _ADMIN_TOKEN_MIN:
+        token, env_name = loader.secret(tt, required=True, smpp=False, key="token")
+        if token and len(token) < _ADMIN_TOKEN_MIN:
+            where = "token_env" if env_name else "token"
             tt.problem(where, f"too short: a token needs at least {_ADMIN_TOKEN_MIN} characters")
         tt.finish()
         tokens.append(AdminToken(name, scope, token, env_name))
