@@ -21,7 +21,7 @@ from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.feed.events import admin_document, mask_number
-from bounceback.store.sqlite import Change, Suppression
+from bounceback.store.sqlite import MESSAGE_COLS, Change, Suppression, message_from_row
 from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
@@ -146,11 +146,11 @@ class GatewayControl:
                 where.append(clause)
                 params.append(filters[name])
         rows = await self.gw.store.query(
-            f"SELECT id FROM messages WHERE {' AND '.join(where)} ORDER BY id LIMIT {int(limit)}",
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)}"
+            f" ORDER BY id LIMIT {int(limit)}",
             params,
         )
-        found = [await self.gw.store.get(str(r[0])) for r in rows]
-        return [m for m in found if m is not None]
+        return [message_from_row(r) for r in rows]  # one query, not one per message
 
     async def retry_now(self, message_id: str, by: str) -> Message | None:
         msg = await self.gw.process(message_id, engine.Dispatch(time.time()))
