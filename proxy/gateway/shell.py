@@ -222,20 +222,27 @@ class Gateway:
         self.ctx.spawn(self._reload_from(origin))
 
     async def _reload_from(self, origin: str) -> None:
-        """Instance `origin` reloaded its configuration: reload ours (not announced
-        again). A file that does not validate here is logged and changes nothing."""
+        await self.reload_logged(after=origin)
+
+    async def reload_logged(self, *, after: str = "") -> None:
+        """`reload_file`, saying in the log what changed and what waits for a restart, or
+        every problem (FILE: KEY: reason) of a file that does not validate, which
+        changes nothing. `after`: the instance whose reload this follows (then it is not
+        announced again); "" for one asked of this instance (SIGHUP)."""
+        why = f" (after {after})" if after else ""
         try:
-            changed, waiting = await self.reload_file(announce=False)
+            changed, waiting = await self.reload_file(announce=not after)
         except ConfigError as exc:
             for problem in exc.problems:
-                log.error("reload (after %s) refused: %s", origin, problem)
+                log.error("reload%s refused: %s", why, problem)
+            log.error("reload%s refused: the running configuration stays in force", why)
             return
         log.info(
-            "reloaded %s after %s did: changed %s%s",
+            "reloaded %s%s: changed %s%s",
             self.cfg.source,
-            origin,
+            why,
             ", ".join(changed) or "nothing",
-            f"; {', '.join(waiting)} wait for a restart" if waiting else "",
+            f"; {', '.join(waiting)} differ and wait for a restart" if waiting else "",
         )
 
     # ------------------------------------------------------------ lifecycle

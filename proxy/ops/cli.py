@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from bounceback.analysis.stats import Report
     from bounceback.config.settings import Config
     from bounceback.core.model import Message
-    from bounceback.gateway.shell import Gateway
     from bounceback.store.sqlite import Store
 
 EXIT_OK = 0
@@ -227,27 +226,6 @@ def loop_name(loop: asyncio.AbstractEventLoop) -> str:
     return type(loop).__module__.partition(".")[0]
 
 
-async def reload_on_hup(gw: Gateway) -> None:
-    """SIGHUP: read the configuration file again; apply it unless it does not validate
-    (then every problem is logged as FILE: KEY: reason and nothing changes)."""
-    from bounceback.config.settings import ConfigError
-
-    log = logging.getLogger("bounceback")
-    try:
-        changed, waiting = await gw.reload_file()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("reload refused: %s", problem)
-        log.error("reload refused: the running configuration stays in force")
-        return
-    log.info(
-        "reloaded %s: changed %s%s",
-        gw.cfg.source,
-        ", ".join(changed) or "nothing",
-        f"; {', '.join(waiting)} differ and wait for a restart" if waiting else "",
-    )
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from bounceback.config.settings import gc_text
     from bounceback.gateway.shell import Gateway, StartError
@@ -273,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         reloads: set[asyncio.Task[None]] = set()
 
         def on_hup() -> None:
-            task = loop.create_task(reload_on_hup(gw))
+            task = loop.create_task(gw.reload_logged())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
