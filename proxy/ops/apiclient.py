@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-from bounceback.config.settings import AdminToken, Config
+from bounceback.config.settings import AdminToken, Config, MetricsConfig
 
-__all__ = ["ApiError", "ProxyApi", "admin_token", "running_api"]
+__all__ = ["ApiError", "ProxyApi", "admin_token", "listener_url", "local_host", "running_api"]
 
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 30.0
@@ -75,14 +75,27 @@ class ProxyApi:
             return doc
 
 
+def local_host(host: str) -> str:
+    """Where this machine reaches a listener bound to `host`."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def listener_url(metrics: MetricsConfig) -> str:
+    """Where this machine reaches the HTTP listener `metrics` describes (a wildcard
+    address: its loopback), http or https as it speaks."""
+    host = local_host(metrics.host)
+    scheme = "https" if metrics.tls_cert else "http"
+    return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{metrics.port}"
+
+
 async def running_api(cfg: Config) -> ProxyApi | None:
     """The running proxy's API (None: no admin token configured, or nothing answers)."""
     token = admin_token(cfg)
     if token is None or cfg.metrics is None or cfg.metrics.port == 0:
         return None
-    host = cfg.metrics.host
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
-    scheme = "https" if cfg.metrics.tls_cert else "http"
-    where = host if ":" not in host else f"[{host}]"
-    api = ProxyApi(f"{scheme}://{where}:{cfg.metrics.port}", token)
+    api = ProxyApi(listener_url(cfg.metrics), token)
     return api if await api.alive() else None

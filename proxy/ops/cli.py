@@ -776,15 +776,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _local(host: str) -> str:
-    """Where to reach a listener bound to `host` from this machine."""
-    if host in ("", "0.0.0.0"):
-        return "127.0.0.1"
-    if host == "::":
-        return "::1"
-    return host
-
-
 def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
     """(healthy, what was checked and what it answered) for the proxy `cfg` describes.
 
@@ -797,14 +788,14 @@ def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
     import urllib.error
     import urllib.request
 
+    from bounceback.ops.apiclient import listener_url, local_host
     from smppcodecs.pdu import EnquireLink, EnquireLinkResp, decode, encode
 
     if cfg.metrics is not None:
-        host, port = _local(cfg.metrics.host), cfg.metrics.port
+        port = cfg.metrics.port
         if port == 0:
             raise CommandError(EXIT_CONFIG, "metrics.port = 0: the port is chosen at start")
-        scheme = "https" if cfg.metrics.tls_cert else "http"
-        url = f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/healthz"
+        url = listener_url(cfg.metrics) + "/healthz"
         # Whether it answers, not who it is: its certificate may well be self-signed.
         unverified = ssl.create_default_context()
         unverified.check_hostname = False
@@ -823,7 +814,7 @@ def health_probe(cfg: Config, timeout: float) -> tuple[bool, str]:
             "nothing to check: no [metrics] table and no plain SMPP port (server.plain = "
             "false); add a [metrics] table",
         )
-    host, port = _local(cfg.server.host), cfg.server.port
+    host, port = local_host(cfg.server.host), cfg.server.port
     if port == 0:
         raise CommandError(EXIT_CONFIG, "server.port = 0: the port is chosen at start")
     where = f"SMPP {host}:{port}"
