@@ -10,7 +10,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -260,6 +260,71 @@ async def test_a_suppression_written_elsewhere_applies_at_once(tmp_path: Path, p
         finally:
             await cli.close()
             await asyncio.to_thread(s.close)
+
+
+async def test_a_receipt_for_an_older_message_is_looked_up_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Receipts for messages whose carrier ids neither instance holds in memory any
+    more (older messages: the notices were long ago, or before a restart) wait briefly
+    for a notice that does not come, then are found by one store lookup per carrier
+    and decided once each, on whichever instance they reach."""
+    numbers = [f"4477009650{i:02d}" for i in range(6)]
+    async with (
+        simulator({"default": ["no_receipt"]}) as sim,
+        two_gateways(tmp_path, sim.port or 0, pg_url) as gws,
+    ):
+        a, b = gws
+        s = await bind(a.port, "transmitter")
+        try:
+            ids = await submit(s, numbers)
+        finally:
+            await asyncio.to_thread(s.close)
+        sim_id = {r.destination: r.message_id for r in sim.submissions}
+        for gw in gws:  # forget every carrier id and message held in memory
+            gw.receipts.keys.clear()
+            gw.path.cache.clear()
+        reads = 0
+        find_many = b.store.find_carrier_keys
+
+        async def counted(carrier: str, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+            nonlocal reads
+            reads += 1
+            return await find_many(carrier, keys)
+
+        b.store.find_carrier_keys = counted  # type: ignore[method-assign]
+        receipts = [
+            build_receipt_pdu(
+                sequence_number=1,
+                source_addr=n,
+                destination_addr="Acme",
+                message_id=str(sim_id[n]),
+                stat="DELIVRD",
+                err="000",
+                submit_date=datetime.now(),
+                done_date=datetime.now(),
+            )
+            for n in numbers
+        ]
+        answers = await asyncio.gather(*(b.on_carrier_deliver("sim", r) for r in receipts))
+        assert answers == [0] * len(numbers)
+
+        async def delivered() -> int:
+            rows = await a.store.query(
+                "SELECT COUNT(*) FROM messages WHERE state = 'delivered'", ()
+            )
+            return int(rows[0][0])
+
+        end = time.monotonic() + 30
+        while await delivered() < len(ids):
+            assert time.monotonic() < end, "not every older message was delivered"
+            await asyncio.sleep(0.05)
+        assert b.counters.get("receipts_early", 0) == len(numbers)
+        assert b.counters.get("receipts_rematched_lookup", 0) == len(numbers)
+        assert b.counters.get("receipts_matched", 0) == len(numbers)
+        assert reads == 1  # one lookup for the six, however they arrived
+        rows = await a.store.query("SELECT COUNT(*) FROM sender_receipts", ())
+        assert int(rows[0][0]) == len(numbers)
 
 
 # The rival of a DELIVRD receipt: (its outcome's state, the sender receipt's stat).

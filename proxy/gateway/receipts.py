@@ -307,6 +307,8 @@ class CarrierReceipts:
             found = await self.ctx.store.find_carrier_keys(carrier, list(held))
             if not found:
                 continue
+            for key, hit in found.items():  # the replay below matches them from memory
+                self.keys.put((carrier, key), hit)
             siblings: dict[int, list[str]] = {}  # a receipt's keys (hex and decimal)
             for k, p in held.items():
                 siblings.setdefault(id(p), []).append(k)
