@@ -51,7 +51,7 @@ import datetime as dt
 import io
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -932,54 +932,194 @@ def when_utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def render_text(r: Report) -> str:
-    """The report as aligned terminal tables."""
+def duration(seconds: float | None) -> str:
+    """A time to recover for people: 42.5s, 3m05s, 2h10m, 3d04h ("-": none)."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def reason_rows(r: Report) -> list[list[object]]:
+    """The rows of the "by reason" table (terminal and HTML)."""
+    rows: list[list[object]] = []
+    for e in r.by_reason:
+        rows.append(
+            [
+                e.reason,
+                e.kind,
+                e.bounces,
+                e.messages,
+                e.recovered,
+                pct(e.recovery_rate),
+                duration(quantile(e.recover_times, 0.5)),
+                duration(quantile(e.recover_times, 0.9)),
+            ]
+        )
+    return rows
+
+
+REASON_HEADERS = (
+    "reason",
+    "kind",
+    "bounces",
+    "messages",
+    "recovered",
+    "recovery %",
+    "recover median",
+    "recover p90",
+)
+
+
+def bucket_label(ts: float, bucket: str) -> str:
+    """A timeline bucket's start as the tables show it (UTC)."""
+    fmt = "%Y-%m-%d" if bucket == "day" else "%Y-%m-%d %H:%M"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
+
+
+# How a column of a group table reads (by index in GROUP_HEADERS): good, warn or bad.
+GROUP_TONES = {1: "good", 2: "good", 3: "warn", 4: "bad", 5: "warn", 7: "warn", 8: "bad"}
+
+
+@attrs.frozen
+class Table:
+    """One table of the report as people read it (terminal text and rich tables)."""
+
+    section: str  # its name in SECTIONS (the JSON document's key)
+    title: str
+    headers: tuple[str, ...]
+    rows: list[list[object]]
+    align: str = ""  # see `format_table`
+    tones: Mapping[int, str] = attrs.field(factory=dict)  # column -> good | warn | bad
+    footer: str = ""  # a line under it
+
+
+def _group_tones(shift: int) -> dict[int, str]:
+    return {i + shift: tone for i, tone in GROUP_TONES.items()}
+
+
+def report_tables(r: Report) -> list[Table]:
+    """The report's tables, in the order the terminal shows them."""
     zone = "UTC" if r.hours == "utc" else "destination local time"
     t = r.totals
-    out = [
-        f"Bounceback stats for messages accepted {iso(r.since)} .. {iso(r.until)}",
-        f"(pending includes cancelled; rates are shares of sent, recovery = recovered / "
-        f"soft-bounced; hours in {zone})",
-        "",
-        "Totals",
-    ]
     spm = f"{t.submissions / t.sent:.2f}" if t.sent else "-"
-    out += format_table((*GROUP_HEADERS, "submissions/msg"), [[*group_cells(t), spm]], "r")
-    out += ["", "By country"]
-    out += format_table(
-        ("country", *GROUP_HEADERS),
-        [[k or "(unknown)", *group_cells(c)] for k, c in r.by_country],
-    )
-    out += ["", "By operator"]
-    out += format_table(
-        ("country", "operator", *GROUP_HEADERS),
-        [[k or "(unknown)", op or "(unknown)", *group_cells(c)] for k, op, c in r.by_operator],
-        "ll",
-    )
-    out += ["", f"By hour of day ({zone}; hours with messages)"]
-    out += format_table(
-        ("hour", *GROUP_HEADERS),
-        [[f"{h:02d}", *group_cells(c)] for h, c in enumerate(r.by_hour) if c.sent],
-    )
-    out += ["", f"Numbers that keep soft-bouncing (top {r.top}; carrier-side reasons left out)"]
-    if r.soft_numbers:
-        out += format_table(
+    tl = r.timeline
+    coarser = f"; coarsened from {tl.requested}" if tl.requested not in (None, tl.bucket) else ""
+    clipped = f"; the latest {MAX_BUCKETS} days" if tl.clipped else ""
+    more = len(r.remove_numbers) - SHOW_NUMBERS
+    tables = [
+        Table(
+            "totals",
+            "Totals",
+            (*GROUP_HEADERS, "submissions/msg"),
+            [[*group_cells(t), spm]],
+            "r",
+            GROUP_TONES,
+        ),
+        Table(
+            "by_country",
+            "By country",
+            ("country", *GROUP_HEADERS),
+            [[k or "(unknown)", *group_cells(c)] for k, c in r.by_country],
+            tones=_group_tones(1),
+        ),
+        Table(
+            "by_operator",
+            "By operator",
+            ("country", "operator", *GROUP_HEADERS),
+            [[k or "(unknown)", op or "(unknown)", *group_cells(c)] for k, op, c in r.by_operator],
+            "ll",
+            _group_tones(2),
+        ),
+        Table(
+            "by_hour",
+            f"By hour of day ({zone}; hours with messages)",
+            ("hour", *GROUP_HEADERS),
+            [[f"{h:02d}", *group_cells(c)] for h, c in enumerate(r.by_hour) if c.sent],
+            tones=_group_tones(1),
+        ),
+        Table(
+            "by_carrier",
+            "By carrier (the one the message last went through)",
+            ("carrier", *GROUP_HEADERS),
+            [[k or "(none)", *group_cells(c)] for k, c in r.by_carrier],
+            tones=_group_tones(1),
+        ),
+        Table(
+            "by_account",
+            "By account",
+            ("account", *GROUP_HEADERS),
+            [[k or "(none)", *group_cells(c)] for k, c in r.by_account],
+            tones=_group_tones(1),
+        ),
+        Table(
+            "by_reason",
+            "By bounce reason (link: the carrier's side; recover: from the first soft"
+            " bounce to delivery)",
+            REASON_HEADERS,
+            reason_rows(r),
+            "ll",
+            {2: "warn", 4: "good", 5: "good"},
+        ),
+        Table(
+            "timeline",
+            f"Timeline (per {tl.bucket}, UTC{coarser}{clipped}; {tl.bucket}s with messages)",
+            ("start", *GROUP_HEADERS),
+            [
+                [bucket_label(ts, tl.bucket), *group_cells(c)]
+                for ts, c in zip(tl.starts(), tl.items, strict=True)
+                if c.sent
+            ],
+            tones=_group_tones(1),
+        ),
+        Table(
+            "soft_bouncing_numbers",
+            f"Numbers that keep soft-bouncing (top {r.top}; carrier-side reasons left out)",
             ("number", "country", "operator", "soft bounces", "reasons", "last (UTC)"),
             soft_number_rows(r, when_utc),
             "lllrll",
-        )
-    else:
-        out.append("  (none)")
-    out += ["", "Hard-bounced numbers to remove (suppression list + number-level hard bounces)"]
-    if r.remove_numbers:
-        out += format_table(
+            {3: "warn"},
+        ),
+        Table(
+            "numbers_to_remove",
+            "Hard-bounced numbers to remove (suppression list + number-level hard bounces)",
             ("number", "country", "operator", "reason", "source", "last (UTC)"),
             remove_number_rows(r, when_utc),
             "llllll",
-        )
-        more = len(r.remove_numbers) - SHOW_NUMBERS
-        if more > 0:
-            out.append(f"... and {more} more (--format csv or json lists them all)")
-    else:
-        out.append("  (none)")
+            {3: "bad"},
+            f"... and {more} more (--format csv or json lists them all)" if more > 0 else "",
+        ),
+    ]
+    return tables
+
+
+def report_heading(r: Report) -> tuple[str, str]:
+    """The report's title line and the line that says how to read it."""
+    zone = "UTC" if r.hours == "utc" else "destination local time"
+    return (
+        f"Bounceback stats for messages accepted {iso(r.since)} .. {iso(r.until)}",
+        f"(pending includes cancelled; rates are shares of sent, recovery = recovered / "
+        f"soft-bounced; hours in {zone})",
+    )
+
+
+def render_text(r: Report, sections: Collection[str] | None = None) -> str:
+    """The report as aligned terminal tables (`sections`: only those, by SECTIONS name)."""
+    out = [*report_heading(r)]
+    for tab in report_tables(r):
+        if sections is not None and tab.section not in sections:
+            continue
+        out += ["", tab.title]
+        if tab.rows:
+            out += format_table(tab.headers, tab.rows, tab.align)
+            if tab.footer:
+                out.append(tab.footer)
+        else:
+            out.append("  (none)")
     return "\n".join(out) + "\n"
