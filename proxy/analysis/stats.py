@@ -49,12 +49,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import math
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
+import orjson
 from bounceback.core.engine import LINK_REASONS, SUPPRESS_REASONS
 from bounceback.core.localtime import Zones
 from bounceback.core.model import State
@@ -62,6 +62,7 @@ from bounceback.feed.events import iso, number_info
 from bounceback.store.sqlite import Store
 
 SCHEMA = "bounceback.report/1"
+K = TypeVar("K")
 
 RESULTS = ("delivered", "hard", "expired", "cancelled", "pending")
 
@@ -425,6 +426,14 @@ async def _messages(store: Store, since: float, until: float) -> AsyncIterator[t
         )
 
 
+def _group(groups: dict[K, Counts], key: K) -> Counts:
+    """The counts of `key` in `groups`, made when new (no Counts built per message)."""
+    found = groups.get(key)
+    if found is None:
+        found = groups[key] = Counts()
+    return found
+
+
 def _sorted_groups(groups: Mapping[Any, Counts]) -> list[tuple[Any, Counts]]:
     return sorted(groups.items(), key=lambda kv: (-kv[1].sent, kv[0]))
 
@@ -474,20 +483,21 @@ async def build_report(
         account,
     ) in _messages(store, since, until):
         number = str(number)
-        data = json.loads(data_text) if data_text else {}
+        data = orjson.loads(data_text) if data_text else {}
         o = message_outcome(str(state), int(attempts), data)
         country, operator = country_operator(number)
         totals.add(o)
-        countries.setdefault(country, Counts()).add(o)
-        operators.setdefault((country, operator), Counts()).add(o)
-        carriers.setdefault(str(carrier or ""), Counts()).add(o)
-        accounts.setdefault(str(account or ""), Counts()).add(o)
+        _group(countries, country).add(o)
+        _group(operators, (country, operator)).add(o)
+        _group(carriers, str(carrier or "")).add(o)
+        _group(accounts, str(account or "")).add(o)
         hours[_hour(float(created_at), number, zones)].add(o)
         if created_at >= start:
             timeline[min(int((float(created_at) - start) // size), n_buckets - 1)].add(o)
         verdict = data.get("verdict") or {}
         reason = str(verdict.get("reason", "")) if isinstance(verdict, Mapping) else ""
-        _count_reasons(reasons, o, data, reason, done_at)
+        if o.result == "hard" or data.get("retries"):
+            _count_reasons(reasons, o, data, reason, done_at)
         if o.result == "hard" and reason in SUPPRESS_REASONS:
             at = float(done_at if done_at is not None else created_at)
             entry = hard_numbers.setdefault(number, [reason, 0, at])
