@@ -34,7 +34,12 @@ the time from the message's first soft bounce for that reason to its delivery
 (median and 90th percentile, linear interpolation between ranks). The first soft
 bounce's time is read from the message's timeline; a recovery whose timeline no
 longer holds it (a long timeline keeps its first and latest steps) is counted as
-recovered but not timed (``recover_samples`` says how many were timed).
+recovered but not timed (``recover_samples`` says how many were timed). A hard end
+without a reason counts as ``unclassified``.
+
+The timeline has at most MAX_BUCKETS buckets: a finer bucket than that allows is
+coarsened (minute, then hour, then day; the report says what was asked for), and a
+window of more days than that keeps its latest days (``clipped``).
 
 Two lists name numbers: the numbers that keep soft-bouncing (the top N by soft
 bounces logged in the window; carrier-side reasons (throttling, congestion,
