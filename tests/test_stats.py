@@ -814,3 +814,28 @@ def test_html_has_the_new_tables(
 def test_cli_names_the_analysis_sections() -> None:
     assert tuple(SECTIONS) == STATS_SECTIONS
     assert tuple(BUCKETS) == ("minute", "hour", "day")
+
+
+async def test_rich_tables_have_the_new_sections(patterns: Path) -> None:
+    from bounceback.ops.stats import print_report
+    from rich.console import Console
+
+    store = SqliteStore(patterns.parent / "patterns.db", batch_delay=0.0)
+    await store.open()
+    try:
+        r = await stats_module.build_report(store, DAY, DAY + 3 * 3600, now=DAY)
+    finally:
+        await store.close()
+    for width in (70, 160):
+        out = io.StringIO()
+        print_report(Console(file=out, force_terminal=True, width=width), r)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+        assert all(len(line) <= width for line in text.splitlines())
+        for heading in ("By carrier", "By account", "By bounce reason", "Timeline (per minute"):
+            assert heading in text
+        assert "\x1b[" in out.getvalue()  # styled
+    out = io.StringIO()
+    print_report(Console(file=out, force_terminal=True, width=160), r, {"by_reason"})
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert "absent_subscriber" in text and "3m30s" in text
+    assert "By carrier" not in text and "Totals" not in text
