@@ -217,7 +217,7 @@ class GatewayControl:
         return changed, waiting
 
     async def stats(
-        self, since: float, until: float, *, top: int, local_hours: bool
+        self, since: float, until: float, *, top: int, local_hours: bool, bucket: str | None = None
     ) -> dict[str, object]:
         report = await build_report(
             self.gw.store,
@@ -227,6 +227,7 @@ class GatewayControl:
             top=top,
             local_hours=local_hours,
             time_zones=self.gw.cfg.retry.time_zones,
+            bucket=bucket,
         )
         return report_json(report)
 
