@@ -125,7 +125,10 @@ class Overview:
 
     def __init__(self, gw: Observed) -> None:
         self.gw = gw
-        self._samples: deque[tuple[float, dict[str, float]]] = deque()
+        # The first sample is the start (all zero): the first overview has rates too.
+        self._samples: deque[tuple[float, dict[str, float]]] = deque(
+            [(time.monotonic(), counters_now(gw))]
+        )
 
     def _sample(self, now: float) -> tuple[float, dict[str, float], dict[str, float]]:
         """(seconds between the oldest kept sample and now, its counters, now's)."""
@@ -146,7 +149,7 @@ class Overview:
             return now_c.get(key, 0.0) - before.get(key, 0.0)
 
         def per_second(key: str) -> float | None:
-            return round(delta(key) / span, 3) if span >= MIN_STEP else None
+            return round(delta(key) / span, 3) if span > 0 else None
 
         throughput = {
             "window_seconds": round(span, 1),
