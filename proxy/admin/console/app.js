@@ -539,9 +539,11 @@ async function loadPatterns() {
   for (const sec of SECTIONS) {
     if (!Array.isArray(doc[sec.key])) continue;
     const rows = doc[sec.key];
+    // Hours without a message are in the chart, not in the table.
+    const shown = sec.key === "by_hour" ? rows.filter((r) => r.sent) : rows;
     const card = h("section", { class: "card", "aria-labelledby": `h-${sec.key}`, dataset: { section: sec.key } },
       h("div", { class: "card-head" },
-        h("h2", { id: `h-${sec.key}` }, sec.title, h("span", { class: "muted count" }, ` (${rows.length})`)),
+        h("h2", { id: `h-${sec.key}` }, sec.title, h("span", { class: "muted count" }, ` (${shown.length})`)),
         h("button", { type: "button", class: "small", onclick: () => downloadCsv(sec) }, `Download CSV`, h("span", { class: "sr-only" }, ` of ${sec.title}`))));
     if (sec.chart) {
       const box = h("div", { class: "chartbox" });
@@ -550,8 +552,6 @@ async function loadPatterns() {
         height: 180, label: `Messages by hour of day: ${sec.title}`, maxTicks: 12,
       }));
     }
-    // Hours without a message are in the chart, not in the table.
-    const shown = sec.key === "by_hour" ? rows.filter((r) => r.sent) : rows;
     card.append(collapsible(sec.title, sec.cols, shown));
     out.push(card);
   }
