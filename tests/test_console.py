@@ -40,6 +40,7 @@ SHOTS = Path(os.environ.get("BOUNCEBACK_SCREENSHOTS") or ROOT / "build" / "scree
 READ = "viewer-token-0123456789"
 ADMIN = "oncall-token-0123456789"
 HELD_NUMBER = "447700900601"  # soft-bounces once (absent), then delivers
+NEVER_PREFIX = "44770090062"  # always absent: held until an operator acts
 LAPTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 WAIT_MS = 20_000  # the longest a page is waited for (not a performance threshold)
@@ -74,6 +75,7 @@ class Stack:
         scenario.write_text(
             f'receipt_delay = 0.05\ndefault = ["deliver"]\n'
             f'[[rules]]\nnumber = "{HELD_NUMBER}"\noutcomes = ["absent", "deliver"]\n'
+            f'[[rules]]\nprefix = "{NEVER_PREFIX}"\noutcomes = ["absent"]\n'
         )
         self.sim_log = (folder / "simulator.log").open("wb")
         self.sim = subprocess.Popen(
@@ -462,6 +464,35 @@ def test_a_carrier_is_paused_and_resumed_from_the_overview(stack: Stack, page: A
     confirm(page)
     assert "carrier sim is resumed" in toast(page, "Done")
     assert stack.api("/v1/carriers")["items"][0]["paused"] is False
+
+
+def test_cancel_every_held_message_matching_a_filter(stack: Stack, page: Any) -> None:
+    s = stack.sender()
+    try:
+        ids = [submit(s, f"{NEVER_PREFIX}{i}")[1] for i in range(3)]
+    finally:
+        s.close()
+    assert all(ids)
+
+    def held() -> set[str]:
+        items = stack.api("/v1/held?reason=absent_subscriber&limit=500")["items"]
+        return {m["id"] for m in items}
+
+    wait_for(lambda: set(ids) <= held(), "three held messages")
+    log_in(page, stack.url, ADMIN)
+    page.get_by_role("link", name="Actions").click()
+    page.get_by_label("Reason", exact=True).fill("absent_subscriber")
+    page.locator("#held-form").get_by_role("button", name="List").click()
+    for mid in ids:
+        page.locator("#held tbody tr", has_text=mid).wait_for()
+    n = len(held())
+    page.get_by_role("button", name="Cancel all matching").click()
+    question = confirm(page)
+    assert question == f"Cancel {n} held messages?"
+    assert f"cancelled {n} of {n}" in toast(page, "Done")
+    for mid in ids:
+        assert stack.api(f"/v1/messages/{mid}")["state"] == "cancelled"
+    page.wait_for_selector("#held p.empty-note")
 
 
 # ---------------------------------------------------------------- bounce patterns

@@ -559,7 +559,7 @@ async function loadPatterns() {
 }
 
 // A table showing its first rows, with a button for the rest.
-function collapsible(title, cols, rows, first = 15) {
+function collapsible(title, cols, rows, first = window.innerWidth < 640 ? 5 : 15) {
   const wrap = h("div", { class: "tablewrap" });
   const draw = (all) => {
     const more = !all && rows.length > first;
