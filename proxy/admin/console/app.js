@@ -11,7 +11,7 @@ const S = {
   token: "",
   me: null, // {name, scope}
   page: "",
-  poll: null,
+  poll: false,
   history: [], // [{t, submits, receipts, carrier_submits}]
   patterns: null, // the last /v1/stats document
   message: null, // the message shown
@@ -284,24 +284,29 @@ function route() {
 
 // ---------------------------------------------------------------- overview
 
+// One polling loop at a time: a loop whose generation is over stops at its next tick.
+let pollGen = 0;
+
 function startPolling() {
   if (S.poll) return;
+  S.poll = true;
+  const gen = ++pollGen;
   const tick = async () => {
-    S.poll = "running";
+    if (gen !== pollGen) return;
     try {
       if (!document.hidden) renderOverview(await api("GET", "/v1/overview"));
     } catch (e) {
       $("#live").textContent = `▲ update failed: ${errorText(e)}`;
       $("#live").className = "live stale";
     }
-    if (S.poll) S.poll = setTimeout(tick, POLL_MS);
+    if (gen === pollGen) setTimeout(tick, POLL_MS);
   };
-  S.poll = setTimeout(tick, POLL_MS);
+  setTimeout(tick, POLL_MS);
 }
 
 function stopPolling() {
-  if (S.poll && S.poll !== "running") clearTimeout(S.poll);
-  S.poll = null;
+  S.poll = false;
+  pollGen++;
 }
 
 function kpi(key, label, value, sub) {
