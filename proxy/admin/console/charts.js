@@ -70,7 +70,10 @@ const Charts = (() => {
     series.forEach((s, i) => {
       const li = document.createElement("li");
       const sw = el("svg", { viewBox: "0 0 28 12", width: 28, height: 12, "aria-hidden": "true" });
-      if (kind === "line") el("line", { x1: 1, y1: 6, x2: 27, y2: 6, class: `ln s${i}` }, sw);
+      if (kind === "line") {
+        el("line", { x1: 1, y1: 6, x2: 27, y2: 6, class: `ln s${i}` }, sw);
+        marker(sw, i, 14, 6);
+      }
       else el("rect", { x: 1, y: 1, width: 26, height: 10, class: `bar b${i} swatch`, "data-i": i }, sw);
       li.appendChild(sw);
       li.appendChild(document.createTextNode(" " + s.name));
@@ -78,6 +81,17 @@ const Charts = (() => {
     });
     container.appendChild(ul);
     return ul;
+  }
+
+  // A point marker whose shape tells the series apart: circle, square, triangle, diamond.
+  function marker(g, i, x, y) {
+    const k = i % 4, r = 3.5;
+    if (k === 0) return el("circle", { cx: x, cy: y, r, class: `mk s${i}` }, g);
+    if (k === 1) return el("rect", { x: x - r, y: y - r, width: 2 * r, height: 2 * r, class: `mk s${i}` }, g);
+    const d = k === 2
+      ? `M${x},${y - r - 1} L${x + r + 1},${y + r} L${x - r - 1},${y + r} Z`
+      : `M${x},${y - r - 1} L${x + r + 1},${y} L${x},${y + r + 1} L${x - r - 1},${y} Z`;
+    return el("path", { d, class: `mk s${i}` }, g);
   }
 
   function yAxis(g, x0, x1, y0, y1, top, fmt) {
@@ -120,6 +134,9 @@ const Charts = (() => {
       if (!s.points.length) return;
       const d = s.points.map((p, j) => `${j ? "L" : "M"}${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(" ");
       el("path", { d, class: `ln s${i}` }, g);
+      // Markers on every point of a short series, else on its latest point only.
+      const marked = s.points.length <= 40 ? s.points : s.points.slice(-1);
+      marked.forEach((p) => marker(g, i, px(p[0]), py(p[1])));
     });
     legend(container, series, "line");
   }
