@@ -26,6 +26,7 @@ import attrs
 from aiohttp import web
 from bounceback import __version__
 from bounceback.admin.auth import allows, bearer, identify
+from bounceback.admin.static import add_console
 from bounceback.analysis.stats import BUCKETS, SECTIONS, csv_from_doc
 from bounceback.config.settings import AdminConfig, AdminToken, ConfigError
 from bounceback.core.model import Message, State
@@ -118,6 +119,12 @@ class Control(Protocol):
         """Read the configuration file again and apply what needs no restart: (the
         sections changed, those that wait for a restart). Raises ConfigError (with
         every problem) when the file does not validate; nothing is applied then."""
+        ...
+
+    # The console's overview.
+    async def overview(self, minutes: float = 15.0) -> dict[str, Any]:
+        """The gateway now: throughput, outcome shares of the last `minutes`, held
+        messages by reason, carriers, store and feed health."""
         ...
 
 
@@ -526,6 +533,27 @@ async def reload_config(request: web.Request) -> web.StreamResponse:
     return web.json_response({"changed": changed, "restart_needed": waiting})
 
 
+# ---------------------------------------------------------------- the console's overview
+
+
+async def get_overview(request: web.Request) -> web.StreamResponse:
+    raw = request.query.get("minutes", "15")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes <= 1440:
+        raise ApiError(400, "bad_parameter", f"minutes: expected 0 to 1440, got {raw!r}")
+    doc = await request.app[CONTROL].overview(minutes)
+    token = request.get(TOKEN)
+    # Who is asking: the console shows or hides the admin actions by the scope.
+    doc["token"] = None if token is None else {"name": token.name, "scope": token.scope}
+    return web.json_response(doc)
+
+
+# ---------------------------------------------------------------- health
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok\n")
 
@@ -772,6 +800,23 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     Endpoint(
         "GET", "/v1/accounts", "read", "accounts and their binds", list_accounts, answers="list"
     ),
+    # The console's overview.
+    Endpoint(
+        "GET",
+        "/v1/overview",
+        "read",
+        "the gateway now: throughput, outcome shares, held by reason, carriers, store and feed",
+        get_overview,
+        (
+            Param(
+                "minutes",
+                "query",
+                "the window of the outcome shares (default 15)",
+                "number",
+                extra={"exclusiveMinimum": 0, "maximum": 1440},
+            ),
+        ),
+    ),
 )
 
 
@@ -940,4 +985,5 @@ def build_app(control: Control, health: Health, admin: AdminConfig | None) -> we
             app.router.add_get(e.path, _guard(e), allow_head=True)
         else:
             app.router.add_route(e.method, e.path, _guard(e))
+    add_console(app)  # the web console: static files at / and /console/...
     return app

@@ -21,13 +21,16 @@ from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.feed.events import admin_document, mask_number
+from bounceback.gateway.overview import Overview
 from bounceback.store.sqlite import MESSAGE_COLS, Change, Suppression, message_from_row
 from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
     from bounceback.config.settings import Config
     from bounceback.core.recent import Recent
+    from bounceback.feed.publisher import FeedProcess, FeedPublisher
     from bounceback.gateway.dispatch import Dispatch
+    from bounceback.gateway.metrics import Metrics
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
     from bounceback.store.sqlite import Store
@@ -71,6 +74,16 @@ class Gateway(Protocol):
     @property
     def dispatch(self) -> Dispatch: ...
 
+    # The console's overview (`overview.Overview`) reads these too.
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    @property
+    def metrics(self) -> Metrics | None: ...
+
+    @property
+    def feed(self) -> FeedPublisher | FeedProcess | None: ...
+
 
 __all__ = ["GatewayControl"]
 
@@ -96,6 +109,7 @@ class GatewayControl:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._overview = Overview(gw)  # the console's overview (keeps counter samples)
 
     async def _published(
         self, action: str, by: str, target: str, details: Mapping[str, object]
@@ -357,3 +371,8 @@ class GatewayControl:
                 }
             )
         return out
+
+    # ---------------------------------------------------------------- the console's overview
+
+    async def overview(self, minutes: float = 15.0) -> dict[str, Any]:
+        return await self._overview.answer(minutes)

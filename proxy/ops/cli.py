@@ -383,6 +383,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 keep=keep,
                 timeout=args.timeout,
                 console=con if live else None,
+                console_port=None if args.no_console else args.console_port,
+                stay=args.stay,
             )
         )
     except KeyboardInterrupt:
@@ -983,6 +985,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--timeout", type=_positive(float), default=120.0, help="give up after SECONDS (120)"
+    )
+    d.add_argument(
+        "--console-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the web console on 127.0.0.1:PORT (default: a free port; the address"
+        " and a token to log in with are printed)",
+    )
+    d.add_argument("--no-console", action="store_true", help="serve no web console")
+    d.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the proxy and the web console up after the summary, until Ctrl-C",
     )
     d.set_defaults(func=cmd_demo)
 

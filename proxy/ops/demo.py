@@ -27,7 +27,9 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -137,8 +139,12 @@ def scenario_for(planned: Sequence[Planned]) -> Scenario:
     )
 
 
-def config_text(carrier_port: int, store: str = "demo.db") -> str:
-    """The proxy's configuration for the demo (TOML)."""
+def config_text(
+    carrier_port: int, store: str = "demo.db", *, console_port: int = 0, token: str = ""
+) -> str:
+    """The proxy's configuration for the demo (TOML); with `token`, the HTTP listener on
+    127.0.0.1:`console_port` (0: a free port) serves the web console and the admin API,
+    and `token` (admin scope) logs in."""
     lines = [
         "# Written by `bounceback demo`: the proxy in front of the demo's carrier simulator.",
         "[server]",
@@ -174,6 +180,20 @@ def config_text(carrier_port: int, store: str = "demo.db") -> str:
     # The simulator reports memory full as err:040 (40 + SM delivery failure cause).
     lines += ["", "[classify.carriers.sim]", 'err_space = "map40"']
     lines += ["", "[store]", f"path = {json.dumps(store)}", "batch_delay = 0.002", ""]
+    if token:
+        lines += [
+            "# The web console and the admin API (this run's token; the demo made it up).",
+            "[metrics]",
+            'host = "127.0.0.1"',
+            f"port = {console_port}",
+            "",
+            "[admin]",
+            "[[admin.tokens]]",
+            'name = "demo"',
+            'scope = "admin"',
+            f"token = {json.dumps(token)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -408,8 +428,14 @@ async def run_demo(
     timeout: float = 120.0,
     seed: int = 7,
     console: Console | None = None,
+    console_port: int | None = 0,
+    stay: bool = False,
 ) -> int:
-    """Run the whole demo; returns the exit status (0 complete, 1 otherwise)."""
+    """Run the whole demo; returns the exit status (0 complete, 1 otherwise).
+
+    With `console_port` (not None; 0: a free port) the web console is served while the
+    demo runs, and its address and a token to log in with are printed first; with
+    `stay`, the proxy and the console stay up after the summary until SIGINT/SIGTERM."""
     from bounceback.config.settings import load_config
     from bounceback.gateway.shell import Gateway
 
@@ -427,7 +453,10 @@ async def run_demo(
         await sim.start()
         assert sim.port is not None
         config_path = folder / "demo.toml"
-        config_path.write_text(config_text(sim.port), encoding="utf-8")
+        token = secrets.token_urlsafe(18) if console_port is not None else ""
+        config_path.write_text(
+            config_text(sim.port, console_port=console_port or 0, token=token), encoding="utf-8"
+        )
         gw = Gateway(load_config(config_path))
         await gw.start()
         deadline = time.monotonic() + 10.0
@@ -442,6 +471,11 @@ async def run_demo(
             f"Sending {messages} messages as {ACCOUNT[0]!r}, bound as a transceiver,"
             " each asking for a delivery receipt.\n"
         )
+        if token and gw.admin_port:
+            out.write(
+                f"Web console: http://127.0.0.1:{gw.admin_port}/  (log in with the token"
+                f" {token}){'' if stay else '; add --stay to keep it up after the run'}\n"
+            )
         out.flush()
 
         def on_deliver(pdu: DeliverSm) -> int:
@@ -489,6 +523,13 @@ async def run_demo(
                 f"  bounceback stats --config {config_path} --hours 1\n"
             )
         out.flush()
+        if stay and gw.admin_port:
+            out.write(
+                f"The proxy and the web console (http://127.0.0.1:{gw.admin_port}/) stay up:"
+                " Ctrl-C ends the demo.\n"
+            )
+            out.flush()
+            await _until_signalled()
         return 1 if problems else 0
     finally:
         view.close()
@@ -499,6 +540,19 @@ async def run_demo(
         await sim.stop()
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _problems(p: Progress) -> list[str]:
