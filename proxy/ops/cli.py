@@ -962,7 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Start a carrier simulator and the proxy in this process (SQLite in a temporary "
         "folder, retries within seconds), send messages through the proxy as a "
         "transceiver and show live progress: most are delivered at once, some soft-bounce "
-        "and are recovered by retries, some bounce hard, a few never recover and expire. "
+        "and are recovered by retries, some bounce hard, a few never recover and expire, "
+        "and a few receipts the carrier loses are found by asking it with query_sm. "
         "Ends with a summary. Exit 0 when every message reached a final state and every "
         "receipt arrived.",
         "bounceback demo",

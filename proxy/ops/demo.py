@@ -6,7 +6,8 @@ Nothing outside is needed: no MQTT broker, no database server. The demo
    delivered at once; some soft-bounce once or twice (absent subscriber, memory
    full, subscriber busy, carrier throttling) and are then delivered; some bounce
    hard (unknown subscriber, call barred); a few are never reachable and carry a
-   short validity period, so they expire;
+   short validity period, so they expire; for a few the carrier delivers but loses
+   the receipt, and the proxy finds out by asking it with ``query_sm``;
 2. starts the proxy in front of it, with its SQLite store in a temporary folder and
    retry schedules of seconds instead of minutes;
 3. binds to the proxy as a transceiver and sends every message asking for a
@@ -57,6 +58,7 @@ NUMBER_PREFIX = "4477009"  # UK numbers reserved for fiction: 07700 9xxxxx
 MAX_MESSAGES = 100_000
 NEVER_VALIDITY = 12  # seconds: how long the unreachable numbers are tried
 RECEIPT_DELAY = 0.1  # the simulated carrier's receipt delay, seconds
+RECEIPT_QUERY_AFTER = 3.0  # seconds: when the proxy asks about a receipt that did not come
 
 
 @attrs.frozen
@@ -80,6 +82,8 @@ MIX: tuple[Kind, ...] = (
     Kind("unknown subscriber", 0.04, ("unknown",), "hard"),
     Kind("call barred", 0.03, ("barred",), "hard"),
     Kind("never reachable", 0.03, ("absent",), "expired", validity=NEVER_VALIDITY),
+    # Delivered, but the carrier never sends the receipt: query_sm finds it.
+    Kind("receipt lost", 0.02, ("lost_receipt",), "delivered"),
 )
 
 # Retry schedules in seconds (initial, factor, max): the production defaults are
@@ -164,6 +168,7 @@ def config_text(
         f'password = "{CARRIER_CREDENTIALS[1]}"',
         "reconnect_min = 0.2",
         "reconnect_max = 2.0",
+        f"receipt_query_after = {RECEIPT_QUERY_AFTER}",
         "",
         "[retry]",
         "max_attempts = 6",
@@ -218,6 +223,7 @@ class Progress:
     attempts: int = 0
     receipts: int = 0  # messages with their final receipt
     duplicate_receipts: int = 0
+    queried: int = 0  # messages whose final state came from the carrier's query_sm answer
     submissions: int = 0  # submissions the carrier saw (throttled ones included)
     elapsed: float = 0.0
 
@@ -391,6 +397,7 @@ def summary_lines(p: Progress, planned: Sequence[Planned]) -> list[str]:
 
     scripted = {k: sum(1 for x in planned if x.kind.expect == k) for k in ("recovered", "hard")}
     never = sum(1 for x in planned if x.kind.expect == "expired")
+    lost = sum(1 for x in planned if x.kind.outcomes == ("lost_receipt",))
     first = p.delivered - p.recovered
     per_msg = f"{p.submissions / p.accepted:.2f}" if p.accepted else "-"
     lines = [
@@ -405,8 +412,11 @@ def summary_lines(p: Progress, planned: Sequence[Planned]) -> list[str]:
         f"  expired (never recovered)   {p.expired:>6}  ({share(p.expired, p.accepted)})",
         f"  submissions to the carrier  {p.submissions:>6}  ({per_msg} per message)",
         f"  receipts to the sender      {p.receipts:>6}  of {p.accepted}",
+        f"    found with query_sm       {p.queried:>6}  (no receipt after"
+        f" {RECEIPT_QUERY_AFTER:.0f} s: the proxy asked the carrier)",
         f"  (the carrier was scripted for {scripted['recovered']} soft bounces that recover,"
-        f" {scripted['hard']} hard bounces and {never} numbers that never answer)",
+        f" {scripted['hard']} hard bounces, {never} numbers that never answer and"
+        f" {lost} receipts it loses)",
     ]
     if p.recovered:
         lines.append(
@@ -503,6 +513,7 @@ async def run_demo(
             await read_store(gw.store, p)
             p.receipts = sum(1 for mid in ids if receipts.get(mid, 0) >= 1)
             p.duplicate_receipts = sum(n - 1 for n in receipts.values() if n > 1)
+            p.queried = gw.counters.get("receipt_queries_final", 0)
             if p.done or time.monotonic() > end:
                 break
             view.draw(p)
