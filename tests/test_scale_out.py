@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 from bounceback.config.settings import load_config
 from bounceback.core import engine
-from bounceback.core.model import State
+from bounceback.core.model import Message, State
 from bounceback.gateway.shell import Gateway
 from bounceback.store.postgres import PgStore
 from bounceback.store.sqlite import Suppression
@@ -267,8 +267,9 @@ async def test_a_receipt_for_an_older_message_is_looked_up_once(
 ) -> None:
     """Receipts for messages whose carrier ids neither instance holds in memory any
     more (older messages: the notices were long ago, or before a restart) wait briefly
-    for a notice that does not come, then are found by one store lookup per carrier
-    and decided once each, on whichever instance they reach."""
+    for a notice that does not come, then are found by one store lookup per carrier,
+    their messages read in one query, and decided once each, on whichever instance
+    they reach."""
     numbers = [f"4477009650{i:02d}" for i in range(6)]
     async with (
         simulator({"default": ["no_receipt"]}) as sim,
@@ -293,6 +294,14 @@ async def test_a_receipt_for_an_older_message_is_looked_up_once(
             return await find_many(carrier, keys)
 
         b.store.find_carrier_keys = counted  # type: ignore[method-assign]
+        message_reads: list[int] = []
+        get_many = b.store.get_many
+
+        async def counted_get(message_ids: Sequence[str]) -> dict[str, Message]:
+            message_reads.append(len(message_ids))
+            return await get_many(message_ids)
+
+        b.store.get_many = counted_get  # type: ignore[method-assign]
         receipts = [
             build_receipt_pdu(
                 sequence_number=1,
@@ -323,6 +332,9 @@ async def test_a_receipt_for_an_older_message_is_looked_up_once(
         assert b.counters.get("receipts_rematched_lookup", 0) == len(numbers)
         assert b.counters.get("receipts_matched", 0) == len(numbers)
         assert reads == 1  # one lookup for the six, however they arrived
+        # Their messages read in one query too (the replays run in one loop turn), and
+        # not read again for the decisions.
+        assert message_reads == [len(numbers)]
         rows = await a.store.query("SELECT COUNT(*) FROM sender_receipts", ())
         assert int(rows[0][0]) == len(numbers)
 

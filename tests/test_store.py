@@ -245,6 +245,16 @@ async def test_failed_transaction_fails_every_waiter_and_writes_nothing(store: S
     assert await store.get("OK2") is not None
 
 
+async def test_get_many_reads_the_stored_ones_in_one_go(store: Store) -> None:
+    for mid in ("G1", "G2", "G3"):
+        await store.commit(Change(message=msg(mid)))
+    wanted = ["G1", "G3", "nope", "G1"] + [f"y{i}" for i in range(1200)]
+    found = await store.get_many(wanted)
+    assert sorted(found) == ["G1", "G3"]
+    assert found["G3"] == await store.get("G3")
+    assert await store.get_many([]) == {}
+
+
 async def test_carrier_keys(store: Store) -> None:
     await store.commit(
         Change(

@@ -141,6 +141,9 @@ class MessagePath:
         # message id -> (the carrier's answer, its carrier ids) not yet written: the
         # store was failing when it came (see `Dispatch.defer`).
         self.unwritten: OrderedDict[str, tuple[engine.Event, Change]] = OrderedDict()
+        # With a shared store: the messages to read in this loop turn's one query (the
+        # receipts that crossed from another instance come several at a time).
+        self._reads: dict[str, asyncio.Future[Message | None]] = {}
 
     def configure(self, cfg: Config) -> None:
         """Take the retry policy, time zones and masking from `cfg` (start, reload)."""
@@ -158,12 +161,40 @@ class MessagePath:
         taken again on a fresh read (see `process`)."""
         msg: Message | None = None if fresh else self.cache.get(mid)
         if msg is None:
-            msg = await self.ctx.store.get(mid)
+            msg = await (self._read(mid) if self.ctx.shared else self.ctx.store.get(mid))
             if msg is not None and not (msg.state.final or msg.state == State.HELD):
                 # The decision that follows reads it from here (a receipt for another
                 # instance's submission: one store read, not two).
                 self.cache.put(mid, msg)
         return msg
+
+    async def _read(self, mid: str) -> Message | None:
+        """`mid` from the store, read with the others asked for in this loop turn."""
+        fut = self._reads.get(mid)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            if not self._reads:
+                loop.call_soon(self._read_batch)
+            fut = self._reads[mid] = loop.create_future()
+        return await asyncio.shield(fut)
+
+    def _read_batch(self) -> None:
+        batch, self._reads = self._reads, {}
+
+        async def read() -> None:
+            try:
+                found = await self.ctx.store.get_many(list(batch))
+            except Exception as exc:
+                for fut in batch.values():
+                    if not fut.done():
+                        fut.set_exception(exc)
+                        fut.add_done_callback(_retrieved)  # a waiter may be gone
+                return
+            for mid, fut in batch.items():
+                if not fut.done():
+                    fut.set_result(found.get(mid))
+
+        self.ctx.spawn(read())
 
     def event(
         self, change: Change, msg: Message, name: str, fields: dict[str, object], now: float
@@ -328,3 +359,9 @@ class MessagePath:
                 await self.ctx.store.release([mid])
         finally:
             self.in_progress.discard(mid)
+
+
+def _retrieved(fut: asyncio.Future[Message | None]) -> None:
+    """Mark a read's error as seen (its waiter reports it, or was cancelled)."""
+    if not fut.cancelled():
+        fut.exception()

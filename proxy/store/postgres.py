@@ -618,6 +618,13 @@ class PgStore:
         rows = await self._fetch(f"SELECT {MESSAGE_COLS} FROM messages WHERE id = $1", message_id)
         return message_from_row(rows[0]) if rows else None
 
+    async def get_many(self, message_ids: Sequence[str]) -> dict[str, Message]:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLS} FROM messages WHERE id = ANY($1::text[])",
+            list(dict.fromkeys(message_ids)),
+        )
+        return {m.id: m for m in map(message_from_row, rows)}
+
     async def find_carrier_key(self, carrier: str, keys: Sequence[str]) -> tuple[str, int] | None:
         if not keys:
             return None

@@ -132,6 +132,10 @@ class Store(Protocol):
 
     async def commit_many(self, changes: Sequence[Change]) -> None: ...
     async def get(self, message_id: str) -> Message | None: ...
+    async def get_many(self, message_ids: Sequence[str]) -> dict[str, Message]:
+        """The stored messages among `message_ids`, by id (in one query)."""
+        ...
+
     async def find_carrier_key(
         self, carrier: str, keys: Sequence[str]
     ) -> tuple[str, int] | None: ...
@@ -1166,6 +1170,18 @@ class SqliteStore:
     async def get(self, message_id: str) -> Message | None:
         rows = await self._read(f"SELECT {_COLS} FROM messages WHERE id = ?", (message_id,))
         return message_from_row(rows[0]) if rows else None
+
+    async def get_many(self, message_ids: Sequence[str]) -> dict[str, Message]:
+        out: dict[str, Message] = {}
+        ids = list(dict.fromkeys(message_ids))
+        for i in range(0, len(ids), 500):  # SQLite's bound on parameters per statement
+            part = ids[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self._read(f"SELECT {_COLS} FROM messages WHERE id IN ({marks})", part)
+            for row in rows:
+                m = message_from_row(row)
+                out[m.id] = m
+        return out
 
     async def find_carrier_key(self, carrier: str, keys: Sequence[str]) -> tuple[str, int] | None:
         for key in keys:
