@@ -665,6 +665,11 @@ def run(args: Args) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--population" or a.startswith("--population=") for a in argv):
+        from retry_population import population_main
+
+        return population_main(argv)
     args = parse_args(argv)
     report = run(args)
     if args.json:

@@ -103,6 +103,9 @@ class Schedule:
     initial: float
     factor: float
     max: float
+    # [retry] mode = "learned": the bounds of the delay a recovery estimate chooses.
+    learned_min: float = 60.0
+    learned_max: float = 86400.0
 
     def delay(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1 = the first retry), without jitter."""

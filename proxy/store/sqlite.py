@@ -347,6 +347,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         "final_err": m.final_err,
         "text_head": m.text_head,
         "parts_ref": m.parts_ref,
+        "failed_at": m.failed_at,
         "history": [[s.at, s.event, s.fields] for s in m.history],
     }
     return (
@@ -703,6 +704,7 @@ def message_from_row(r: Sequence[Any]) -> Message:
         text_head=data["text_head"],
         parts_ref=data["parts_ref"],
         updated_at=r[10],
+        failed_at=float(data.get("failed_at", 0.0)),
         version=int(r[15]),
         history=tuple(Step(float(at), str(ev), f) for at, ev, f in data.get("history", ())),
     )
