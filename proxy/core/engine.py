@@ -68,12 +68,10 @@ class Policy:
     mode: str = "static"
     recovery: Estimates | None = attrs.field(default=None, eq=False)
     # The next attempt: when the delay the recoveries since the last attempt would
-    # have accumulated reaches learn_cost seconds (+ learn_cost_growth per second
-    # since the first attempt); learn_cost 0: when P(recovered since the last
-    # attempt) reaches learn_threshold (core/recovery.py).
+    # have accumulated reaches learn_cost seconds; learn_cost 0: when P(recovered
+    # since the last attempt) reaches learn_threshold (core/recovery.py).
     learn_threshold: float = 0.5
     learn_cost: float = 600.0
-    learn_cost_growth: float = 0.0
     learn_min_at_risk: float = 20.0  # messages seen at risk before a key decides
     # Learned mode: the last attempt goes this long before the deadline at the latest.
     last_chance: float = 60.0
@@ -368,7 +366,6 @@ def _hold(
             min_delay=schedule.learned_min,
             max_delay=schedule.learned_max,
             cost=policy.learn_cost,
-            cost_growth=policy.learn_cost_growth,
         )
         due = _learned_due(msg, choice, now, rand, tz, policy, delay, schedule)
     else:
@@ -412,6 +409,9 @@ def _learned_due(
         due = now + max(static_delay, 0.0)
     due = quiet_adjust(due, tz, policy.quiet_start, policy.quiet_end)
     last = msg.deadline - policy.last_chance
+    if due < last and last - due < (due - now) / 2.0:
+        # So close to the last chance that one attempt more would hardly tell more.
+        due = last
     if due > last:
         latest = latest_open(last, tz, policy.quiet_start, policy.quiet_end)
         if latest > now:

@@ -45,7 +45,7 @@ BINS = 48
 _RATIO = 2.0 ** (1.0 / 3.0)
 EDGES: tuple[float, ...] = (0.0, *(60.0 * _RATIO**i for i in range(BINS)))
 # The last bin ends at EDGES[-1]; time beyond it is counted in the last bin.
-_LOG_FLOOR = 1.0  # the log-time of bin 0 starts at one second
+_LOG_FLOOR = 60.0 / _RATIO  # in log-time, bin 0 is as wide as the others
 
 Key = tuple[str, str, str]  # (country, operator, reason); "" = any
 LEVELS: tuple[str, ...] = ("operator", "country", "reason")
@@ -205,6 +205,27 @@ class Curve:
             i += 1
         return None, start
 
+    def typical(self, min_at_risk: float) -> float:
+        """The median recovery time of the messages that recover (as far as the data
+        reaches): where 1 - S(t) is half of what it is at the end of the data; 0
+        without data."""
+        ends: list[tuple[float, float]] = []
+        h = 0.0
+        for i in range(BINS - 1):
+            if self.at_risk(i) < min_at_risk:
+                break
+            h += self.hazard(i) * _width(i)
+            ends.append((EDGES[i + 1], 1.0 - math.exp(-h)))
+        if not ends or ends[-1][1] <= 0:
+            return 0.0
+        half = ends[-1][1] / 2.0
+        prev_t, prev_f = 0.0, 0.0
+        for t, f in ends:
+            if f >= half:
+                return prev_t + (t - prev_t) * (half - prev_f) / max(f - prev_f, 1e-12)
+            prev_t, prev_f = t, f
+        return ends[-1][0]
+
     def reach_cost(self, e: float, cost: float, min_at_risk: float) -> tuple[float | None, float]:
         """(earliest t > e where the expected delay the recoveries since `e` would have
         accumulated by t, the integral of P(T <= s | T > e) from e to t, reaches `cost`
@@ -337,14 +358,11 @@ class Estimates:
         min_delay: float,
         max_delay: float,
         cost: float = 0.0,
-        cost_growth: float = 0.0,
     ) -> Choice:
         """The next attempt after a failure of the attempt made at `failed_at` for a
         message created (first tried) at `created_at`; see the module docstring."""
         e = max(failed_at - created_at, 0.0)
         prior = failed_at + static_delay
-        if cost > 0:
-            cost += cost_growth * e
         for key in levels(place[0], place[1], reason):
             c = self.curves.get(key)
             if c is None:
@@ -429,6 +447,8 @@ class Estimates:
             t, _ = c.reach(0.0, q, 1.0)
             out[f"p{int(q * 100)}_s"] = None if t is None else round(t, 1)
         out["recovered_by_24h"] = round(1.0 - c.survival(86400.0), 4)
+        typical = c.typical(1.0)
+        out["typical_s"] = round(typical, 1) if typical > 0 else None
         return out
 
 
