@@ -117,6 +117,15 @@ class Control(Protocol):
         every problem) when the file does not validate; nothing is applied then."""
         ...
 
+    # ---- recovery-time estimates ([retry] mode = "learned")
+    async def estimates(self) -> dict[str, Any]:
+        """The recovery estimates (the ``bounceback.estimates/1`` document)."""
+        ...
+
+    async def reset_estimates(self, by: str) -> int:
+        """Forget every recovery estimate (of every instance): how many keys there were."""
+        ...
+
 
 class Health(Protocol):
     """The metrics registry and the readiness check the gateway keeps."""
@@ -489,6 +498,18 @@ async def reload_config(request: web.Request) -> web.StreamResponse:
     return web.json_response({"changed": changed, "restart_needed": waiting})
 
 
+# ---------------------------------------------------------------- recovery estimates
+
+
+async def get_estimates(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await request.app[CONTROL].estimates())
+
+
+async def reset_estimates(request: web.Request) -> web.StreamResponse:
+    n = await request.app[CONTROL].reset_estimates(_who(request))
+    return web.json_response({"removed_keys": n})
+
+
 async def healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok\n")
 
@@ -709,6 +730,21 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     ),
     Endpoint(
         "GET", "/v1/accounts", "read", "accounts and their binds", list_accounts, answers="list"
+    ),
+    # Recovery-time estimates: export (every key's counts and a summary), reset.
+    Endpoint(
+        "GET",
+        "/v1/estimates",
+        "read",
+        "recovery-time estimates per (country, operator, reason): counts and quantiles",
+        get_estimates,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/estimates",
+        "admin",
+        "forget every recovery-time estimate (learned retries start again from the schedules)",
+        reset_estimates,
     ),
 )
 

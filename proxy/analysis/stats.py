@@ -43,6 +43,7 @@ import attrs
 from bounceback.core.engine import LINK_REASONS, SUPPRESS_REASONS
 from bounceback.core.localtime import Zones
 from bounceback.core.model import State
+from bounceback.core.recovery import Estimates
 from bounceback.feed.events import iso, number_info
 from bounceback.store.sqlite import Store
 
@@ -211,6 +212,8 @@ class Report:
     by_hour: tuple[Counts, ...]  # 24 entries, hour 0 first
     soft_numbers: tuple[SoftNumber, ...]
     remove_numbers: tuple[RemoveNumber, ...]
+    # The recovery-time estimates with the most data (see `estimate_rows`).
+    estimates: tuple[Mapping[str, object], ...] = ()
 
 
 def _hour(ts: float, number: str, zones: Zones | None) -> int:
@@ -304,6 +307,7 @@ async def build_report(
         by_hour=tuple(hours),
         soft_numbers=soft_numbers,
         remove_numbers=remove,
+        estimates=await estimate_rows(store, top),
     )
 
 
@@ -411,6 +415,7 @@ def report_json(r: Report) -> dict[str, object]:
             }
             for n in r.remove_numbers
         ],
+        "recovery_estimates": [dict(e) for e in r.estimates],
     }
 
 
@@ -628,4 +633,62 @@ def render_text(r: Report) -> str:
             out.append(f"... and {more} more (--format csv or json lists them all)")
     else:
         out.append("  (none)")
+    out += ["", ESTIMATES_TITLE]
+    out += (
+        format_table(ESTIMATE_HEADERS, estimate_cells(r), "lllrrrrr")
+        if r.estimates
+        else ["  (none)"]
+    )
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- recovery estimates
+
+ESTIMATES_TITLE = "Recovery-time estimates ([retry] mode = learned; most data first)"
+ESTIMATE_HEADERS = (
+    "country",
+    "operator",
+    "reason",
+    "recovered",
+    "failed",
+    "median",
+    "p90",
+    "by 24 h",
+)
+
+
+async def estimate_rows(store: Store, top: int) -> tuple[Mapping[str, object], ...]:
+    """The `top` recovery estimates with the most observations (a summary each)."""
+    try:
+        curves = await store.recovery_load()
+    except Exception:  # a PostgreSQL schema from before the estimates (bounceback migrate)
+        return ()
+    est = Estimates(max_keys=len(curves) + 1, curves=dict(curves))
+    keys = sorted(est.curves, key=lambda k: (-(est.curves[k].recovered + est.curves[k].failed), k))
+    return tuple(est.summary(k) for k in keys[:top])
+
+
+def _dur_s(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def estimate_cells(r: Report) -> list[list[str]]:
+    return [
+        [
+            str(e["country"]) or "*",
+            str(e["operator"]) or "*",
+            str(e["reason"]),
+            str(e["recovered"]),
+            str(e["failed"]),
+            _dur_s(e.get("p50_s")),
+            _dur_s(e.get("p90_s")),
+            f"{100 * float(str(e['recovered_by_24h'])):.0f}%",
+        ]
+        for e in r.estimates
+    ]

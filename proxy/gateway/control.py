@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bounceback.config.settings import Config
     from bounceback.core.recent import Recent
     from bounceback.gateway.dispatch import Dispatch
+    from bounceback.gateway.learning import Learner
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
     from bounceback.store.sqlite import Store
@@ -70,6 +71,9 @@ class Gateway(Protocol):
 
     @property
     def dispatch(self) -> Dispatch: ...
+
+    @property
+    def learner(self) -> Learner: ...
 
 
 __all__ = ["GatewayControl"]
@@ -356,3 +360,16 @@ class GatewayControl:
                 }
             )
         return out
+
+    # ------------------------------------------------------------ recovery estimates
+    async def estimates(self) -> dict[str, Any]:
+        learner = self.gw.learner
+        if learner.shared:
+            await learner.flush()  # what every instance has counted so far
+        return learner.export(self.gw.cfg.retry.mode)
+
+    async def reset_estimates(self, by: str) -> int:
+        n = await self.gw.learner.reset()
+        log.info("admin: %s reset the recovery estimates (%d keys)", by, n)
+        await self._published("reset_estimates", by, "estimates", {"keys": n})
+        return n

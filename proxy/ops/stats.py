@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bounceback.analysis.stats import (
+    ESTIMATE_HEADERS,
+    ESTIMATES_TITLE,
     GROUP_HEADERS,
     SHOW_NUMBERS,
     Report,
+    estimate_cells,
     group_cells,
     remove_number_rows,
     soft_number_rows,
@@ -117,4 +120,11 @@ def print_report(con: Console, r: Report) -> None:
             con.print(Text(f"... and {more} more (--format csv or json lists them all)", MUTED))
     else:
         con.print(Text(title, HEADING))
+        con.print(Text("  (none)", MUTED))
+    # Recovery-time estimates ([retry] mode = "learned").
+    con.print()
+    if r.estimates:
+        con.print(table(ESTIMATE_HEADERS, estimate_cells(r), "lllrrrrr", title=ESTIMATES_TITLE))
+    else:
+        con.print(Text(ESTIMATES_TITLE, HEADING))
         con.print(Text("  (none)", MUTED))
