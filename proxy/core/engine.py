@@ -412,7 +412,7 @@ def _learned_due(
     if due < last and last - due < (due - now) / 2.0:
         # So close to the last chance that one attempt more would hardly tell more.
         due = last
-    if due > last:
+    if due >= last:
         latest = latest_open(last, tz, policy.quiet_start, policy.quiet_end)
         if latest > now:
             due = latest
