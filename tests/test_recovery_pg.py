@@ -132,3 +132,73 @@ async def test_sqlite_keeps_the_estimates_across_a_restart(tmp_path: Path) -> No
         assert await again.recovery_load() == []
     finally:
         await again.close()
+
+
+# ---------------------------------------------------------------- through the proxy
+
+LEARNED_RETRY = """
+[retry]
+max_attempts = 6
+max_age = 7200.0
+jitter = 0.0
+mode = "learned"
+learn_min_at_risk = 1
+learn_flush = 0.2
+[retry.schedules.absent_subscriber]
+initial = 0.3
+factor = 1.0
+max = 0.3
+learned_min = 0.3
+learned_max = 0.6
+"""
+
+
+async def test_the_proxy_learns_and_explains_each_soft_bounce(tmp_path: Path) -> None:
+    """Through a running proxy and the carrier simulator: every soft_bounce step of the
+    timeline says which estimate chose the next attempt, and the observations reach
+    the store."""
+    from harness import gateway, simulator, wait_until, write_config
+    from smpplib_peer import SmpplibSender
+
+    first, second = "447700930101", "447700930102"
+    scenario = {
+        "receipt_delay": 0.02,
+        "id_format": "hex",
+        "receipt_id_format": "dec",
+        "rules": [
+            {"number": n, "outcomes": ["absent", "absent", "deliver"]} for n in (first, second)
+        ],
+    }
+    async with (
+        simulator(scenario) as sim,
+        gateway(write_config(tmp_path, sim.port or 0, retry=LEARNED_RETRY)) as gw,
+    ):
+        s = SmpplibSender("127.0.0.1", gw.port)
+        assert await asyncio.to_thread(s.bind, "transceiver", "acme", "acme-pw") == 0
+        s.listen()
+        ids = []
+        for n in (first, second):
+            seq = await asyncio.to_thread(s.submit, n, b"learn", registered_delivery=1)
+            status, mid = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+            ids.append(mid)
+            await asyncio.to_thread(s.wait_delivered, len(ids), 15.0)
+        s.close()
+        steps = {}
+        for mid in ids:
+            msg = await gw.store.get(mid)
+            assert msg is not None and msg.state.value == "delivered" and msg.attempts == 3
+            steps[mid] = [st.fields for st in msg.history if st.event == "soft_bounce"]
+            assert len(steps[mid]) == 2
+            assert all("estimate" in f for f in steps[mid])
+        # The first message had nothing to learn from: the schedule (the prior) chose.
+        assert steps[ids[0]][0]["estimate"] == {"source": "prior", "why": "too little data"}
+        # The second one's came from what the first taught, and say how much data.
+        later = steps[ids[1]][0]["estimate"]
+        assert isinstance(later, dict) and later["source"] == "learned"
+        assert later["key"].endswith("/absent_subscriber") and later["recovered"] >= 1
+        country = gw.ctx.learner.view.curves[("GB", "", "absent_subscriber")]
+        assert country.recovered == 2 and country.failed == 4
+        await wait_until(lambda: gw.ctx.learner.pending.curves == {})
+        stored = dict(await gw.store.recovery_load())
+        assert stored[("", "", "absent_subscriber")].recovered == 2
