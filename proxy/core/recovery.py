@@ -25,12 +25,20 @@ censored, and each is counted as it happens:
 Memory is bounded: `BINS` pairs of floats per key and at most `max_keys` keys; the
 key updated longest ago goes first when a new one needs room.
 
-**Decision.** After a failure at elapsed time `e`, the next attempt is the earliest
-`t` where P(T <= t | T > e) reaches `threshold` — when the conditional probability
-of having recovered since the last attempt makes the attempt worth its cost. The
-finest key level that has at least `min_at_risk` messages known at risk around `e`
-decides; when none has, or the estimate does not reach the threshold where it has
-data, the caller's static delay is used (the prior), and `choose` says so.
+**Decision.** After a failure at elapsed time `e` (the failed attempt's time since
+the first one), the next attempt is the earliest `t` where the delivery delay that the
+recoveries since `e` would have accumulated by `t`, the integral from e to t of
+P(T <= s | T > e), reaches `cost` seconds: an attempt is worth `cost` seconds of
+delay. Destinations that come back in minutes are tried again within minutes, those
+that take hours wait hours, and a tail that never comes back (whose conditional
+probability of recovering stays low) is tried ever more rarely. With `cost` 0 the
+rule is instead the earliest `t` where P(T <= t | T > e) reaches `threshold`. The
+finest key level with at least `min_at_risk` messages seen at risk around `e`
+decides; where its data ends before the rule is met, the hazard seen so far is
+carried on (at most to twice the end of the data); when no level has data this late
+the message waits as long again as it has waited (the scale-free way to look further);
+with no data at all the caller's static delay is used (the prior). `choose` says
+which of these chose, on which key and on how much data.
 """
 
 from __future__ import annotations
