@@ -33,6 +33,7 @@ class Learner:
         self.view = Estimates(max_keys=self.max_keys)
         self.pending = Estimates(max_keys=self.max_keys)
         self._lock = asyncio.Lock()
+        self.failures = 0  # flushes failed in a row
 
     def configure(self, config: Config) -> None:
         r = config.retry
@@ -81,7 +82,11 @@ class Learner:
                 await asyncio.wait_for(stopping.wait(), self.interval)
             try:
                 await self.flush()
+                self.failures = 0
             except Exception as exc:
+                self.failures += 1
+                if self.failures % 100 != 1:  # the first of a run of failures, then rarely
+                    continue
                 if fault_kind(exc) is None:
                     log.exception("recovery estimates: flush failed")
                 else:
