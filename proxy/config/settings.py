@@ -271,7 +271,8 @@ class RetryConfig:
     # number prefix -> IANA time zone, before what the numbering plan says
     time_zones: dict[str, str] = attrs.field(factory=dict)
     mode: str = "static"  # RETRY_MODES
-    learn_cost: float = 600.0  # seconds of delay one attempt is worth
+    learn_cost: float = 400.0  # seconds of delay one attempt is worth
+    learn_threshold: float = 0.2  # P(recovered since the last attempt) before one
     learn_min_at_risk: float = 20.0
     learn_max_keys: int = 5000
     learn_flush: float = 15.0
@@ -1337,7 +1338,8 @@ def _parse_retry(t: _Table) -> RetryConfig:
         schedules=schedules,
         time_zones=time_zones,
         mode=t.choice("mode", d.mode, RETRY_MODES),
-        learn_cost=t.number("learn_cost", d.learn_cost, lo=0, above=True),
+        learn_cost=t.number("learn_cost", d.learn_cost, lo=0),
+        learn_threshold=t.number("learn_threshold", d.learn_threshold, lo=0, hi=0.99),
         learn_min_at_risk=t.number("learn_min_at_risk", d.learn_min_at_risk, lo=1),
         learn_max_keys=t.integer("learn_max_keys", d.learn_max_keys, lo=16),
         learn_flush=t.number("learn_flush", d.learn_flush, lo=0, above=True),
@@ -1840,7 +1842,9 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "recovery-time estimates learned per (country/operator, reason), the schedules "
             "being their prior while data is thin (see `bench/bench_retry.py --population`)",
             "learn_cost": "learned mode: the seconds of delivery delay one attempt is worth "
-            "(lower: more attempts, sooner deliveries)",
+            "(lower: more attempts, sooner deliveries; 0: `learn_threshold` alone decides)",
+            "learn_threshold": "learned mode: no attempt before the chance that the "
+            "destination recovered since the last one reaches this (0: off)",
             "learn_min_at_risk": "learned mode: messages seen at risk at a message's age before "
             "a key's estimate decides (else the coarser key, else the schedule)",
             "learn_max_keys": "recovery estimates kept (the least recently updated go first)",

@@ -68,10 +68,11 @@ class Policy:
     mode: str = "static"
     recovery: Estimates | None = attrs.field(default=None, eq=False)
     # The next attempt: when the delay the recoveries since the last attempt would
-    # have accumulated reaches learn_cost seconds; learn_cost 0: when P(recovered
-    # since the last attempt) reaches learn_threshold (core/recovery.py).
-    learn_threshold: float = 0.5
-    learn_cost: float = 600.0
+    # have accumulated reaches learn_cost seconds, and not before P(recovered since the
+    # last attempt) reaches learn_threshold (learn_cost 0: the threshold alone; see
+    # core/recovery.py).
+    learn_threshold: float = 0.2
+    learn_cost: float = 400.0
     learn_min_at_risk: float = 20.0  # messages seen at risk before a key decides
     # Learned mode: the last attempt goes this long before the deadline at the latest.
     last_chance: float = 60.0

@@ -28,11 +28,12 @@ key updated longest ago goes first when a new one needs room.
 **Decision.** After a failure at elapsed time `e` (the failed attempt's time since
 the first one), the next attempt is the earliest `t` where the delivery delay that the
 recoveries since `e` would have accumulated by `t`, the integral from e to t of
-P(T <= s | T > e), reaches `cost` seconds: an attempt is worth `cost` seconds of
-delay. Destinations that come back in minutes are tried again within minutes, those
+P(T <= s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of
+delay), and not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse
+where recoveries are rare). Destinations that come back in minutes are tried again within minutes, those
 that take hours wait hours, and a tail that never comes back (whose conditional
 probability of recovering stays low) is tried ever more rarely. With `cost` 0 the
-rule is instead the earliest `t` where P(T <= t | T > e) reaches `threshold`. The
+threshold alone decides. The
 finest key level with at least `min_at_risk` messages seen at risk around `e`
 decides; where its data ends before the rule is met, the hazard seen so far is
 carried on (at most to twice the end of the data); when no level has data this late
@@ -380,6 +381,11 @@ class Estimates:
                 continue
             if cost > 0:
                 t, data_end = c.reach_cost(e, cost, min_at_risk)
+                if t is not None and threshold > 0:
+                    # Not before the attempt is likely enough to find the destination
+                    # back either: sparse attempts where recoveries are rare.
+                    t_p, end_p = c.reach(e, threshold, min_at_risk)
+                    t, data_end = (max(t, t_p), data_end) if t_p is not None else (None, end_p)
             else:
                 t, data_end = c.reach(e, threshold, min_at_risk)
             common = {

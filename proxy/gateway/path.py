@@ -90,6 +90,7 @@ def policy_from_config(cfg: Config, recovery: Estimates | None = None) -> Policy
         mode=r.mode,
         recovery=recovery,
         learn_cost=r.learn_cost,
+        learn_threshold=r.learn_threshold,
         learn_min_at_risk=r.learn_min_at_risk,
     )
 
