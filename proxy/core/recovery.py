@@ -31,8 +31,8 @@ recoveries since `e` would have accumulated by `t`, the integral from e to t of
 P(T <= s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of
 delay), and not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse
 where recoveries are rare). Destinations that come back in minutes are tried again
-within minutes, those that take hours wait hours, and a tail that never comes back (whose conditional
-probability of recovering stays low) is tried ever more rarely. With `cost` 0 the
+within minutes, those that take hours wait hours, and a tail that never comes back
+(whose conditional probability of recovering stays low) is tried ever more rarely. With `cost` 0 the
 threshold alone decides. The
 finest key level with at least `min_at_risk` messages seen at risk around `e`
 decides; where its data ends before the rule is met, the hazard seen so far is
