@@ -32,10 +32,9 @@ P(T <= s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of
 delay), and not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse
 where recoveries are rare). Destinations that come back in minutes are tried again
 within minutes, those that take hours wait hours, and a tail that never comes back
-(whose conditional probability of recovering stays low) is tried ever more rarely. With `cost` 0 the
-threshold alone decides. The
-finest key level with at least `min_at_risk` messages seen at risk around `e`
-decides; where its data ends before the rule is met, the hazard seen so far is
+(whose conditional probability of recovering stays low) is tried ever more rarely.
+With `cost` 0 the threshold alone decides. The finest key level with at least
+`min_at_risk` messages seen at risk around `e` decides; where its data ends before the rule is met, the hazard seen so far is
 carried on (at most to twice the end of the data); when no level has data this late
 the message waits as long again as it has waited (the scale-free way to look further);
 with no data at all the caller's static delay is used (the prior). `choose` says
