@@ -25,20 +25,20 @@ censored, and each is counted as it happens:
 Memory is bounded: `BINS` pairs of floats per key and at most `max_keys` keys; the
 key updated longest ago goes first when a new one needs room.
 
-**Decision.** After a failure at elapsed time `e` (the failed attempt's time since
-the first one), the next attempt is the earliest `t` where the delivery delay that the
-recoveries since `e` would have accumulated by `t`, the integral from e to t of
-P(T <= s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of
-delay), and not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse
-where recoveries are rare). Destinations that come back in minutes are tried again
-within minutes, those that take hours wait hours, and a tail that never comes back
-(whose conditional probability of recovering stays low) is tried ever more rarely.
-With `cost` 0 the threshold alone decides. The finest key level with at least
-`min_at_risk` messages seen at risk around `e` decides; where its data ends before the rule is met, the hazard seen so far is
-carried on (at most to twice the end of the data); when no level has data this late
-the message waits as long again as it has waited (the scale-free way to look further);
-with no data at all the caller's static delay is used (the prior). `choose` says
-which of these chose, on which key and on how much data.
+**Decision.** After a failure at elapsed time `e` (the failed attempt's time since the
+first one), the next attempt is the earliest `t` where the delivery delay that the
+recoveries since `e` would have accumulated by `t`, the integral from e to t of P(T <=
+s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of delay), and
+not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse where
+recoveries are rare). Destinations that come back in minutes are tried again within
+minutes, those that take hours wait hours, and a tail that never comes back (whose
+conditional probability of recovering stays low) is tried ever more rarely. With
+`cost` 0 the threshold alone decides. The finest key level with at least `min_at_risk`
+messages seen at risk around `e` decides; where its data ends before the rule is met,
+the hazard seen so far is carried on (at most to twice the end of the data); when no
+level has data this late the message waits as long again as it has waited (the
+scale-free way to look further); with no data at all the caller's static delay is used
+(the prior). `choose` says which of these chose, on which key and on how much data.
 """
 
 from __future__ import annotations
