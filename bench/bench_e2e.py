@@ -144,6 +144,8 @@ class Result:
     # With several instances: the share of receipts that came back on a bind of another
     # instance than the one the message was submitted on.
     crossed: float | None = None
+    # PostgreSQL: transactions committed in the database per measured message.
+    db_commits: float | None = None
     feed_drain: float | None = None  # seconds after the last receipt until the outbox was empty
     # CPU time (user + system) per measured message, in microseconds, per process.
     cpu_us: dict[str, float] = field(default_factory=dict)
@@ -162,6 +164,18 @@ def cpu_seconds(pid: int) -> float | None:
         return None
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of a server and its children (PostgreSQL's postmaster and its
+    backends): its own time, its reaped children's, and its live children's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    f = stat.rpartition(")")[2].split()
+    total = sum(int(x) for x in f[11:15]) / _TICK  # utime, stime, cutime, cstime
+    return total + sum(cpu_seconds(k) or 0.0 for k in child_pids(pid))
 
 
 def child_pids(pid: int) -> list[int]:
@@ -232,6 +246,7 @@ class LoadGen:
         self._matched = 0
         self._responses = 0
         self._errors = 0
+        self.db_pid: int | None = None  # PostgreSQL's postmaster: its CPU is counted too
         self._n = 0
         self._next = 0
         self._latencies: list[float] = []
@@ -353,6 +368,7 @@ class LoadGen:
         cpu0 = {p.pid: cpu_seconds(p.pid) for p in alive}
         kids = {p.pid: child_pids(p.pid) for p in alive if proc_label(p) == "proxy"}
         kids0 = {k: cpu_seconds(k) for ks in kids.values() for k in ks}
+        db0 = tree_cpu_seconds(self.db_pid) if self.db_pid else None
         own0 = time.process_time()
         start = time.perf_counter()
         workers = (
@@ -397,6 +413,10 @@ class LoadGen:
                 before, after = kids0.get(k), cpu_seconds(k)
                 if before is not None and after is not None:
                     cpu["feed publisher"] = cpu.get("feed publisher", 0.0) + after - before
+        if db0 is not None and self.db_pid:
+            db1 = tree_cpu_seconds(self.db_pid)
+            if db1 is not None:
+                cpu["postgres"] = db1 - db0
         lat = sorted(self._latencies)
         r = Result(
             phase=phase,
@@ -694,6 +714,18 @@ class PgProbe(StoreProbe):
     def outbox_count(self) -> int:
         return int(self._rows("SELECT COUNT(*) FROM outbox")[0][0])
 
+    def commits(self) -> int:
+        """Transactions committed in this database so far (pg_stat_database)."""
+        sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        return int(self._rows(sql)[0][0])
+
+    def postmaster_pid(self) -> int | None:
+        """The cluster's server process (first line of postmaster.pid)."""
+        try:
+            return int((self.cluster.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def states(self) -> dict[str, int]:
         rows = self._rows("SELECT state, COUNT(*) FROM messages GROUP BY state")
         out = {s: int(n) for s, n in rows}
@@ -884,15 +916,23 @@ class Bench:
         ports: Sequence[int],
         account: tuple[str, str],
         alive: list[subprocess.Popen[bytes]],
+        db: PgProbe | None = None,
     ) -> Result:
         a = self.args
         gen = LoadGen(ports, account, a.binds, a.window, a.rate)
+        if db is not None:
+            gen.db_pid = db.postmaster_pid()
         try:
             await asyncio.wait_for(gen.connect(), min(30.0, self.remaining()))
             warm = await gen.run(phase + " (warm-up)", a.warmup, self.phase_timeout(), alive)
             if not warm.complete:
                 raise BenchError(f"{phase}: warm-up did not complete: {warm.note}")
-            return await gen.run(phase, a.messages, self.phase_timeout(), alive)
+            commits0 = db.commits() if db is not None else 0
+            result = await gen.run(phase, a.messages, self.phase_timeout(), alive)
+            if db is not None:
+                await asyncio.sleep(1.2)  # backends report their counts at most once a second
+                result.db_commits = (db.commits() - commits0) / max(a.messages, 1)
+            return result
         finally:
             await gen.close()
 
@@ -951,7 +991,8 @@ class Bench:
                 s for n, p in zip(names, proxies, strict=True) if (s := self.start_py_spy(n, p))
             ]
             try:
-                result = asyncio.run(self.measure(phase, ports, PROXY_ACCOUNT, alive))
+                db = probe if isinstance(probe, PgProbe) else None
+                result = asyncio.run(self.measure(phase, ports, PROXY_ACCOUNT, alive, db))
             finally:
                 for spy in spies:
                     spy.stop(sig=signal.SIGINT)  # py-spy writes its output on SIGINT
@@ -1082,6 +1123,8 @@ def print_table(
             extras.append("feed outbox NOT drained")
         if r.crossed is not None:
             extras.append(f"receipts back on the other instance's bind: {r.crossed:.0%}")
+        if r.db_commits is not None:
+            extras.append(f"PostgreSQL commits per message: {r.db_commits:.2f}")
         if r.cpu_us:
             extras.append("cpu µs/msg: " + ", ".join(f"{k} {v:.0f}" for k, v in r.cpu_us.items()))
         if r.store_states:

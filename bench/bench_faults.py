@@ -10,10 +10,12 @@ simulate`, `bounceback run`); this process is the sender: it submits at a fixed 
   mount) and a file fills the disk for `--fault-seconds`, then is deleted.
 
 It prints what the sender saw (answers by status, the slowest answer, unanswered
-submits), what the operator saw (/readyz while the fault lasted, the WAL's size), how
-long the proxy took to accept again after the fault ended, and whether every message
-answered ESME_ROK got exactly one final receipt, and the messages left unfinished in
-the store after a clean stop (stranded). Not a test: the figures are for reading.
+submits), what the operator saw (/readyz while the fault lasted, the WAL's size, the
+proxy log's ERROR lines and unretrieved task exceptions), how long the proxy took to
+accept again after the fault ended and whether it still refused submits sent 5 s
+after, whether every message answered ESME_ROK got exactly one final receipt, and
+the messages left unfinished in the store after a clean stop (stranded). Not a test:
+the figures are for reading (bench/README.md has some).
 
     python bench/bench_faults.py --fault lock
     sudo .venv/bin/python bench/bench_faults.py --fault full
@@ -313,6 +315,12 @@ def report(run: Run, rows: list[tuple[str, int, int]], folder: Path) -> None:
     dupes = sum(1 for m in ok if run.receipts.get(m, 0) > 1)
     after = [s for s, _, st, _ in run.answers if st == 0 and s >= run.fault_end]
     recover = (min(after) - run.fault_end) if after else float("nan")
+    # Recovered for good: submits sent from 5 s after the fault ended that were refused.
+    late = [(s, st) for s, _, st, _ in run.answers if st != 0 and s >= run.fault_end + 5.0]
+    last_refusal = max((s for s, _ in late), default=None)
+    log_text = (folder / "proxy.log").read_text(errors="replace")
+    log_errors = sum(1 for line in log_text.splitlines() if " ERROR " in line)
+    unretrieved = log_text.count("Task exception was never retrieved")
     during = [code for t, code in run.ready if run.fault_start <= t <= run.fault_end]
     unfinished = {st: n for st, n, _ in rows if st not in FINAL_STATES}
     no_carrier_id = sum(int(blank or 0) for st, _, blank in rows if st == "submitting")
@@ -328,6 +336,15 @@ def report(run: Run, rows: list[tuple[str, int, int]], folder: Path) -> None:
         f"none {missing}, more than one {dupes}"
     )
     print(f"  first ESME_ROK after the fault ended: {recover:.2f} s later")
+    print(
+        f"  refused among the submits sent from 5 s after the fault ended: {len(late)} of "
+        f"{sum(1 for s, _, _, _ in run.answers if s >= run.fault_end + 5.0)}"
+        + (
+            ""
+            if last_refusal is None
+            else f" (the last sent {last_refusal - run.fault_end:.1f} s after the fault ended)"
+        )
+    )
     print(f"  /readyz during the fault: {during.count(503)} of {len(during)} samples 503")
     print(f"  WAL peak {run.wal_peak / 1e6:.1f} MB")
     print(
@@ -335,7 +352,10 @@ def report(run: Run, rows: list[tuple[str, int, int]], folder: Path) -> None:
         f"stranded (not final): {sum(unfinished.values())} "
         f"({no_carrier_id} in submitting without a carrier id)"
     )
-    print(f"  proxy log: {folder / 'proxy.log'}")
+    print(
+        f"  proxy log: {log_errors} lines at ERROR, {unretrieved} 'Task exception was never "
+        f"retrieved': {folder / 'proxy.log'}"
+    )
 
 
 def parse() -> argparse.Namespace:

@@ -48,6 +48,10 @@ def figures(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
             "p50 ms": r["p50_ms"],
             "p99 ms": r["p99_ms"],
         }
+        if "postgres" in r["cpu_us"]:  # the database's own CPU (its server processes)
+            f["postgres CPU µs/msg"] = float(r["cpu_us"]["postgres"])
+        if r.get("db_commits") is not None:
+            f["db commits/msg"] = float(r["db_commits"])
         if direct is not None:
             f["added p50 ms"] = r["p50_ms"] - direct["p50_ms"]
             f["added p99 ms"] = r["p99_ms"] - direct["p99_ms"]

@@ -643,3 +643,54 @@ def test_the_live_server_keeps_to_its_openapi_document(
     finally:
         stop.set()
         server.join(30)
+
+
+async def test_the_overview_says_what_the_gateway_does_now(tmp_path: Path) -> None:
+    """GET /v1/overview: throughput from the metrics counters, outcome shares and held
+    messages by reason from the store, the carrier's state, store and feed health, and
+    who asked."""
+    scenario = {
+        "receipt_delay": 0.02,
+        "rules": [
+            {"number": "447700900502", "outcomes": ["unknown"]},
+            {"number": "447700900503", "outcomes": ["absent", "deliver"]},
+        ],
+    }
+    async with running(tmp_path, scenario) as (gw, url, _sim), aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/v1/overview", headers=auth(READ)) as r:
+            assert r.status == 200
+            first = await r.json()
+        assert first["token"] == {"name": "viewer", "scope": "read"}
+        assert first["throughput"]["totals"]["submits"] == 0
+        assert first["outcomes"]["accepted"] == 0 and first["held"]["total"] == 0
+        s = await bind_sender(gw.port, SmpplibSender)
+        try:
+            for number in ("447700900501", "447700900502", "447700900503"):
+                assert (await submit(s, number))[0] == 0
+            await wait_until(lambda: gw.counters.get("receipts_matched", 0) == 3)
+        finally:
+            await asyncio.to_thread(s.close)
+        async with http.post(f"{url}/v1/carriers/sim/pause", headers=auth(ADMIN)) as r:
+            assert r.status == 200
+        async with http.get(f"{url}/v1/overview", headers=auth(ADMIN)) as r:
+            doc = await r.json()
+        assert doc["token"] == {"name": "oncall", "scope": "admin"}
+        t = doc["throughput"]
+        assert t["totals"]["submits"] == 3 and t["totals"]["carrier_submits"] == 3
+        assert t["totals"]["receipts"] == 3
+        assert t["submits_per_second"] is not None and t["submits_per_second"] > 0
+        o = doc["outcomes"]
+        assert (o["accepted"], o["delivered"], o["hard"], o["pending"]) == (3, 1, 1, 1)
+        assert o["rates"]["delivered"] == 0.5 and o["rates"]["hard"] == 0.5
+        assert doc["held"] == {"total": 1, "by_reason": {"absent_subscriber": 1}}
+        (sim,) = doc["carriers"]
+        assert sim["name"] == "sim" and sim["state"] == "paused" and sim["bound"] is True
+        assert sim["totals"]["submits"] == 3
+        assert sim["totals"]["soft_bounces"] == 1 and sim["totals"]["hard_bounces"] == 1
+        assert sim["bounce_rate"] is not None and sim["bounce_rate"] > 0
+        assert doc["store"]["writable"] is True and doc["store"]["ready"] is True
+        assert doc["feed"] == {"configured": False}
+        async with http.get(f"{url}/v1/overview", params={"minutes": "0"}, headers=auth(READ)) as r:
+            assert r.status == 400
+        async with http.get(f"{url}/v1/overview") as r:
+            assert r.status == 401

@@ -486,7 +486,15 @@ def test_mini_yaml_reads_what_yaml_means() -> None:
 def test_compose_services() -> None:
     for doc in compose_documents():
         services = doc["services"]
-        assert set(services) == {"bounceback", "mosquitto", "postgres", "simulator"}
+        # Prometheus and Grafana: profile "monitoring" (tests/test_monitoring.py).
+        assert set(services) == {
+            "bounceback",
+            "mosquitto",
+            "postgres",
+            "simulator",
+            "prometheus",
+            "grafana",
+        }
         bb = services["bounceback"]
         assert bb["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
         assert (DOCKER / bb["build"]["context"] / bb["build"]["dockerfile"]).resolve() == (
@@ -678,7 +686,14 @@ def test_compose_scale_services() -> None:
     for doc in compose_documents("compose.scale.yaml"):
         services = doc["services"]
         instances = {"bounceback-a", "bounceback-b"}
-        assert set(services) == {"haproxy", "postgres", "simulator", *instances}
+        assert set(services) == {
+            "haproxy",
+            "postgres",
+            "simulator",
+            *instances,
+            "prometheus",  # these two: profile "monitoring" (tests/test_monitoring.py)
+            "grafana",
+        }
         # The shared config's hosts are this file's services; the store is shared.
         assert cfg.store.backend == "postgresql"
         assert urllib.parse.urlsplit(cfg.store.url).hostname in services

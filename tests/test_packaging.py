@@ -59,6 +59,18 @@ def test_the_shipped_configs_are_the_repositorys() -> None:
     assert files - shipped == {CONFIGS / "__init__.py"}  # a module: shipped as one
 
 
+def test_the_web_console_ships_in_the_package() -> None:
+    """Every file the console serves is package data, and the server knows each one."""
+    from bounceback.admin.static import TYPES
+
+    proxy = ROOT / "proxy"
+    globs = PYPROJECT["tool"]["setuptools"]["package-data"]["bounceback"]
+    shipped = {p for g in globs for p in proxy.glob(g)}
+    files = set((proxy / "admin" / "console").iterdir())
+    assert files and files <= shipped
+    assert {p.name for p in files} == set(TYPES)
+
+
 def test_license_and_metadata() -> None:
     project = PYPROJECT["project"]
     assert project["license"] == "Apache-2.0"

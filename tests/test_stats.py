@@ -11,12 +11,29 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
+import bounceback
 import bounceback.analysis.stats as stats_module
+import jsonschema
 import pytest
-from bounceback.analysis.stats import CSV_HEADER, Counts, format_table, message_outcome
-from bounceback.core.model import Message, State, Verdict
-from bounceback.ops.cli import main
+from bounceback.analysis.stats import (
+    BUCKETS,
+    COUNT_COLUMNS,
+    CSV_HEADER,
+    MAX_BUCKETS,
+    SECTIONS,
+    Counts,
+    bucket_count,
+    choose_bucket,
+    default_bucket,
+    format_table,
+    message_outcome,
+    quantile,
+    report_json,
+)
+from bounceback.core.model import Message, State, Step, Verdict
+from bounceback.ops.cli import STATS_SECTIONS, main
 from bounceback.ops.report import hour_chart
 from bounceback.store.sqlite import Change, SqliteStore, Suppression
 from smppcodecs.pdu import SubmitSm
@@ -24,6 +41,9 @@ from smppcodecs.pdu import SubmitSm
 DAY = dt.datetime(2024, 5, 1, tzinfo=dt.UTC).timestamp()
 SINCE, UNTIL = "2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z"
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC).timestamp()
+REPORT_SCHEMA = json.loads(
+    (Path(bounceback.__file__).parent / "schema" / "report.schema.json").read_text()
+)
 
 
 def at(hour: int, minute: int = 0) -> float:
@@ -43,11 +63,17 @@ def message(
     attempts: int = 1,
     retries: tuple[tuple[str, int], ...] = (),
     v: Verdict | None = None,
+    account: str = "acme",
+    carrier: str = "",
+    done_at: float | None = None,
+    history: tuple[Step, ...] = (),
 ) -> Message:
     pdu = SubmitSm(sequence_number=1, source_addr="Shop", destination_addr=number)
     return Message(
         id=f"{n:016X}",
-        account="acme",
+        account=account,
+        carrier=carrier,
+        history=history,
         source_addr="Shop",
         destination_addr=number,
         pdu=pdu.encode(),
@@ -60,7 +86,7 @@ def message(
         attempts=attempts,
         retries_by_reason=retries,
         verdict=v,
-        done_at=created + 60 if state.final else None,
+        done_at=done_at if done_at is not None else created + 60 if state.final else None,
         next_attempt_at=created + 600 if state == State.HELD else None,
         updated_at=created,
     )
@@ -310,12 +336,19 @@ def test_html_is_self_contained_with_charts(
     assert "http://" not in text and "https://" not in text
     assert "<script" not in text and "<link" not in text and "src=" not in text
     svgs = re.findall(r"<svg.*?</svg>", text, re.DOTALL)
-    assert len(svgs) == 2
+    assert len(svgs) == 3  # by hour, the timeline, by country
     for svg in svgs:
         ET.fromstring(svg)  # well-formed
     hour_labels = re.findall(r">(\d\d)</text>", svgs[0])
     assert hour_labels == [f"{h:02d}" for h in range(24)]
-    assert ">GB</text>" in svgs[1] and ">US</text>" in svgs[1]
+    assert ">GB</text>" in svgs[2] and ">US</text>" in svgs[2]
+    # The day's timeline in hours: 24 buckets, bars for the five hours with messages.
+    assert 'aria-label="bounce rate per hour"' in svgs[1]
+    assert len(re.findall(r"<g><title>", svgs[1])) == 5
+    # Every group table (country, operator, carrier, account, timeline) keeps the hard
+    # and recovery rates; the reason table has its recovery rate too.
+    assert text.count("<th>bounce %</th>") == text.count("<th>hard %</th>") == 5
+    assert text.count("<th>recovery %</th>") == 6
     assert "447700900099" in text and "T-Mobile" in text
 
 
@@ -380,3 +413,429 @@ async def test_report_reads_the_window_a_page_at_a_time(
     t = report.totals
     assert (t.sent, t.delivered, t.pending, t.soft_bounced) == (10, 7, 3, 3)
     assert report.by_hour[5].sent == 7 and report.by_hour[6].sent == 3
+
+
+# ---------------------------------------------------------------- carriers, accounts,
+# reasons and the timeline: a three-hour window of messages with known histories
+
+
+def sb(t: float, reason: str) -> Step:
+    """A soft bounce on a message's timeline."""
+    return Step(t, "soft_bounce", {"reason": reason, "classification": "soft"})
+
+
+def recovered(
+    n: int,
+    created: float,
+    account: str,
+    carrier: str,
+    bounces: list[tuple[float, str]],
+    took: float,
+) -> Message:
+    """Delivered `took` seconds after `created`, after soft bounces at (offset, reason)."""
+    counts: dict[str, int] = {}
+    for _, reason in bounces:
+        counts[reason] = counts.get(reason, 0) + 1
+    return message(
+        n,
+        f"4477009007{n:02d}",
+        State.DELIVERED,
+        created,
+        attempts=len(bounces) + 1,
+        retries=tuple(sorted(counts.items())),
+        v=DELIVERED,
+        account=account,
+        carrier=carrier,
+        done_at=created + took,
+        history=tuple(sb(created + off, reason) for off, reason in bounces),
+    )
+
+
+ABSENT, THROTTLED = "absent_subscriber", "throttled"
+PATTERNS = [
+    # absent_subscriber recoveries of 60, 120, 300 and 600 s from the first bounce
+    recovered(1, at(0), "acme", "alpha", [(10, ABSENT)], 70),
+    recovered(2, at(0) + 30, "acme", "alpha", [(5, ABSENT), (50, ABSENT)], 125),
+    recovered(3, at(0, 5), "shop", "beta", [(0, ABSENT)], 300),
+    # ... and a throttled one of 590 s (first throttled at +30, delivered at +620)
+    recovered(4, at(1), "shop", "beta", [(20, ABSENT), (30, THROTTLED)], 620),
+    message(
+        5,
+        "447700900705",
+        State.EXPIRED,
+        at(1) + 59,
+        attempts=4,
+        retries=((ABSENT, 3),),
+        v=verdict("soft", ABSENT),
+        account="shop",
+        carrier="alpha",
+    ),
+    message(
+        6,
+        "447700900706",
+        State.FAILED,
+        at(2, 59),
+        attempts=2,
+        retries=(("memory_full", 1),),
+        v=verdict("hard", "unknown_subscriber"),
+        carrier="beta",
+    ),
+    message(7, "447700900707", State.ACCEPTED, at(2, 59) + 59.9),  # never sent to a carrier
+    # Recovered, but its timeline lost the first of its two bounces: not timed.
+    message(
+        8,
+        "447700900708",
+        State.DELIVERED,
+        at(0, 2),
+        attempts=3,
+        retries=((ABSENT, 2),),
+        v=DELIVERED,
+        carrier="alpha",
+        done_at=at(0, 2) + 9000,
+        history=(sb(at(0, 2) + 100, ABSENT),),
+    ),
+    message(
+        9,
+        "447700900709",
+        State.REJECTED,
+        at(0, 2),
+        v=verdict("hard", "invalid_address"),
+        carrier="alpha",
+    ),
+    message(10, "447700900710", State.DELIVERED, at(3), v=DELIVERED, carrier="alpha"),  # after
+]
+P_SINCE, P_UNTIL = "2024-05-01T00:00:00Z", "2024-05-01T03:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def patterns(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("patterns")
+
+    async def fill() -> None:
+        store = SqliteStore(folder / "patterns.db", batch_delay=0.0)
+        await store.open()
+        await store.commit_many([Change(message=m, insert=True) for m in PATTERNS])
+        await store.close()
+
+    asyncio.run(fill())
+    cfg = folder / "proxy.toml"
+    cfg.write_text(
+        '[[accounts]]\nsystem_id = "acme"\npassword = "pw"\n'
+        '[[carriers]]\nname = "alpha"\nhost = "127.0.0.1"\nsystem_id = "bb"\npassword = "pw"\n'
+        '[store]\npath = "patterns.db"\n',
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def pattern_stats(cfg: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    rc = main(["stats", "--config", str(cfg), "--since", P_SINCE, "--until", P_UNTIL, *extra])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return out
+
+
+def pattern_doc(cfg: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(pattern_stats(cfg, capsys, "--format", "json", *extra))
+    return doc
+
+
+def test_report_document_matches_its_schema(
+    config: Path, patterns: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    validator = jsonschema.Draft202012Validator(REPORT_SCHEMA)
+    validator.validate(json.loads(stats(config, capsys, "--format", "json")))
+    doc = pattern_doc(patterns, capsys)
+    validator.validate(doc)
+    broken = json.loads(json.dumps(doc))
+    broken["by_reason"][0]["kind"] = "maybe"
+    assert not validator.is_valid(broken)
+    del broken["by_reason"][0]["kind"]
+    broken["timeline"]["items"][0].pop("sent")
+    problems = {e.message for e in validator.iter_errors(broken)}
+    assert problems == {"'kind' is a required property", "'sent' is a required property"}
+
+
+def test_by_carrier_and_account(patterns: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = pattern_doc(patterns, capsys)
+    assert doc["totals"]["sent"] == 9  # the tenth was accepted at the window's end
+    carriers = {c["carrier"]: c for c in doc["by_carrier"]}
+    assert [c["carrier"] for c in doc["by_carrier"]] == ["alpha", "beta", None]  # by sent
+    alpha, beta = carriers["alpha"], carriers["beta"]
+    assert (alpha["sent"], alpha["delivered"], alpha["recovered"], alpha["hard"]) == (5, 3, 3, 1)
+    assert (alpha["expired"], alpha["soft_bounced"], alpha["submissions"]) == (1, 4, 13)
+    assert alpha["recovery_rate"] == 0.75 and alpha["hard_rate"] == 0.2
+    assert (beta["sent"], beta["recovered"], beta["hard"], beta["soft_bounced"]) == (3, 2, 1, 3)
+    assert beta["recovery_rate"] == 0.6667
+    assert carriers[None]["sent"] == 1 and carriers[None]["pending"] == 1
+    accounts = {a["account"]: a for a in doc["by_account"]}
+    assert [a["account"] for a in doc["by_account"]] == ["acme", "shop"]
+    acme, shop = accounts["acme"], accounts["shop"]
+    assert (acme["sent"], acme["delivered"], acme["hard"], acme["pending"]) == (6, 3, 2, 1)
+    assert (shop["sent"], shop["recovered"], shop["expired"]) == (3, 2, 1)
+    assert set(acme) == {"account", *COUNT_COLUMNS}  # the same counts and rates as by_country
+    for group in ("by_carrier", "by_account"):
+        assert sum(g["sent"] for g in doc[group]) == doc["totals"]["sent"]
+
+
+def test_by_reason_recovery_and_time_to_recover(
+    patterns: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = pattern_doc(patterns, capsys)
+    assert [(r["reason"], r["kind"]) for r in doc["by_reason"]] == [
+        ("absent_subscriber", "soft"),  # most bounces first, then soft, link, hard
+        ("memory_full", "soft"),
+        ("throttled", "link"),
+        ("invalid_address", "hard"),
+        ("unknown_subscriber", "hard"),
+    ]
+    reasons = {r["reason"]: r for r in doc["by_reason"]}
+    assert reasons["absent_subscriber"] == {
+        "reason": "absent_subscriber",
+        "kind": "soft",
+        "bounces": 10,  # 1 + 2 + 1 + 1 + 3 + 2
+        "messages": 6,
+        "recovered": 5,
+        "recovery_rate": 0.8333,
+        # 60, 120, 300, 600 s (the fifth recovery lost its first bounce: not timed)
+        "recover_median_s": 210.0,
+        "recover_p90_s": 510.0,  # 300 + 0.7 * (600 - 300)
+        "recover_samples": 4,
+    }
+    throttled = reasons["throttled"]
+    assert (throttled["bounces"], throttled["messages"], throttled["recovered"]) == (1, 1, 1)
+    assert throttled["recover_median_s"] == throttled["recover_p90_s"] == 590.0
+    memory = reasons["memory_full"]
+    assert (memory["recovered"], memory["recovery_rate"], memory["recover_median_s"]) == (
+        0,
+        0.0,
+        None,
+    )
+    for hard in ("invalid_address", "unknown_subscriber"):
+        assert reasons[hard]["bounces"] == reasons[hard]["messages"] == 1
+        assert reasons[hard]["recovery_rate"] is None and reasons[hard]["recovered"] == 0
+
+
+def test_quantiles_interpolate_between_ranks() -> None:
+    assert quantile([], 0.5) is None
+    assert quantile([7.0], 0.9) == 7.0
+    assert quantile([40.0, 10.0, 30.0, 20.0], 0.5) == 25.0
+    assert quantile([10.0, 20.0, 30.0, 40.0], 0.9) == pytest.approx(37.0)
+    assert quantile([1.0, 2.0, 3.0], 0.5) == 2.0
+
+
+def test_timeline_has_every_bucket(patterns: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    doc = pattern_doc(patterns, capsys)
+    tl = doc["timeline"]
+    # Three hours: minute buckets by default, all 180 of them, empty ones too.
+    assert (tl["bucket"], tl["requested"], tl["clipped"]) == ("minute", None, False)
+    assert len(tl["items"]) == 180
+    assert tl["items"][0]["start"] == "2024-05-01T00:00:00.000Z"
+    assert tl["items"][179]["start"] == "2024-05-01T02:59:00.000Z"
+    busy = {i: item["sent"] for i, item in enumerate(tl["items"]) if item["sent"]}
+    assert busy == {0: 2, 2: 2, 5: 1, 60: 2, 179: 2}
+    assert tl["items"][1] == {"start": "2024-05-01T00:01:00.000Z", **Counts().as_dict()}
+    assert tl["items"][2]["hard"] == 1 and tl["items"][2]["recovered"] == 1
+    hours = pattern_doc(patterns, capsys, "--bucket", "hour")["timeline"]
+    assert (hours["bucket"], hours["requested"]) == ("hour", "hour")
+    assert [i["sent"] for i in hours["items"]] == [5, 2, 2]
+    # A window starting mid-hour: its first bucket starts on the hour, holding only
+    # what the window holds.
+    out = main(
+        [
+            *("stats", "--config", str(patterns), "--format", "json", "--bucket", "hour"),
+            *("--since", "2024-05-01T00:30:00Z", "--until", P_UNTIL),
+        ]
+    )
+    assert out == 0
+    half = json.loads(capsys.readouterr().out)["timeline"]
+    assert [(i["start"][11:16], i["sent"]) for i in half["items"]] == [
+        ("00:00", 0),
+        ("01:00", 2),
+        ("02:00", 2),
+    ]
+
+
+async def test_timeline_buckets_are_bounded(patterns: Path) -> None:
+    store = SqliteStore(patterns.parent / "patterns.db", batch_delay=0.0)
+    await store.open()
+    try:
+        # Minutes over two days would be 2880 buckets: hours instead, and it says so.
+        r = await stats_module.build_report(store, DAY, DAY + 2 * 86400, now=DAY, bucket="minute")
+        assert (r.timeline.bucket, r.timeline.requested, len(r.timeline.items)) == (
+            "hour",
+            "minute",
+            48,
+        )
+        assert not r.timeline.clipped
+        doc: dict[str, Any] = report_json(r)
+        assert doc["timeline"]["bucket"] == "hour"
+        # 2000 minutes fit; one more does not.
+        r = await stats_module.build_report(store, DAY, DAY + MAX_BUCKETS * 60, now=DAY)
+        assert r.timeline.bucket == "hour"  # the default for a day and a half
+        r = await stats_module.build_report(
+            store, DAY, DAY + MAX_BUCKETS * 60, now=DAY, bucket="minute"
+        )
+        assert (r.timeline.bucket, len(r.timeline.items)) == ("minute", MAX_BUCKETS)
+        r = await stats_module.build_report(
+            store, DAY, DAY + MAX_BUCKETS * 60 + 1, now=DAY, bucket="minute"
+        )
+        assert r.timeline.bucket == "hour"
+        # More than 2000 days: the latest 2000, ending with the window's last day.
+        since = DAY - 3000 * 86400
+        r = await stats_module.build_report(store, since, DAY + 3 * 3600, now=DAY)
+        assert (r.timeline.bucket, r.timeline.clipped, len(r.timeline.items)) == (
+            "day",
+            True,
+            MAX_BUCKETS,
+        )
+        assert r.timeline.starts()[-1] == DAY
+        assert r.timeline.starts()[0] == DAY - (MAX_BUCKETS - 1) * 86400
+        assert r.timeline.items[-1].sent == 9 and r.totals.sent == 9
+    finally:
+        await store.close()
+
+
+def test_default_buckets_follow_the_range() -> None:
+    h, d = 3600.0, 86400.0
+    assert default_bucket(0, 3 * h) == "minute"
+    assert default_bucket(0, 3 * h + 1) == "hour"
+    assert default_bucket(0, 3 * d) == "hour"
+    assert default_bucket(0, 3 * d + 1) == "day"
+    assert bucket_count(0, 0, "minute") == 0
+    assert bucket_count(30, 90, "minute") == 2  # 00:00 and 01:00
+    assert choose_bucket(0, 10 * d, "minute") == "hour"  # 14400 minutes, 240 hours
+
+
+def test_csv_sections(patterns: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for section, columns in SECTIONS.items():
+        text = pattern_stats(patterns, capsys, "--format", "csv", "--section", section)
+        rows = list(csv.reader(io.StringIO(text)))
+        assert tuple(rows[0]) == columns, section
+    reasons = list(
+        csv.DictReader(
+            io.StringIO(
+                pattern_stats(patterns, capsys, "--format", "csv", "--section", "by_reason")
+            )
+        )
+    )
+    assert reasons[0] == {
+        "reason": "absent_subscriber",
+        "kind": "soft",
+        "bounces": "10",
+        "messages": "6",
+        "recovered": "5",
+        "recovery_rate": "0.8333",
+        "recover_median_s": "210.0",
+        "recover_p90_s": "510.0",
+        "recover_samples": "4",
+    }
+    assert reasons[-1]["recovery_rate"] == "" and reasons[-1]["recover_median_s"] == ""
+    timeline = list(
+        csv.DictReader(
+            io.StringIO(pattern_stats(patterns, capsys, "--format", "csv", "--section", "timeline"))
+        )
+    )
+    assert len(timeline) == 180 and timeline[1]["sent"] == "0"
+    assert timeline[1]["delivery_rate"] == "" and timeline[0]["delivery_rate"] == "1.0000"
+    carriers = list(
+        csv.DictReader(
+            io.StringIO(
+                pattern_stats(patterns, capsys, "--format", "csv", "--section", "by_carrier")
+            )
+        )
+    )
+    assert [(c["carrier"], c["sent"], c["recovery_rate"]) for c in carriers] == [
+        ("alpha", "5", "0.7500"),
+        ("beta", "3", "0.6667"),
+        ("", "1", ""),
+    ]
+    # The whole report in one table: the new sections with their own columns.
+    table = list(csv.DictReader(io.StringIO(pattern_stats(patterns, capsys, "--format", "csv"))))
+    assert tuple(table[0]) == CSV_HEADER
+    assert [r["carrier"] for r in table if r["section"] == "carrier"] == ["alpha", "beta", ""]
+    assert [r["account"] for r in table if r["section"] == "account"] == ["acme", "shop"]
+    assert len([r for r in table if r["section"] == "timeline"]) == 180
+    absent = next(r for r in table if r["section"] == "reason")
+    assert (absent["reason"], absent["kind"], absent["bounces"], absent["recovered"]) == (
+        "absent_subscriber",
+        "soft",
+        "10",
+        "5",
+    )
+    assert (absent["recover_median_s"], absent["recovery_rate"]) == ("210.0", "0.8333")
+
+
+def test_terminal_sections(patterns: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = pattern_stats(patterns, capsys)
+    for heading in ("By carrier", "By account", "By bounce reason", "Timeline (per minute, UTC"):
+        assert heading in out
+    block = out.split("By bounce reason")[1].split("\n\n")[0].splitlines()[1:]
+    rows = {line.split()[0]: line.split() for line in block[1:]}
+    # reason, kind, bounces, messages, recovered, recovery %, median, p90
+    assert rows["absent_subscriber"] == [
+        *("absent_subscriber", "soft", "10", "6", "5", "83.3%", "3m30s", "8m30s")
+    ]
+    assert rows["throttled"][1] == "link" and rows["throttled"][6:] == ["9m50s", "9m50s"]
+    assert rows["unknown_subscriber"][5:] == ["-", "-", "-"]
+    timeline = out.split("Timeline (per minute")[1].split("\n\n")[0].splitlines()[2:]
+    assert [line[:16] for line in timeline] == [
+        "2024-05-01 00:00",
+        "2024-05-01 00:02",
+        "2024-05-01 00:05",
+        "2024-05-01 01:00",
+        "2024-05-01 02:59",
+    ]
+    carriers = out.split("By carrier")[1].split("\n\n")[0].splitlines()[2:]
+    assert [line.split()[0] for line in carriers] == ["alpha", "beta", "(none)"]
+    # One section alone, and in JSON that part of the document.
+    only = pattern_stats(patterns, capsys, "--section", "by_account")
+    assert "By account" in only and "By country" not in only and "Totals" not in only
+    part = json.loads(pattern_stats(patterns, capsys, "--format", "json", "--section", "timeline"))
+    assert part["bucket"] == "minute" and len(part["items"]) == 180
+
+
+def test_html_has_the_new_tables(
+    patterns: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    page = tmp_path / "patterns.html"
+    pattern_stats(patterns, capsys, "--html", str(page))
+    text = page.read_text(encoding="utf-8")
+    for heading in ("By carrier", "By account", "By bounce reason", "Timeline (per minute"):
+        assert f"<h2>{heading}" in text
+    svgs = re.findall(r"<svg.*?</svg>", text, re.DOTALL)
+    timeline = svgs[1]
+    ET.fromstring(timeline)
+    assert len(re.findall(r"<g><title>", timeline)) == 5  # bars for the busy minutes only
+    assert '<td class="l">absent_subscriber</td><td class="l">soft</td><td>10</td>' in text
+    assert "<td>83.3%</td><td>3m30s</td><td>8m30s</td>" in text
+
+
+def test_cli_names_the_analysis_sections() -> None:
+    assert tuple(SECTIONS) == STATS_SECTIONS
+    assert tuple(BUCKETS) == ("minute", "hour", "day")
+
+
+async def test_rich_tables_have_the_new_sections(patterns: Path) -> None:
+    from bounceback.ops.stats import print_report
+    from rich.console import Console
+
+    store = SqliteStore(patterns.parent / "patterns.db", batch_delay=0.0)
+    await store.open()
+    try:
+        r = await stats_module.build_report(store, DAY, DAY + 3 * 3600, now=DAY)
+    finally:
+        await store.close()
+    for width in (70, 160):
+        out = io.StringIO()
+        print_report(Console(file=out, force_terminal=True, width=width), r)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+        assert all(len(line) <= width for line in text.splitlines())
+        for heading in ("By carrier", "By account", "By bounce reason", "Timeline (per minute"):
+            assert heading in text
+        assert "\x1b[" in out.getvalue()  # styled
+    out = io.StringIO()
+    print_report(Console(file=out, force_terminal=True, width=160), r, {"by_reason"})
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    assert "absent_subscriber" in text and "3m30s" in text
+    assert "By carrier" not in text and "Totals" not in text

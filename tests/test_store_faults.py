@@ -313,6 +313,9 @@ async def test_disk_full_refuses_new_messages_and_recovers_without_a_restart(
             await asyncio.to_thread(s.close)
     assert problems == []
     assert caplog.text.count("store cannot write (full)") == 1  # once, not a flood
+    # The refusals: logged the 1st (then the 101st, ...) time, with their count.
+    refusals = [r.getMessage() for r in caplog.records if "ESME_RMSGQFUL" in r.getMessage()]
+    assert len(refusals) == 1 and refusals[0].endswith("(1 so far)"), refusals
     assert "cannot rollback" not in caplog.text
 
 

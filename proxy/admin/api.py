@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,8 @@ import attrs
 from aiohttp import web
 from bounceback import __version__
 from bounceback.admin.auth import allows, bearer, identify
+from bounceback.admin.static import add_console
+from bounceback.analysis.stats import BUCKETS, SECTIONS, csv_from_doc
 from bounceback.config.settings import AdminConfig, AdminToken, ConfigError
 from bounceback.core.model import Message, State
 from bounceback.store.sqlite import Suppression
@@ -82,10 +85,11 @@ class Control(Protocol):
     async def unblock(self, number: str, by: str) -> bool: ...
 
     async def stats(
-        self, since: float, until: float, *, top: int, local_hours: bool
+        self, since: float, until: float, *, top: int, local_hours: bool, bucket: str | None = None
     ) -> dict[str, object]:
         """What `bounceback stats` reports for the messages accepted in [since, until)
-        (the ``bounceback.report/1`` document)."""
+        (the ``bounceback.report/1`` document; `bucket`: the timeline's, None: by the
+        range)."""
         ...
 
     async def flagged(self, after: str, limit: int) -> list[dict[str, Any]]:
@@ -115,6 +119,12 @@ class Control(Protocol):
         """Read the configuration file again and apply what needs no restart: (the
         sections changed, those that wait for a restart). Raises ConfigError (with
         every problem) when the file does not validate; nothing is applied then."""
+        ...
+
+    # The console's overview.
+    async def overview(self, minutes: float = 15.0) -> dict[str, Any]:
+        """The gateway now: throughput, outcome shares of the last `minutes`, held
+        messages by reason, carriers, store and feed health."""
         ...
 
     # ---- recovery-time estimates ([retry] mode = "learned")
@@ -233,7 +243,7 @@ class Endpoint:
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     params: tuple[Param, ...] = ()
     body: Mapping[str, Any] | None = None  # JSON Schema of the request body
-    answers: str = "object"  # object | list | text
+    answers: str = "object"  # object | list | text | report (JSON, or CSV with format=csv)
 
 
 def _limit(request: web.Request) -> int:
@@ -426,8 +436,42 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     hours = request.query.get("hours", "utc")
     if hours not in ("utc", "local"):
         raise ApiError(400, "bad_parameter", f"hours: expected utc or local, got {hours!r}")
-    doc = await request.app[CONTROL].stats(since, until, top=int(raw), local_hours=hours == "local")
-    return web.json_response(doc)
+    bucket = request.query.get("bucket")
+    if bucket is not None and bucket not in BUCKETS:
+        raise ApiError(
+            400, "bad_parameter", f"bucket: expected {' or '.join(BUCKETS)}, got {bucket!r}"
+        )
+    section = request.query.get("section")
+    if section is not None and section not in SECTIONS:
+        raise ApiError(400, "bad_parameter", f"section: expected one of {', '.join(SECTIONS)}")
+    form = request.query.get("format", "json" if section is None else "csv")
+    if form not in ("json", "csv"):
+        raise ApiError(400, "bad_parameter", f"format: expected json or csv, got {form!r}")
+    if not (math.isfinite(since) and math.isfinite(until)):
+        raise ApiError(400, "bad_parameter", "since, until: expected a finite time")
+    # Times outside the years 1 to 9999 hold no messages and cannot be shown.
+    since = min(max(since, EPOCH_MIN), EPOCH_MAX)
+    until = min(max(until, EPOCH_MIN), EPOCH_MAX)
+    doc = await request.app[CONTROL].stats(
+        since, until, top=int(raw), local_hours=hours == "local", bucket=bucket
+    )
+    if form == "json":
+        return web.json_response(doc)  # the whole document (section: CSV only)
+    name = "-".join(["bounceback", section or "report", _stamp(since), _stamp(until)])
+    return web.Response(
+        text=csv_from_doc(doc, section),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+EPOCH_MIN: Final = dt.datetime(1, 1, 2, tzinfo=dt.UTC).timestamp()
+EPOCH_MAX: Final = dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()
+
+
+def _stamp(ts: float) -> str:
+    """A time for a file name: 20240501T0000Z."""
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y%m%dT%H%MZ")
 
 
 async def list_flagged(request: web.Request) -> web.StreamResponse:
@@ -498,6 +542,24 @@ async def reload_config(request: web.Request) -> web.StreamResponse:
     return web.json_response({"changed": changed, "restart_needed": waiting})
 
 
+# ---------------------------------------------------------------- the console's overview
+
+
+async def get_overview(request: web.Request) -> web.StreamResponse:
+    raw = request.query.get("minutes", "15")
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = -1.0
+    if not 0 < minutes <= 1440:
+        raise ApiError(400, "bad_parameter", f"minutes: expected 0 to 1440, got {raw!r}")
+    doc = await request.app[CONTROL].overview(minutes)
+    token = request.get(TOKEN)
+    # Who is asking: the console shows or hides the admin actions by the scope.
+    doc["token"] = None if token is None else {"name": token.name, "scope": token.scope}
+    return web.json_response(doc)
+
+
 # ---------------------------------------------------------------- recovery estimates
 
 
@@ -508,6 +570,9 @@ async def get_estimates(request: web.Request) -> web.StreamResponse:
 async def reset_estimates(request: web.Request) -> web.StreamResponse:
     n = await request.app[CONTROL].reset_estimates(_who(request))
     return web.json_response({"removed_keys": n})
+
+
+# ---------------------------------------------------------------- health
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -640,7 +705,8 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
         "GET",
         "/v1/stats",
         "read",
-        "bounce patterns of the messages accepted in a time range (bounceback stats as JSON)",
+        "bounce patterns of the messages accepted in a time range (bounceback stats as JSON"
+        " or CSV)",
         get_stats,
         (
             Param(
@@ -668,7 +734,31 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
                 "hours of day in UTC or the destination's local time",
                 enum=("utc", "local"),
             ),
+            Param(
+                "bucket",
+                "query",
+                "the timeline's buckets; default by the range: up to 3 hours minute, up to"
+                " 3 days hour, else day; coarsened past 2000 buckets (the answer's"
+                " timeline.bucket says to what), and past 2000 days the timeline holds the"
+                " latest 2000 (timeline.clipped)",
+                enum=tuple(BUCKETS),
+            ),
+            Param(
+                "format",
+                "query",
+                "json (default; csv with section) or csv (text/csv, an attachment: the"
+                " whole report in one table, or one section)",
+                enum=("json", "csv"),
+            ),
+            Param(
+                "section",
+                "query",
+                "one part of the report as its own CSV table (its name in the JSON"
+                " document); format=json ignores it",
+                enum=tuple(SECTIONS),
+            ),
         ),
+        answers="report",
     ),
     Endpoint(
         "GET",
@@ -730,6 +820,23 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     ),
     Endpoint(
         "GET", "/v1/accounts", "read", "accounts and their binds", list_accounts, answers="list"
+    ),
+    # The console's overview.
+    Endpoint(
+        "GET",
+        "/v1/overview",
+        "read",
+        "the gateway now: throughput, outcome shares, held by reason, carriers, store and feed",
+        get_overview,
+        (
+            Param(
+                "minutes",
+                "query",
+                "the window of the outcome shares (default 15)",
+                "number",
+                extra={"exclusiveMinimum": 0, "maximum": 1440},
+            ),
+        ),
     ),
     # Recovery-time estimates: export (every key's counts and a summary), reset.
     Endpoint(
@@ -847,7 +954,10 @@ def _responses(e: Endpoint) -> dict[str, Any]:
         {"$ref": "#/components/schemas/Page"} if e.answers == "list" else {"type": "object"}
     )
     code = "201" if e.method == "POST" and e.body is not None else "200"
-    return {code: {"description": "ok", "content": {"application/json": {"schema": schema}}}}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if e.answers == "report":
+        content["text/csv"] = {"schema": {"type": "string"}}
+    return {code: {"description": "ok", "content": content}}
 
 
 # ---------------------------------------------------------------- the application
@@ -911,4 +1021,5 @@ def build_app(control: Control, health: Health, admin: AdminConfig | None) -> we
             app.router.add_get(e.path, _guard(e), allow_head=True)
         else:
             app.router.add_route(e.method, e.path, _guard(e))
+    add_console(app)  # the web console: static files at / and /console/...
     return app

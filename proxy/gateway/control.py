@@ -21,14 +21,17 @@ from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.feed.events import admin_document, mask_number
+from bounceback.gateway.overview import Overview
 from bounceback.store.sqlite import MESSAGE_COLS, Change, Suppression, message_from_row
 from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
     from bounceback.config.settings import Config
     from bounceback.core.recent import Recent
+    from bounceback.feed.publisher import FeedProcess, FeedPublisher
     from bounceback.gateway.dispatch import Dispatch
     from bounceback.gateway.learning import Learner
+    from bounceback.gateway.metrics import Metrics
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
     from bounceback.store.sqlite import Store
@@ -72,6 +75,16 @@ class Gateway(Protocol):
     @property
     def dispatch(self) -> Dispatch: ...
 
+    # The console's overview (`overview.Overview`) reads these too.
+    @property
+    def counters(self) -> dict[str, int]: ...
+
+    @property
+    def metrics(self) -> Metrics | None: ...
+
+    @property
+    def feed(self) -> FeedPublisher | FeedProcess | None: ...
+
     @property
     def learner(self) -> Learner: ...
 
@@ -100,6 +113,7 @@ class GatewayControl:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._overview = Overview(gw)  # the console's overview (keeps counter samples)
 
     async def _published(
         self, action: str, by: str, target: str, details: Mapping[str, object]
@@ -221,7 +235,7 @@ class GatewayControl:
         return changed, waiting
 
     async def stats(
-        self, since: float, until: float, *, top: int, local_hours: bool
+        self, since: float, until: float, *, top: int, local_hours: bool, bucket: str | None = None
     ) -> dict[str, object]:
         report = await build_report(
             self.gw.store,
@@ -231,6 +245,7 @@ class GatewayControl:
             top=top,
             local_hours=local_hours,
             time_zones=self.gw.cfg.retry.time_zones,
+            bucket=bucket,
         )
         return report_json(report)
 
@@ -360,6 +375,11 @@ class GatewayControl:
                 }
             )
         return out
+
+    # ---------------------------------------------------------------- the console's overview
+
+    async def overview(self, minutes: float = 15.0) -> dict[str, Any]:
+        return await self._overview.answer(minutes)
 
     # ------------------------------------------------------------ recovery estimates
     async def estimates(self) -> dict[str, Any]:

@@ -252,8 +252,10 @@ class SenderIntake:
         if self.ctx.store.fault is not None:
             if self.ctx.rare("store_refusals"):
                 log.warning(
-                    "refusing new messages with ESME_RMSGQFUL: the store cannot write (%s)",
+                    "refusing new messages with ESME_RMSGQFUL: the store cannot write (%s) "
+                    "(%d so far)",
                     self.ctx.store.fault,
+                    self.ctx.counters["store_refusals"],
                 )
             return S.ESME_RMSGQFUL, ""
         now = time.time()
@@ -291,7 +293,11 @@ class SenderIntake:
                 self.ctx.metrics.observe_commit(time.perf_counter() - started)
         except (StoreUnavailable, TimeoutError) as exc:
             if self.ctx.rare("store_refusals"):
-                log.warning("refusing a new message with ESME_RMSGQFUL: store: %s", exc or "slow")
+                log.warning(
+                    "refusing new messages with ESME_RMSGQFUL: store: %s (%d so far)",
+                    exc or "slow",
+                    self.ctx.counters["store_refusals"],
+                )
             return S.ESME_RMSGQFUL, ""
         except Exception:
             log.exception("store refused a new message")

@@ -45,7 +45,14 @@ from smppcodecs.pdu import PDU_CLASSES
 
 log = logging.getLogger("bounceback.metrics")
 
-RECEIPT_RESULTS = ("matched", "unmatched", "early", "rematched_notified", "rematched_polled")
+RECEIPT_RESULTS = (
+    "matched",
+    "unmatched",
+    "early",
+    "rematched_notified",
+    "rematched_lookup",
+    "rematched_polled",
+)
 
 # Gateway counter names (Context.count) that become Prometheus series.
 _RECEIPT_COUNTERS = {f"receipts_{r}": r for r in RECEIPT_RESULTS}

@@ -166,6 +166,10 @@ class MessagePath:
         msg: Message | None = None if fresh else self.cache.get(mid)
         if msg is None:
             msg = await self.ctx.store.get(mid)
+            if msg is not None and not (msg.state.final or msg.state == State.HELD):
+                # The decision that follows reads it from here (a receipt for another
+                # instance's submission: one store read, not two).
+                self.cache.put(mid, msg)
         return msg
 
     def event(

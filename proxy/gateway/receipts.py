@@ -6,7 +6,8 @@ for recent submissions, else in the store), classified, and run through the path
 (`decide_receipt`, which query_sm answers share). A receipt that beat its
 submit_sm_resp is held back (*early*) and replayed when the carrier id is written
 (`replay_early`; with a shared store, also when another instance's commit is
-notified, `rematch_early`) or counted unmatched after ``EARLY_RECEIPT_TTL``
+notified, `on_carrier_notice`, or found by one store lookup per carrier shortly
+after, `rematch_early`) or counted unmatched after ``EARLY_RECEIPT_TTL``
 (`expire_early`). A receipt whose carrier answer still waits for the store is
 answered ESME_RX_T_APPN (the carrier sends it again). Mobile-originated messages go to
 a bound receiver of the account routed to; alert_notification releases the held
@@ -44,6 +45,11 @@ UNMATCHED_LOG_EVERY = 100  # log the 1st, 101st, ... receipt for an unknown id
 # Another instance may have handled the submit_sm_resp and still be committing it:
 # without notifications (the listening connection is down), look again a few times.
 SHARED_LOOKUP_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2)
+# With notifications, a receipt whose carrier id is not in memory waits this long for
+# the notice of the commit that writes it before the store is asked (one query for
+# every receipt of that carrier waiting by then): a receipt that crossed from the
+# other instance is matched from the notice without any store read.
+NOTICE_WAIT = 0.1
 KEYS_MAX = 50_000
 
 
@@ -72,6 +78,7 @@ class CarrierReceipts:
         self.carrier_notices = 0
         self.notice_carriers: set[str] = set()
         self.notice = notice
+        self._lookups: set[str] = set()  # carriers with a store lookup scheduled
 
     # ------------------------------------------------------------ from carriers
     def configure(self, cfg: Config) -> None:
@@ -100,8 +107,9 @@ class CarrierReceipts:
         # notice heard from here on re-matches the receipt once parked. Without the
         # notifications, look again a few times, briefly.
         notices = self.carrier_notices
-        retries = SHARED_LOOKUP_DELAYS if self.ctx.shared and not self.ctx.store.listening else ()
-        for delay in (0.0, *retries):
+        wait_notice = self.ctx.shared and self.ctx.store.listening
+        retries = SHARED_LOOKUP_DELAYS if self.ctx.shared and not wait_notice else ()
+        for delay in () if wait_notice else (0.0, *retries):
             if hit is not None or not keys:
                 break
             if delay:
@@ -121,7 +129,9 @@ class CarrierReceipts:
                 for k in keys[1:]:
                     self.early[(carrier, k)] = (now, pdu)
                 self.ctx.count("receipts_early")
-                if self.ctx.shared and self.carrier_notices != notices:
+                if wait_notice:
+                    self._lookup_soon(carrier)
+                elif self.ctx.shared and self.carrier_notices != notices:
                     # Carrier ids were committed while the store was read: look again.
                     self.notice_carriers.add(carrier)
                     self.notice.set()
@@ -264,12 +274,31 @@ class CarrierReceipts:
                     del self.early[other]
                 self.ctx.spawn(self.on_carrier_deliver(carrier, hit[1]))
 
-    async def rematch_early(self, carriers: set[str] | None, *, notified: bool) -> None:
+    def _lookup_soon(self, carrier: str) -> None:
+        """Look `carrier`'s held-back receipts up in the store in `NOTICE_WAIT` s (once
+        for all that wait by then), for those no notice matched meanwhile."""
+        if carrier in self._lookups:
+            return
+        self._lookups.add(carrier)
+
+        def due() -> None:
+            self._lookups.discard(carrier)
+            if any(c == carrier for c, _ in self.early):
+                self.ctx.spawn(self.rematch_early({carrier}, counter="receipts_rematched_lookup"))
+
+        asyncio.get_running_loop().call_later(NOTICE_WAIT, due)
+
+    async def rematch_early(
+        self, carriers: set[str] | None, *, notified: bool = False, counter: str = ""
+    ) -> None:
         """With several instances, a receipt may beat the other instance's commit of the
         carrier id: look the held-back receipts (of `carriers`, None: all) up in the
-        store again, one query per carrier. `notified`: a notification of new carrier
-        ids asked for it (counted ``receipts_rematched_notified``), else the
-        housekeeping fallback (``receipts_rematched_polled``)."""
+        store again, one query per carrier. Counted as `counter`, else: `notified`, a
+        notification of new carrier ids asked for it (``receipts_rematched_notified``),
+        else the housekeeping fallback (``receipts_rematched_polled``)."""
+        counter = counter or (
+            "receipts_rematched_notified" if notified else "receipts_rematched_polled"
+        )
         keys: dict[str, dict[str, DeliverSm | DataSm]] = {}  # carrier -> key -> receipt
         for (carrier, key), (_at, pdu) in self.early.items():
             if carriers is None or carrier in carriers:
@@ -278,6 +307,8 @@ class CarrierReceipts:
             found = await self.ctx.store.find_carrier_keys(carrier, list(held))
             if not found:
                 continue
+            for key, hit in found.items():  # the replay below matches them from memory
+                self.keys.put((carrier, key), hit)
             siblings: dict[int, list[str]] = {}  # a receipt's keys (hex and decimal)
             for k, p in held.items():
                 siblings.setdefault(id(p), []).append(k)
@@ -290,9 +321,7 @@ class CarrierReceipts:
                 # Unless the other path matched it meanwhile (its keys are gone then).
                 gone = [self.early.pop((carrier, k), None) for k in siblings[id(pdu)]]
                 if any(g is not None and g[1] is pdu for g in gone):
-                    self.ctx.count(
-                        "receipts_rematched_notified" if notified else "receipts_rematched_polled"
-                    )
+                    self.ctx.count(counter)
                     self.ctx.spawn(self.on_carrier_deliver(carrier, pdu))
 
     async def expire_early(self, wall: float) -> None:
@@ -315,6 +344,9 @@ class CarrierReceipts:
         carriers, ids = parse_carrier_payload(payload)
         for carrier, key, mid, attempt in ids:
             self.keys.put((carrier, key), (mid, attempt))
-        if self.early:
+            if (carrier, key) in self.early:  # a held-back receipt: matched from the notice
+                self.ctx.count("receipts_rematched_notified")
+                self.replay_early(carrier, (key,))
+        if self.early and not ids:  # the notice names carriers only: ask the store
             self.notice_carriers.update(carriers)
             self.notice.set()

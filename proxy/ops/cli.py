@@ -383,6 +383,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 keep=keep,
                 timeout=args.timeout,
                 console=con if live else None,
+                console_port=None if args.no_console else args.console_port,
+                stay=args.stay,
             )
         )
     except KeyboardInterrupt:
@@ -395,6 +397,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- stats
+
+# `stats.SECTIONS`, named here so that the parser does not import the analysis.
+STATS_SECTIONS = (
+    "totals",
+    "by_country",
+    "by_operator",
+    "by_hour",
+    "by_carrier",
+    "by_account",
+    "by_reason",
+    "timeline",
+    "soft_bouncing_numbers",
+    "numbers_to_remove",
+    "recovery_estimates",
+)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -423,22 +440,26 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 top=args.top,
                 local_hours=args.local_hours,
                 time_zones=cfg.retry.time_zones,
+                bucket=args.bucket,
             )
 
     report = asyncio.run(main())
+    section: str | None = args.section
     if args.format == "json":
-        print(json.dumps(report_json(report), indent=2))
+        doc = report_json(report)
+        print(json.dumps(doc if section is None else doc[section], indent=2))
     elif args.format == "csv":
-        sys.stdout.write(render_csv(report))
+        sys.stdout.write(render_csv(report, section))
     else:
         from bounceback.ops.stats import print_report
         from bounceback.ops.term import console
 
+        only = None if section is None else {section}
         con = console()
         if con.is_terminal:
-            print_report(con, report)
+            print_report(con, report, only)
         else:
-            sys.stdout.write(render_text(report))
+            sys.stdout.write(render_text(report, only))
     if args.html is not None:
         try:
             Path(args.html).write_text(render_html(report), encoding="utf-8")
@@ -942,7 +963,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Start a carrier simulator and the proxy in this process (SQLite in a temporary "
         "folder, retries within seconds), send messages through the proxy as a "
         "transceiver and show live progress: most are delivered at once, some soft-bounce "
-        "and are recovered by retries, some bounce hard, a few never recover and expire. "
+        "and are recovered by retries, some bounce hard, a few never recover and expire, "
+        "and a few receipts the carrier loses are found by asking it with query_sm. "
         "Ends with a summary. Exit 0 when every message reached a final state and every "
         "receipt arrived.",
         "bounceback demo",
@@ -966,19 +988,38 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--timeout", type=_positive(float), default=120.0, help="give up after SECONDS (120)"
     )
+    d.add_argument(
+        "--console-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the web console on 127.0.0.1:PORT (default: a free port; the address"
+        " and a token to log in with are printed)",
+    )
+    d.add_argument("--no-console", action="store_true", help="serve no web console")
+    d.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the proxy and the web console up after the summary, until Ctrl-C",
+    )
     d.set_defaults(func=cmd_demo)
 
     st = _sub(
         sub,
         "stats",
-        "bounce patterns by country, operator, hour and number",
-        "Bounce rates and recovery by destination country and operator and by hour of day "
-        "(UTC, or the destination's local time with --local-hours), the numbers that keep "
+        "bounce patterns by country, operator, carrier, account, reason, hour and time",
+        "Bounce rates and recovery by destination country and operator, by hour of day "
+        "(UTC, or the destination's local time with --local-hours), by carrier and by "
+        "account; each bounce reason with its recovery rate and time to recover; a "
+        "timeline (per minute, hour or day: --bucket); the numbers that keep "
         "soft-bouncing, and the hard-bounced numbers to remove, for the messages accepted "
-        "in a time range (default: the last 24 hours). Reads the store the configuration "
-        "names.",
+        "in a time range (default: the last 24 hours). Every section is shown; --section "
+        "picks one (in CSV: that table alone, with its own columns). Reads the store the "
+        "configuration names.",
         "bounceback stats --config configs/example.toml --hours 6",
         "bounceback stats --config configs/example.toml --since 2024-05-01 --format csv",
+        "bounceback stats --config configs/example.toml --section by_reason",
+        "bounceback stats --config configs/example.toml --hours 2 --bucket minute",
         "bounceback stats --config configs/example.toml --html report.html",
     )
     st.add_argument("--config", required=True, help="TOML configuration file")
@@ -991,6 +1032,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--local-hours", action="store_true", help="hour of day in the destination's time zone"
     )
     st.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    st.add_argument(
+        "--section",
+        choices=STATS_SECTIONS,
+        metavar="SECTION",
+        help=f"only this part of the report ({', '.join(STATS_SECTIONS)}); in CSV its own"
+        " table, in JSON that part of the document",
+    )
+    st.add_argument(
+        "--bucket",
+        choices=("minute", "hour", "day"),
+        help="the timeline's buckets (default by the range: up to 3 h minute, up to 3 days"
+        " hour, else day; coarsened past 2000 buckets)",
+    )
     st.add_argument("--html", metavar="OUT.html", help="also write a self-contained HTML report")
     st.set_defaults(func=cmd_stats)
 

@@ -6,7 +6,8 @@ Nothing outside is needed: no MQTT broker, no database server. The demo
    delivered at once; some soft-bounce once or twice (absent subscriber, memory
    full, subscriber busy, carrier throttling) and are then delivered; some bounce
    hard (unknown subscriber, call barred); a few are never reachable and carry a
-   short validity period, so they expire;
+   short validity period, so they expire; for a few the carrier delivers but loses
+   the receipt, and the proxy finds out by asking it with ``query_sm``;
 2. starts the proxy in front of it, with its SQLite store in a temporary folder and
    retry schedules of seconds instead of minutes;
 3. binds to the proxy as a transceiver and sends every message asking for a
@@ -27,7 +28,9 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Sequence
@@ -55,6 +58,7 @@ NUMBER_PREFIX = "4477009"  # UK numbers reserved for fiction: 07700 9xxxxx
 MAX_MESSAGES = 100_000
 NEVER_VALIDITY = 12  # seconds: how long the unreachable numbers are tried
 RECEIPT_DELAY = 0.1  # the simulated carrier's receipt delay, seconds
+RECEIPT_QUERY_AFTER = 3.0  # seconds: when the proxy asks about a receipt that did not come
 
 
 @attrs.frozen
@@ -78,6 +82,8 @@ MIX: tuple[Kind, ...] = (
     Kind("unknown subscriber", 0.04, ("unknown",), "hard"),
     Kind("call barred", 0.03, ("barred",), "hard"),
     Kind("never reachable", 0.03, ("absent",), "expired", validity=NEVER_VALIDITY),
+    # Delivered, but the carrier never sends the receipt: query_sm finds it.
+    Kind("receipt lost", 0.02, ("lost_receipt",), "delivered"),
 )
 
 # Retry schedules in seconds (initial, factor, max): the production defaults are
@@ -137,8 +143,12 @@ def scenario_for(planned: Sequence[Planned]) -> Scenario:
     )
 
 
-def config_text(carrier_port: int, store: str = "demo.db") -> str:
-    """The proxy's configuration for the demo (TOML)."""
+def config_text(
+    carrier_port: int, store: str = "demo.db", *, console_port: int = 0, token: str = ""
+) -> str:
+    """The proxy's configuration for the demo (TOML); with `token`, the HTTP listener on
+    127.0.0.1:`console_port` (0: a free port) serves the web console and the admin API,
+    and `token` (admin scope) logs in."""
     lines = [
         "# Written by `bounceback demo`: the proxy in front of the demo's carrier simulator.",
         "[server]",
@@ -158,6 +168,7 @@ def config_text(carrier_port: int, store: str = "demo.db") -> str:
         f'password = "{CARRIER_CREDENTIALS[1]}"',
         "reconnect_min = 0.2",
         "reconnect_max = 2.0",
+        f"receipt_query_after = {RECEIPT_QUERY_AFTER}",
         "",
         "[retry]",
         "max_attempts = 6",
@@ -174,6 +185,20 @@ def config_text(carrier_port: int, store: str = "demo.db") -> str:
     # The simulator reports memory full as err:040 (40 + SM delivery failure cause).
     lines += ["", "[classify.carriers.sim]", 'err_space = "map40"']
     lines += ["", "[store]", f"path = {json.dumps(store)}", "batch_delay = 0.002", ""]
+    if token:
+        lines += [
+            "# The web console and the admin API (this run's token; the demo made it up).",
+            "[metrics]",
+            'host = "127.0.0.1"',
+            f"port = {console_port}",
+            "",
+            "[admin]",
+            "[[admin.tokens]]",
+            'name = "demo"',
+            'scope = "admin"',
+            f"token = {json.dumps(token)}",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -198,6 +223,7 @@ class Progress:
     attempts: int = 0
     receipts: int = 0  # messages with their final receipt
     duplicate_receipts: int = 0
+    queried: int = 0  # messages whose final state came from the carrier's query_sm answer
     submissions: int = 0  # submissions the carrier saw (throttled ones included)
     elapsed: float = 0.0
 
@@ -371,6 +397,7 @@ def summary_lines(p: Progress, planned: Sequence[Planned]) -> list[str]:
 
     scripted = {k: sum(1 for x in planned if x.kind.expect == k) for k in ("recovered", "hard")}
     never = sum(1 for x in planned if x.kind.expect == "expired")
+    lost = sum(1 for x in planned if x.kind.outcomes == ("lost_receipt",))
     first = p.delivered - p.recovered
     per_msg = f"{p.submissions / p.accepted:.2f}" if p.accepted else "-"
     lines = [
@@ -385,8 +412,11 @@ def summary_lines(p: Progress, planned: Sequence[Planned]) -> list[str]:
         f"  expired (never recovered)   {p.expired:>6}  ({share(p.expired, p.accepted)})",
         f"  submissions to the carrier  {p.submissions:>6}  ({per_msg} per message)",
         f"  receipts to the sender      {p.receipts:>6}  of {p.accepted}",
+        f"    found with query_sm       {p.queried:>6}  (no receipt after"
+        f" {RECEIPT_QUERY_AFTER:.0f} s: the proxy asked the carrier)",
         f"  (the carrier was scripted for {scripted['recovered']} soft bounces that recover,"
-        f" {scripted['hard']} hard bounces and {never} numbers that never answer)",
+        f" {scripted['hard']} hard bounces, {never} numbers that never answer and"
+        f" {lost} receipts it loses)",
     ]
     if p.recovered:
         lines.append(
@@ -408,8 +438,14 @@ async def run_demo(
     timeout: float = 120.0,
     seed: int = 7,
     console: Console | None = None,
+    console_port: int | None = 0,
+    stay: bool = False,
 ) -> int:
-    """Run the whole demo; returns the exit status (0 complete, 1 otherwise)."""
+    """Run the whole demo; returns the exit status (0 complete, 1 otherwise).
+
+    With `console_port` (not None; 0: a free port) the web console is served while the
+    demo runs, and its address and a token to log in with are printed first; with
+    `stay`, the proxy and the console stay up after the summary until SIGINT/SIGTERM."""
     from bounceback.config.settings import load_config
     from bounceback.gateway.shell import Gateway
 
@@ -427,7 +463,10 @@ async def run_demo(
         await sim.start()
         assert sim.port is not None
         config_path = folder / "demo.toml"
-        config_path.write_text(config_text(sim.port), encoding="utf-8")
+        token = secrets.token_urlsafe(18) if console_port is not None else ""
+        config_path.write_text(
+            config_text(sim.port, console_port=console_port or 0, token=token), encoding="utf-8"
+        )
         gw = Gateway(load_config(config_path))
         await gw.start()
         deadline = time.monotonic() + 10.0
@@ -442,6 +481,11 @@ async def run_demo(
             f"Sending {messages} messages as {ACCOUNT[0]!r}, bound as a transceiver,"
             " each asking for a delivery receipt.\n"
         )
+        if token and gw.admin_port:
+            out.write(
+                f"Web console: http://127.0.0.1:{gw.admin_port}/  (log in with the token"
+                f" {token}){'' if stay else '; add --stay to keep it up after the run'}\n"
+            )
         out.flush()
 
         def on_deliver(pdu: DeliverSm) -> int:
@@ -469,6 +513,7 @@ async def run_demo(
             await read_store(gw.store, p)
             p.receipts = sum(1 for mid in ids if receipts.get(mid, 0) >= 1)
             p.duplicate_receipts = sum(n - 1 for n in receipts.values() if n > 1)
+            p.queried = gw.counters.get("receipt_queries_final", 0)
             if p.done or time.monotonic() > end:
                 break
             view.draw(p)
@@ -489,6 +534,13 @@ async def run_demo(
                 f"  bounceback stats --config {config_path} --hours 1\n"
             )
         out.flush()
+        if stay and gw.admin_port:
+            out.write(
+                f"The proxy and the web console (http://127.0.0.1:{gw.admin_port}/) stay up:"
+                " Ctrl-C ends the demo.\n"
+            )
+            out.flush()
+            await _until_signalled()
         return 1 if problems else 0
     finally:
         view.close()
@@ -499,6 +551,19 @@ async def run_demo(
         await sim.stop()
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _problems(p: Progress) -> list[str]:

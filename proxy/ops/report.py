@@ -10,10 +10,15 @@ import html
 from collections.abc import Sequence
 
 from bounceback.analysis.stats import (
+    MAX_BUCKETS,
+    REASON_HEADERS,
     SHOW_NUMBERS,
     Counts,
     Report,
+    Timeline,
+    bucket_label,
     pct,
+    reason_rows,
     remove_number_rows,
     soft_number_rows,
 )
@@ -32,6 +37,7 @@ th { background: #f1f3f4; } td.l, th.l { text-align: left; }
 .key span { display: inline-block; width: .9em; height: .9em; margin: 0 .3em 0 1em;
             vertical-align: -.1em; }
 svg text { font: 11px system-ui, sans-serif; fill: #3c4043; }
+svg text.tick { font-size: 10px; }
 """
 
 
@@ -107,6 +113,56 @@ def hour_chart(by_hour: Sequence[Counts]) -> str:
     return "".join(out)
 
 
+def timeline_chart(timeline: Timeline) -> str:
+    """Vertical stacked bars: bounce rate (hard + soft-only) per timeline bucket, every
+    bucket of the range (an empty one has no bar); a few start times under the axis."""
+    width, height, left, bottom, top = 720, 220, 40, 24, 10
+    plot_h = height - bottom - top
+    n = max(len(timeline.items), 1)
+    slot = (width - left - 10) / n
+    gap = 1.0 if slot >= 4 else 0.0
+    scale = _nice_max(max((sum(_parts(c)) for c in timeline.items), default=0.0))
+    out = [
+        f'<svg role="img" aria-label="bounce rate per {timeline.bucket}" width="{width}"'
+        f' height="{height}" viewBox="0 0 {width} {height}">'
+    ]
+    for i in range(5):
+        v = scale * i / 4
+        y = top + plot_h - plot_h * i / 4
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{v * 100:g}%</text>'
+        )
+    starts = timeline.starts()
+    every = max(1, -(-len(starts) // 6))  # at most six labels
+    for i, (start, c) in enumerate(zip(starts, timeline.items, strict=True)):
+        x = left + i * slot
+        if c.sent:
+            hard, soft = _parts(c)
+            h_hard = plot_h * hard / scale
+            h_soft = plot_h * soft / scale
+            base = top + plot_h
+            w = max(slot - 2 * gap, 0.5)
+            tip = _e(_tip(bucket_label(start, timeline.bucket), c))
+            out.append(f"<g><title>{tip}</title>")
+            out.append(
+                f'<rect x="{x + gap:.2f}" y="{base - h_hard:.1f}" width="{w:.2f}"'
+                f' height="{h_hard:.1f}" fill="{HARD_COLOUR}"/>'
+            )
+            out.append(
+                f'<rect x="{x + gap:.2f}" y="{base - h_hard - h_soft:.1f}" width="{w:.2f}"'
+                f' height="{h_soft:.1f}" fill="{SOFT_COLOUR}"/>'
+            )
+            out.append("</g>")
+        if i % every == 0:
+            out.append(
+                f'<text x="{x:.1f}" y="{height - 8}" class="tick">'
+                f"{_e(bucket_label(start, timeline.bucket))}</text>"
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
 def country_chart(by_country: Sequence[tuple[str, Counts]], limit: int = 15) -> str:
     """Horizontal stacked bars: bounce rate per country (the busiest `limit`)."""
     rows = list(by_country)[:limit]
@@ -172,10 +228,21 @@ def _more(n: int) -> str:
     return f'<p class="note">... and {n} more (bounceback stats --format csv lists them all)</p>'
 
 
-_GROUP = ("sent", "delivered", "recovered", "soft-bounced", "hard", "expired", "bounce %")
+_GROUP = (
+    "sent",
+    "delivered",
+    "recovered",
+    "soft-bounced",
+    "hard",
+    "expired",
+    "bounce %",
+    "hard %",
+    "recovery %",
+)
 
 
 def _group(c: Counts) -> list[object]:
+    rates = c.rates()
     return [
         c.sent,
         c.delivered,
@@ -183,7 +250,9 @@ def _group(c: Counts) -> list[object]:
         c.soft_bounced,
         c.hard,
         c.expired,
-        pct(c.rates()["bounce_rate"]),
+        pct(rates["bounce_rate"]),
+        pct(rates["hard_rate"]),
+        pct(rates["recovery_rate"]),
     ]
 
 
@@ -191,6 +260,10 @@ def render_html(r: Report) -> str:
     """The whole page."""
     zone = "UTC" if r.hours == "utc" else "the destination's local time"
     t = r.totals
+    tl = r.timeline
+    coarser = f"; coarsened from {tl.requested}" if tl.requested not in (None, tl.bucket) else ""
+    if tl.clipped:
+        coarser += f"; the latest {MAX_BUCKETS} days"
     rates = t.rates()
     spm = f"{t.submissions / t.sent:.2f}" if t.sent else "-"
     summary = (
@@ -215,6 +288,9 @@ def render_html(r: Report) -> str:
         f"<h2>Bounce rate by hour of day ({_e(zone)})</h2>",
         key,
         hour_chart(r.by_hour),
+        f"<h2>Bounce rate per {_e(tl.bucket)} (UTC{_e(coarser)})</h2>",
+        key,
+        timeline_chart(tl),
         "<h2>Bounce rate by country</h2>",
         key,
         country_chart(r.by_country),
@@ -228,6 +304,26 @@ def render_html(r: Report) -> str:
             ("country", "operator", *_GROUP),
             [[k or "(unknown)", op or "(unknown)", *_group(c)] for k, op, c in r.by_operator],
             left=2,
+        ),
+        "<h2>By carrier</h2>",
+        '<p class="note">The carrier each message last went through.</p>',
+        _table(("carrier", *_GROUP), [[k or "(none)", *_group(c)] for k, c in r.by_carrier]),
+        "<h2>By account</h2>",
+        _table(("account", *_GROUP), [[k or "(none)", *_group(c)] for k, c in r.by_account]),
+        "<h2>By bounce reason</h2>",
+        "<p class=\"note\">soft and link (the carrier's or the link's side) reasons from the"
+        " retries; hard, the reason a message failed with. Recovered: delivered later;"
+        " time to recover: from the message's first soft bounce for the reason to its"
+        " delivery.</p>",
+        _table(REASON_HEADERS, reason_rows(r), left=2),
+        f"<h2>Timeline (per {_e(tl.bucket)}, UTC; {_e(tl.bucket)}s with messages)</h2>",
+        _table(
+            ("start", *_GROUP),
+            [
+                [bucket_label(ts, tl.bucket), *_group(c)]
+                for ts, c in zip(tl.starts(), tl.items, strict=True)
+                if c.sent
+            ],
         ),
         f"<h2>Numbers that keep soft-bouncing (top {r.top})</h2>",
         _table(
@@ -247,4 +343,4 @@ def render_html(r: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["country_chart", "hour_chart", "render_html"]
+__all__ = ["country_chart", "hour_chart", "render_html", "timeline_chart"]
