@@ -67,8 +67,13 @@ down by class and says why the lost recoverable messages ended (attempts ran out
 validity). The goal checked at the end: recover at least 95 % of the recoverable
 messages with fewer wasted submissions than ``naive-5m``.
 
+With ``--population FILE [--json]`` it judges instead the three modes ``naive``,
+``static`` and ``learned`` on a population described in a JSON file (the format and
+the figures are in ``retry_population.py`` and bench/README.md).
+
 Usage::
 
+    python bench/bench_retry.py --population bench/populations/example.json [--json]
     python bench/bench_retry.py [--messages 20000] [--seed 1] [--validity-hours 48]
         [--arrival-window 3600] [--naive-interval 300]
         [--mix absent=0.09 ...] [--spell absent=1800:2.0 ...]
@@ -665,6 +670,11 @@ def run(args: Args) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--population" or a.startswith("--population=") for a in argv):
+        from retry_population import population_main
+
+        return population_main(argv)
     args = parse_args(argv)
     report = run(args)
     if args.json:

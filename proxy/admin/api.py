@@ -127,6 +127,15 @@ class Control(Protocol):
         messages by reason, carriers, store and feed health."""
         ...
 
+    # ---- recovery-time estimates ([retry] mode = "learned")
+    async def estimates(self) -> dict[str, Any]:
+        """The recovery estimates (the ``bounceback.estimates/1`` document)."""
+        ...
+
+    async def reset_estimates(self, by: str) -> int:
+        """Forget every recovery estimate (of every instance): how many keys there were."""
+        ...
+
 
 class Health(Protocol):
     """The metrics registry and the readiness check the gateway keeps."""
@@ -551,6 +560,18 @@ async def get_overview(request: web.Request) -> web.StreamResponse:
     return web.json_response(doc)
 
 
+# ---------------------------------------------------------------- recovery estimates
+
+
+async def get_estimates(request: web.Request) -> web.StreamResponse:
+    return web.json_response(await request.app[CONTROL].estimates())
+
+
+async def reset_estimates(request: web.Request) -> web.StreamResponse:
+    n = await request.app[CONTROL].reset_estimates(_who(request))
+    return web.json_response({"removed_keys": n})
+
+
 # ---------------------------------------------------------------- health
 
 
@@ -816,6 +837,21 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
                 extra={"exclusiveMinimum": 0, "maximum": 1440},
             ),
         ),
+    ),
+    # Recovery-time estimates: export (every key's counts and a summary), reset.
+    Endpoint(
+        "GET",
+        "/v1/estimates",
+        "read",
+        "recovery-time estimates per (country, operator, reason): counts and quantiles",
+        get_estimates,
+    ),
+    Endpoint(
+        "DELETE",
+        "/v1/estimates",
+        "admin",
+        "forget every recovery-time estimate (learned retries start again from the schedules)",
+        reset_estimates,
     ),
 )
 

@@ -63,6 +63,7 @@ import orjson
 from bounceback.core.engine import LINK_REASONS, SUPPRESS_REASONS
 from bounceback.core.localtime import Zones
 from bounceback.core.model import State
+from bounceback.core.recovery import Estimates
 from bounceback.feed.events import iso, number_info
 from bounceback.store.sqlite import Store
 
@@ -396,6 +397,9 @@ class Report:
     by_reason: tuple[ReasonStats, ...] = ()  # most bounces first
     timeline: Timeline = Timeline("day", None, 0.0, ())
 
+    # The recovery-time estimates with the most data (see `estimate_rows`).
+    estimates: tuple[Mapping[str, object], ...] = ()
+
 
 def _hour(ts: float, number: str, zones: Zones | None) -> int:
     """The hour of `ts` in the destination's zone (`zones`), or in UTC (None)."""
@@ -533,6 +537,7 @@ async def build_report(
             )
         ),
         timeline=Timeline(chosen, bucket, start, tuple(timeline), clipped),
+        estimates=await estimate_rows(store, top),
     )
 
 
@@ -688,6 +693,9 @@ def report_json(r: Report) -> dict[str, object]:
             }
             for n in r.remove_numbers
         ],
+        "recovery_estimates": [
+            {**e, "updated_at": iso(float(str(e["updated_at"])))} for e in r.estimates
+        ],
     }
 
 
@@ -746,6 +754,19 @@ SECTIONS: dict[str, tuple[str, ...]] = {
         "hard_bounces",
         "last_at",
         "suppressed_until",
+    ),
+    "recovery_estimates": (
+        "country",
+        "operator",
+        "reason",
+        "level",
+        "recovered",
+        "failed",
+        "updated_at",
+        "p50_s",
+        "p90_s",
+        "recovered_by_24h",
+        "typical_s",
     ),
 }
 _FIXED = frozenset({*RATE_FIELDS, "submissions_per_message"})  # shown with four decimals
@@ -1111,6 +1132,16 @@ def report_tables(r: Report) -> list[Table]:
             f"... and {more} more (--format csv or json lists them all)" if more > 0 else "",
         ),
     ]
+    # Recovery-time estimates ([retry] mode = "learned").
+    tables.append(
+        Table(
+            "recovery_estimates",
+            ESTIMATES_TITLE,
+            ESTIMATE_HEADERS,
+            [list(row) for row in estimate_cells(r)],
+            "lllrrrrr",
+        )
+    )
     return tables
 
 
@@ -1138,3 +1169,55 @@ def render_text(r: Report, sections: Collection[str] | None = None) -> str:
         else:
             out.append("  (none)")
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- recovery estimates
+
+ESTIMATES_TITLE = "Recovery-time estimates ([retry] mode = learned; most data first)"
+ESTIMATE_HEADERS = (
+    "country",
+    "operator",
+    "reason",
+    "recovered",
+    "failed",
+    "median",
+    "p90",
+    "by 24 h",
+)
+
+
+async def estimate_rows(store: Store, top: int) -> tuple[Mapping[str, object], ...]:
+    """The `top` recovery estimates with the most observations (a summary each)."""
+    try:
+        curves = await store.recovery_load()
+    except Exception:  # a PostgreSQL schema from before the estimates (bounceback migrate)
+        return ()
+    est = Estimates(max_keys=len(curves) + 1, curves=dict(curves))
+    keys = sorted(est.curves, key=lambda k: (-(est.curves[k].recovered + est.curves[k].failed), k))
+    return tuple(est.summary(k) for k in keys[:top])
+
+
+def _dur_s(value: object) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.1f}h"
+
+
+def estimate_cells(r: Report) -> list[list[str]]:
+    return [
+        [
+            str(e["country"]) or "*",
+            str(e["operator"]) or "*",
+            str(e["reason"]),
+            str(e["recovered"]),
+            str(e["failed"]),
+            _dur_s(e.get("p50_s")),
+            _dur_s(e.get("p90_s")),
+            f"{100 * float(str(e['recovered_by_24h'])):.0f}%",
+        ]
+        for e in r.estimates
+    ]

@@ -82,6 +82,8 @@ MQTT_PROTOCOLS: Final[tuple[str, ...]] = ("5", "3.1.1")
 # Where the feed's MQTT publisher runs: a child process (its own core) or the proxy's loop.
 FEED_PUBLISHERS: Final[tuple[str, ...]] = ("process", "inline")
 FEED_CLIENTS: Final[tuple[str, ...]] = ("builtin", "aiomqtt")
+# [retry] mode: the static schedules, or the next attempt from recovery estimates.
+RETRY_MODES: Final[tuple[str, ...]] = ("static", "learned")
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # `bounceback run`'s event loop: "auto" is uvloop when it can be imported and the TLS
 # listener is off, else asyncio. uvloop starts reading a connection even when its
@@ -103,6 +105,9 @@ class Schedule:
     initial: float
     factor: float
     max: float
+    # [retry] mode = "learned": the bounds of the delay a recovery estimate chooses.
+    learned_min: float = 60.0
+    learned_max: float = 86400.0
 
     def delay(self, attempt: int) -> float:
         """The delay before retry number `attempt` (1 = the first retry), without jitter."""
@@ -265,6 +270,12 @@ class RetryConfig:
     schedules: dict[str, Schedule] = attrs.field(factory=lambda: dict(DEFAULT_SCHEDULES))
     # number prefix -> IANA time zone, before what the numbering plan says
     time_zones: dict[str, str] = attrs.field(factory=dict)
+    mode: str = "static"  # RETRY_MODES
+    learn_cost: float = 400.0  # seconds of delay one attempt is worth
+    learn_threshold: float = 0.2  # P(recovered since the last attempt) before one
+    learn_min_at_risk: float = 20.0
+    learn_max_keys: int = 5000
+    learn_flush: float = 15.0
 
     def schedule(self, reason: str) -> Schedule:
         """The schedule for a soft reason (the unknown_state one for a reason not listed)."""
@@ -1326,6 +1337,12 @@ def _parse_retry(t: _Table) -> RetryConfig:
         suppression_ttl=t.number("suppression_ttl", d.suppression_ttl, lo=0, above=True),
         schedules=schedules,
         time_zones=time_zones,
+        mode=t.choice("mode", d.mode, RETRY_MODES),
+        learn_cost=t.number("learn_cost", d.learn_cost, lo=0),
+        learn_threshold=t.number("learn_threshold", d.learn_threshold, lo=0, hi=0.99),
+        learn_min_at_risk=t.number("learn_min_at_risk", d.learn_min_at_risk, lo=1),
+        learn_max_keys=t.integer("learn_max_keys", d.learn_max_keys, lo=16),
+        learn_flush=t.number("learn_flush", d.learn_flush, lo=0, above=True),
     )
     t.finish()
     return retry
@@ -1343,8 +1360,12 @@ def _parse_schedule(t: _Table, default: Schedule, max_age: float) -> Schedule:
             f"retry schedule longer than the maximum age ({_num(initial)} s > "
             f"retry.max_age {_num(max_age)} s)",
         )
+    lmin = t.number("learned_min", default.learned_min, lo=0, above=True)
+    lmax = t.number("learned_max", default.learned_max, lo=0, above=True)
+    if lmax < lmin:
+        t.problem("learned_max", f"must be at least learned_min ({_num(lmin)})")
     t.finish()
-    return Schedule(initial, factor, cap)
+    return Schedule(initial, factor, cap, lmin, lmax)
 
 
 # ---------------------------------------------------------------- classify
@@ -1817,6 +1838,17 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "spans several zones gets its country's principal zone (Europe/Moscow for a "
             "Russian mobile, America/New_York for US toll-free); the zone used is on the "
             "`soft_bounce` event (`time_zone`)",
+            "mode": '`"static"`: the schedules below; `"learned"`: the next attempt from '
+            "recovery-time estimates learned per (country/operator, reason), the schedules "
+            "being their prior while data is thin (see `bench/bench_retry.py --population`)",
+            "learn_cost": "learned mode: the seconds of delivery delay one attempt is worth "
+            "(lower: more attempts, sooner deliveries; 0: `learn_threshold` alone decides)",
+            "learn_threshold": "learned mode: no attempt before the chance that the "
+            "destination recovered since the last one reaches this (0: off)",
+            "learn_min_at_risk": "learned mode: messages seen at risk at a message's age before "
+            "a key's estimate decides (else the coarser key, else the schedule)",
+            "learn_max_keys": "recovery estimates kept (the least recently updated go first)",
+            "learn_flush": "seconds between writes of the counted observations to the store",
         },
         "retry.schedules.REASON": {
             "initial": "first delay for one soft reason (throttled, congestion, "
@@ -1824,6 +1856,9 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "absent_subscriber, memory_full, unknown_state, expired)",
             "factor": "each further delay is this times the one before …",
             "max": "… up to this",
+            "learned_min": "learned mode: the shortest delay an estimate may choose",
+            "learned_max": "learned mode: the longest (the last attempt still goes just "
+            "before the deadline)",
         },
         "classify": {
             "include": "files shaped like this table, or the presets shipped in the "

@@ -17,6 +17,7 @@ import attrs
 from bounceback.config.settings import DEFAULT_SCHEDULES as DEFAULT_SCHEDULES
 from bounceback.config.settings import Schedule as Schedule
 from bounceback.core.model import Message, State, Verdict, evolve
+from bounceback.core.recovery import Choice, Estimates, Observation
 from smppcodecs.constants import (
     REG_DELIVERY_FAILURE,
     REG_DELIVERY_INTERMEDIATE,
@@ -62,6 +63,19 @@ class Policy:
     # Per carrier: how long a submitted message waits for its receipt before the carrier
     # is asked with query_sm ([[carriers]] receipt_query_after); absent or 0: never.
     receipt_query_after: Mapping[str, float] = attrs.field(factory=dict)
+    # [retry] mode: "static" (the schedules) or "learned" (the next attempt from the
+    # recovery estimates the shell keeps in `recovery`; the schedules are its prior).
+    mode: str = "static"
+    recovery: Estimates | None = attrs.field(default=None, eq=False)
+    # The next attempt: when the delay the recoveries since the last attempt would
+    # have accumulated reaches learn_cost seconds, and not before P(recovered since the
+    # last attempt) reaches learn_threshold (learn_cost 0: the threshold alone; see
+    # core/recovery.py).
+    learn_threshold: float = 0.2
+    learn_cost: float = 400.0
+    learn_min_at_risk: float = 20.0  # messages seen at risk before a key decides
+    # Learned mode: the last attempt goes this long before the deadline at the latest.
+    last_chance: float = 60.0
 
     def schedule(self, reason: str) -> Schedule:
         return self.schedules.get(reason, FALLBACK_SCHEDULE)
@@ -92,6 +106,7 @@ class SubmitResult:
     sender_waiting: bool = False
     rand: float = 0.5
     tz: dt.tzinfo | None = None
+    place: tuple[str, str] = ("", "")  # the destination's (country, operator)
 
 
 @attrs.frozen
@@ -109,6 +124,7 @@ class ReceiptIn:
     # True: not a deliver_sm but the carrier's answer to our query_sm (a final
     # message_state and its error_code, classified as a receipt with that stat and err).
     queried: bool = False
+    place: tuple[str, str] = ("", "")  # the destination's (country, operator)
 
 
 @attrs.frozen
@@ -312,11 +328,20 @@ def _hold(
     policy: Policy,
     *,
     flagged: bool = False,
+    place: tuple[str, str] = ("", ""),
 ) -> tuple[Message, list[Action]]:
     reason = verdict.reason
     n = msg.retries_for(reason) + 1
-    msg = evolve(msg, verdict=verdict, final_err=err, retries_by_reason=msg.with_retry(reason))
     link = reason in LINK_REASONS
+    # When the attempt that bounced was made (its submission): the engine's last write.
+    attempt_at = msg.updated_at if msg.updated_at > 0 else now
+    msg = evolve(
+        msg,
+        verdict=verdict,
+        final_err=err,
+        retries_by_reason=msg.with_retry(reason),
+        failed_at=msg.failed_at if link else attempt_at,
+    )
     counted = msg.attempts - _link_retries(msg)  # attempts the destination was tried
     if flagged and policy.flag_stops_retries:
         return _run_out(msg, now, "flagged")
@@ -326,13 +351,32 @@ def _hold(
         return _run_out(msg, now, "attempts")
     if verdict.max_retries is not None and n > verdict.max_retries:
         return _run_out(msg, now, "attempts")
-    delay = policy.schedule(reason).delay(n)
+    schedule = policy.schedule(reason)
+    delay = schedule.delay(n)
     delay *= 1.0 + policy.jitter * (2.0 * rand - 1.0)
-    due = quiet_adjust(now + max(delay, 0.0), tz, policy.quiet_start, policy.quiet_end)
-    due = min(due, msg.deadline)
+    choice: Choice | None = None
+    if policy.mode == "learned" and policy.recovery is not None and not link:
+        choice = policy.recovery.choose(
+            place,
+            reason,
+            created_at=msg.created_at,
+            failed_at=attempt_at,
+            static_delay=schedule.delay(n),
+            threshold=policy.learn_threshold,
+            min_at_risk=policy.learn_min_at_risk,
+            min_delay=schedule.learned_min,
+            max_delay=schedule.learned_max,
+            cost=policy.learn_cost,
+        )
+        due = _learned_due(msg, choice, now, rand, tz, policy, delay, schedule)
+    else:
+        due = quiet_adjust(now + max(delay, 0.0), tz, policy.quiet_start, policy.quiet_end)
+        due = min(due, msg.deadline)
     new = evolve(msg, state=State.HELD, next_attempt_at=due, updated_at=now)
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"attempt": msg.attempts, "next_attempt_at": due, "err": err})
+    if choice is not None:  # which estimate, at which key level, on how much data
+        fields["estimate"] = choice.fields()
     zone_key = getattr(tz, "key", None)
     if zone_key:  # the zone quiet hours are kept in for this destination
         fields["time_zone"] = zone_key
@@ -341,6 +385,54 @@ def _hold(
         # Link failures repeat until the deadline: the sender hears of each reason once.
         actions.append(SenderReceipt("ENROUTE", err, now, intermediate=True))
     return new, actions
+
+
+def _learned_due(
+    msg: Message,
+    choice: Choice,
+    now: float,
+    rand: float,
+    tz: dt.tzinfo | None,
+    policy: Policy,
+    static_delay: float,
+    schedule: Schedule,
+) -> float:
+    """The next attempt in learned mode: the estimate's choice (a quarter of the
+    jitter, within the reason's learned_min/learned_max), or the static delay when
+    the estimate had too little data; out of quiet hours; and never later than
+    `last_chance` before the deadline, so a destination that recovers late still
+    gets an attempt within its validity."""
+    if choice.source == "learned":
+        gap = (choice.at - msg.failed_at) * (1.0 + policy.jitter / 4.0 * (2.0 * rand - 1.0))
+        gap = min(max(gap, schedule.learned_min), schedule.learned_max)
+        due = max(msg.failed_at + gap, now)
+    else:
+        due = now + max(static_delay, 0.0)
+    due = quiet_adjust(due, tz, policy.quiet_start, policy.quiet_end)
+    last = msg.deadline - policy.last_chance
+    if due < last and last - due < (due - now) / 2.0:
+        # So close to the last chance that one attempt more would hardly tell more.
+        due = last
+    if due >= last:
+        latest = latest_open(last, tz, policy.quiet_start, policy.quiet_end)
+        if latest > now:
+            due = latest
+    return min(due, msg.deadline)
+
+
+def latest_open(
+    when: float, tz: dt.tzinfo | None, start: dt.time | None, end: dt.time | None
+) -> float:
+    """The latest time at or before `when` outside the quiet window [start, end)."""
+    if quiet_adjust(when, tz, start, end) == when or tz is None or start is None:
+        return when
+    local = dt.datetime.fromtimestamp(when, tz)
+    t = local.time().replace(tzinfo=None)
+    day = local.date()
+    if end is not None and start > end and t < end:
+        day = day - dt.timedelta(days=1)
+    began = dt.datetime.combine(day, start, tzinfo=tz)
+    return min(began.timestamp(), began.replace(fold=1).timestamp()) - 1.0
 
 
 def _link_retries(msg: Message) -> int:
@@ -470,7 +562,7 @@ def _on_submit_result(
     msg = evolve(msg, carrier=ev.carrier or msg.carrier, verdict=verdict)
     if verdict.kind == "soft":
         pre: list[Action] = [AnswerSender(0)] if ev.sender_waiting else []
-        new, actions = _hold(msg, verdict, err, ev.now, ev.rand, ev.tz, policy)
+        new, actions = _hold(msg, verdict, err, ev.now, ev.rand, ev.tz, policy, place=ev.place)
         return new, pre + actions
     fields: dict[str, object] = _verdict_fields(verdict)
     fields.update({"carrier": ev.carrier, "attempt": msg.attempts, "status": ev.status})
@@ -547,7 +639,17 @@ def _receipt(msg: Message, ev: ReceiptIn, policy: Policy) -> tuple[Message, list
         if v.reason in SUPPRESS_REASONS:
             actions.append(SuppressNumber(msg.destination_addr, v.reason))
         return new, actions
-    return _hold(msg, v, ev.err or "000", ev.now, ev.rand, ev.tz, policy, flagged=ev.flagged)
+    return _hold(
+        msg,
+        v,
+        ev.err or "000",
+        ev.now,
+        ev.rand,
+        ev.tz,
+        policy,
+        flagged=ev.flagged,
+        place=ev.place,
+    )
 
 
 def _on_cancel(msg: Message, ev: Cancel) -> tuple[Message, list[Action]]:
@@ -560,3 +662,33 @@ def _on_cancel(msg: Message, ev: Cancel) -> tuple[Message, list[Action]]:
         msg, State.CANCELLED, "DELETED", "000", ev.now, "cancelled", {"attempts": msg.attempts}
     )
     return new, actions + fin
+
+
+# ---------------------------------------------------------------- learning
+
+
+def observation(old: Message, new: Message, place: tuple[str, str]) -> Observation | None:
+    """What one decision taught about its destination's recovery time, if anything:
+    a soft bounce (not of the link) of the live attempt says the destination had not
+    recovered between the last failed attempt and this one; a delivery of the live
+    attempt after a soft bounce says it recovered in between (core/recovery.py)."""
+    if old.state != State.SUBMITTED or new.state == old.state:
+        return None
+    attempt_at = old.updated_at
+    if new.state == State.HELD and new.verdict is not None and new.failed_at != old.failed_at:
+        lo = old.failed_at - old.created_at if old.failed_at > 0 else 0.0
+        hi = attempt_at - old.created_at
+        recovered = False
+        reason = new.verdict.reason
+    elif new.state == State.DELIVERED and old.failed_at > 0 and old.verdict is not None:
+        if old.verdict.kind != "soft" or old.verdict.reason in LINK_REASONS:
+            return None
+        lo = old.failed_at - old.created_at
+        hi = attempt_at - old.created_at
+        recovered = True
+        reason = old.verdict.reason
+    else:
+        return None
+    if hi < lo:
+        return None
+    return Observation(place[0], place[1], reason, lo, hi, recovered, new.updated_at)

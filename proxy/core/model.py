@@ -150,6 +150,9 @@ class Message:
     text_head: str = ""  # first characters of the text for the receipt's text: field
     parts_ref: str = ""  # concatenation group (ref/seq/total) when the message is a part
     updated_at: float = 0.0
+    # When the latest attempt that soft-bounced (not a link failure) was made: the
+    # start of the interval a recovery estimate learns from (core/recovery.py); 0: none.
+    failed_at: float = 0.0
     # Writes of this message so far. A store writes version v only over version v - 1
     # (optimistic concurrency): a decision taken on a copy that another instance or
     # process changed meanwhile is refused, and taken again on the stored message.

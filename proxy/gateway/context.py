@@ -21,6 +21,7 @@ from bounceback.core.ids import IdGenerator
 from bounceback.core.recent import Recent
 from bounceback.feed.events import mask_number
 from bounceback.feed.publisher import FeedProcess, FeedPublisher
+from bounceback.gateway.learning import Learner
 from bounceback.gateway.metrics import Metrics
 from bounceback.store.sqlite import SqliteStore, Store, fault_kind
 
@@ -54,6 +55,8 @@ class Context:
         self.suppressed: dict[str, float] = {}  # number -> expires_at
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Recovery-time estimates: counted here, kept in the store ([retry] learn_*).
+        self.learner = Learner(config, store, shared=self.shared)
 
     # ------------------------------------------------------------ counters
     def count(self, name: str, n: int = 1) -> None:

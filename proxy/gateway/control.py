@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from bounceback.core.recent import Recent
     from bounceback.feed.publisher import FeedProcess, FeedPublisher
     from bounceback.gateway.dispatch import Dispatch
+    from bounceback.gateway.learning import Learner
     from bounceback.gateway.metrics import Metrics
     from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
@@ -83,6 +84,9 @@ class Gateway(Protocol):
 
     @property
     def feed(self) -> FeedPublisher | FeedProcess | None: ...
+
+    @property
+    def learner(self) -> Learner: ...
 
 
 __all__ = ["GatewayControl"]
@@ -376,3 +380,16 @@ class GatewayControl:
 
     async def overview(self, minutes: float = 15.0) -> dict[str, Any]:
         return await self._overview.answer(minutes)
+
+    # ------------------------------------------------------------ recovery estimates
+    async def estimates(self) -> dict[str, Any]:
+        learner = self.gw.learner
+        if learner.shared:
+            await learner.flush()  # what every instance has counted so far
+        return learner.export(self.gw.cfg.retry.mode)
+
+    async def reset_estimates(self, by: str) -> int:
+        n = await self.gw.learner.reset()
+        log.info("admin: %s reset the recovery estimates (%d keys)", by, n)
+        await self._published("reset_estimates", by, "estimates", {"keys": n})
+        return n

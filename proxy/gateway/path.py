@@ -41,7 +41,8 @@ from bounceback.core.engine import (
 )
 from bounceback.core.localtime import Zones
 from bounceback.core.model import Message, State, Step, Verdict, add_step, evolve, set_version
-from bounceback.feed.events import event_record
+from bounceback.core.recovery import Estimates
+from bounceback.feed.events import event_record, number_info
 from bounceback.gateway.context import Context
 from bounceback.gateway.locks import LRU, MessageLocks
 from bounceback.store.sqlite import Change, ReceiptRow, StaleMessage, fault_kind
@@ -72,7 +73,8 @@ def soft(reason: str, description: str) -> Verdict:
     return Verdict("soft", reason, description, "link", reason, "default")
 
 
-def policy_from_config(cfg: Config) -> Policy:
+def policy_from_config(cfg: Config, recovery: Estimates | None = None) -> Policy:
+    """The engine's policy from `cfg`; `recovery`: the estimates learned mode reads."""
     r = cfg.retry
     schedules = {**engine.DEFAULT_SCHEDULES, **r.schedules}
 
@@ -85,6 +87,11 @@ def policy_from_config(cfg: Config) -> Policy:
         quiet_end=quiet[1] if quiet else None,
         flag_stops_retries=r.flag_stops_retries,
         receipt_query_after={c.name: c.receipt_query_after for c in cfg.carriers},
+        mode=r.mode,
+        recovery=recovery,
+        learn_cost=r.learn_cost,
+        learn_threshold=r.learn_threshold,
+        learn_min_at_risk=r.learn_min_at_risk,
     )
 
 
@@ -147,7 +154,7 @@ class MessagePath:
 
     def configure(self, cfg: Config) -> None:
         """Take the retry policy, time zones and masking from `cfg` (start, reload)."""
-        self.policy = policy_from_config(cfg)
+        self.policy = policy_from_config(cfg, self.ctx.learner.view)
         # The destination's time zone, for quiet hours ([retry.time_zones] first).
         self.zones = Zones(cfg.retry.time_zones)
         # Accounts that asked for their numbers to be masked on the feed (checked per event).
@@ -274,6 +281,11 @@ class MessagePath:
         if msg is None:
             log.warning("event for unknown message %s", mid)
             return None
+        place = ("", "")
+        if isinstance(event, engine.SubmitResult | engine.ReceiptIn):
+            # The destination's (country, operator): the key of its recovery estimates.
+            place = number_info(msg.destination_addr)
+            event = evolve(event, place=place)
         if isinstance(event, engine.SubmitResult):
             fut = self.waiting.get(mid)
             event = evolve(event, sender_waiting=fut is not None and not fut.done())
@@ -317,6 +329,10 @@ class MessagePath:
                 ctx.metrics.observe_commit(time.perf_counter() - started)
             if change.events:
                 ctx.wake_feed()
+        if new is not msg:
+            obs = engine.observation(msg, new, place)
+            if obs is not None:  # counted once the decision is written
+                ctx.learner.observe(obs)
         if new.state.final or new.state == State.HELD:
             # Held messages live in the store, not in memory: they are read again by
             # primary key when due (a million held must not grow the proxy).

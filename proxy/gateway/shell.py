@@ -37,6 +37,7 @@ from bounceback.feed.publisher import FeedProcess, FeedPublisher
 from bounceback.gateway.context import Context
 from bounceback.gateway.dispatch import Dispatch
 from bounceback.gateway.intake import SenderIntake
+from bounceback.gateway.learning import Learner
 from bounceback.gateway.metrics import Metrics
 from bounceback.gateway.path import MessagePath
 from bounceback.gateway.pump import Pumps
@@ -113,6 +114,10 @@ class Gateway:
         return self.path.policy
 
     @property
+    def learner(self) -> Learner:
+        return self.ctx.learner
+
+    @property
     def stopping(self) -> asyncio.Event:
         return self.ctx.stopping
 
@@ -170,6 +175,7 @@ class Gateway:
         if cfg.logging.level != self.cfg.logging.level:  # `run` set it from the file
             logging.getLogger().setLevel(cfg.logging.level.upper())
         self.cfg = self.ctx.cfg = cfg
+        self.ctx.learner.configure(cfg)
         self.path.configure(cfg)
         self.receipts.configure(cfg)
         self.intake.configure(cfg)
@@ -293,6 +299,7 @@ class Gateway:
         ctx.ids = IdGenerator(ctx.instance_no, int(floor, 16) if floor else 0)
         for s in await self.store.suppression_list(time.time()):
             ctx.suppressed[s.number] = s.expires_at
+        await ctx.learner.load()
         if not ctx.shared:
             await self.scheduler.recover()
         else:
@@ -326,6 +333,7 @@ class Gateway:
         self.tls_port = listener_port(self._tls_server)
         ctx.spawn(self.scheduler.run())
         ctx.spawn(self.scheduler.housekeeping())
+        ctx.spawn(ctx.learner.run(ctx.stopping))
         if ctx.shared:
             ctx.spawn(self.notices.run())
         if self.metrics is not None and self.cfg.metrics is not None:
@@ -363,6 +371,8 @@ class Gateway:
         for link in self.links.values():
             await link.stop()
         await self._cancel_tasks()
+        with contextlib.suppress(Exception):  # the last counts; lost only with the store
+            await self.ctx.learner.flush()
         await self.store.meta_set(self.ctx.floor_key, f"{self.ctx.ids.last:016X}")
         if self.ctx.feed is not None:
             await self.ctx.feed.stop()

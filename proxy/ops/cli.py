@@ -410,6 +410,7 @@ STATS_SECTIONS = (
     "timeline",
     "soft_bouncing_numbers",
     "numbers_to_remove",
+    "recovery_estimates",
 )
 
 

@@ -55,11 +55,17 @@ from typing import Any
 from bounceback.config.extras import config_problems, require
 from bounceback.config.settings import ConfigError, StoreConfig, _mask_url, load_config
 from bounceback.core.model import Message, State
+from bounceback.core.recovery import Curve, Key
 from bounceback.store.sqlite import (
     EXPIRING,
     MAX_INSTANCES,
     MESSAGE_COLS,
     RECEIPT_COLS,
+    RECOVERY_ADD_BIN,
+    RECOVERY_ADD_KEY,
+    RECOVERY_EVICT,
+    RECOVERY_LOAD_BINS,
+    RECOVERY_LOAD_KEYS,
     Change,
     Conflicts,
     GroupCommit,
@@ -71,6 +77,8 @@ from bounceback.store.sqlite import (
     collect,
     message_from_row,
     receipt_from_row,
+    recovery_from_rows,
+    recovery_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -737,6 +745,37 @@ class PgStore:
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec("DELETE FROM soft_bounces WHERE number = $1", number)
+
+    async def recovery_add(self, deltas: Sequence[tuple[Key, Curve]], max_keys: int) -> None:
+        keys, bins = recovery_rows(deltas)
+        if not keys:
+            return
+        add_key = _qmarks_to_dollars(RECOVERY_ADD_KEY.replace("MAX(", "GREATEST("))
+        # Keys in one order in every instance: concurrent adds never deadlock.
+        keys.sort(key=lambda r: r[:3])
+        bins.sort(key=lambda r: r[:4])
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(add_key, keys)
+            await conn.executemany(_qmarks_to_dollars(RECOVERY_ADD_BIN), bins)
+            count = int(await conn.fetchval("SELECT COUNT(*) FROM recovery_keys"))
+            if count > max_keys:
+                gone = await conn.fetch(_qmarks_to_dollars(RECOVERY_EVICT), count - max_keys)
+                for table in ("recovery_keys", "recovery_bins"):
+                    await conn.executemany(
+                        f"DELETE FROM {table} WHERE country = $1 AND operator = $2 AND reason = $3",
+                        [tuple(r) for r in gone],
+                    )
+
+    async def recovery_load(self) -> list[tuple[Key, Curve]]:
+        return recovery_from_rows(
+            await self._fetch(RECOVERY_LOAD_KEYS), await self._fetch(RECOVERY_LOAD_BINS)
+        )
+
+    async def recovery_reset(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            n = _rowcount(await conn.execute("DELETE FROM recovery_keys"))
+            await conn.execute("DELETE FROM recovery_bins")
+        return n
 
     async def soft_bounce_count(self, number: str, since: float) -> int:
         rows = await self._fetch(

@@ -41,6 +41,7 @@ import attrs
 import orjson
 from bounceback.core.ids import MAX_INSTANCE
 from bounceback.core.model import Message, State, Step, Verdict
+from bounceback.core.recovery import BINS, Curve, Key, curve_from
 
 log = logging.getLogger("bounceback.store")
 
@@ -163,6 +164,19 @@ class Store(Protocol):
         """Forget the soft bounces of `number` (it is no longer flagged): how many."""
         ...
 
+    async def recovery_add(self, deltas: Sequence[tuple[Key, Curve]], max_keys: int) -> None:
+        """Add these counts to the stored recovery estimates (one transaction), then
+        drop the least recently updated keys beyond `max_keys`."""
+        ...
+
+    async def recovery_load(self) -> list[tuple[Key, Curve]]:
+        """The stored recovery estimates, every instance's counts together."""
+        ...
+
+    async def recovery_reset(self) -> int:
+        """Forget every recovery estimate: how many keys there were."""
+        ...
+
     async def announce_reload(self, instance: str) -> None:
         """Tell the other instances on this store that `instance` reloaded its
         configuration (they reload theirs); nothing to tell on a store of one."""
@@ -245,6 +259,73 @@ class Store(Protocol):
         ...
 
 
+# Recovery-time estimates ([retry] mode = "learned", core/recovery.py): per key its
+# counts, per key and bin the recoveries and seconds at risk, both added to.
+RECOVERY_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS recovery_keys (
+        country TEXT NOT NULL, operator TEXT NOT NULL, reason TEXT NOT NULL,
+        recovered BIGINT NOT NULL, failed BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (country, operator, reason))""",
+    """CREATE TABLE IF NOT EXISTS recovery_bins (
+        country TEXT NOT NULL, operator TEXT NOT NULL, reason TEXT NOT NULL,
+        bin INTEGER NOT NULL, events DOUBLE PRECISION NOT NULL,
+        exposure DOUBLE PRECISION NOT NULL, PRIMARY KEY (country, operator, reason, bin))""",
+]
+# Add a delta (the same statements on PostgreSQL, with $n placeholders).
+RECOVERY_ADD_KEY = (
+    "INSERT INTO recovery_keys (country, operator, reason, recovered, failed, updated_at)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT (country, operator, reason) DO UPDATE SET"
+    " recovered = recovery_keys.recovered + excluded.recovered,"
+    " failed = recovery_keys.failed + excluded.failed,"
+    " updated_at = MAX(recovery_keys.updated_at, excluded.updated_at)"
+)
+RECOVERY_ADD_BIN = (
+    "INSERT INTO recovery_bins (country, operator, reason, bin, events, exposure)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT (country, operator, reason, bin) DO UPDATE SET"
+    " events = recovery_bins.events + excluded.events,"
+    " exposure = recovery_bins.exposure + excluded.exposure"
+)
+# Keys beyond the bound go, least recently updated first (reason keys last).
+RECOVERY_EVICT = (
+    "SELECT country, operator, reason FROM recovery_keys"
+    " ORDER BY (country = '' AND operator = '') , updated_at LIMIT ?"
+)
+RECOVERY_LOAD_KEYS = (
+    "SELECT country, operator, reason, recovered, failed, updated_at FROM recovery_keys"
+)
+RECOVERY_LOAD_BINS = "SELECT country, operator, reason, bin, events, exposure FROM recovery_bins"
+
+
+def recovery_rows(
+    deltas: Iterable[tuple[Key, Curve]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(key rows, bin rows) of the deltas to add: the bins that changed only."""
+    keys: list[tuple[Any, ...]] = []
+    bins: list[tuple[Any, ...]] = []
+    for (country, operator_, reason), c in deltas:
+        keys.append((country, operator_, reason, c.recovered, c.failed, c.updated_at))
+        for i, (ev, ex) in enumerate(zip(c.events, c.exposure, strict=True)):
+            if ev or ex:
+                bins.append((country, operator_, reason, i, ev, ex))
+    return keys, bins
+
+
+def recovery_from_rows(
+    keys: Iterable[Sequence[Any]], bins: Iterable[Sequence[Any]]
+) -> list[tuple[Key, Curve]]:
+    curves: dict[Key, Curve] = {}
+    for r in keys:
+        curves[(r[0], r[1], r[2])] = curve_from(
+            [], [], {"recovered": r[3], "failed": r[4], "updated_at": r[5]}
+        )
+    for r in bins:
+        c = curves.get((r[0], r[1], r[2]))
+        if c is not None and 0 <= int(r[3]) < BINS:
+            c.events[int(r[3])] = float(r[4])
+            c.exposure[int(r[3])] = float(r[5])
+    return sorted(curves.items())
+
+
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS messages (
         id TEXT PRIMARY KEY,
@@ -295,6 +376,7 @@ SCHEMA = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, carrier TEXT NOT NULL,
         message_id TEXT NOT NULL, text TEXT NOT NULL, at REAL NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    *RECOVERY_SCHEMA,
 ]
 
 EXPIRE_SLICE = 2000  # rows deleted per transaction by retention
@@ -351,6 +433,7 @@ def message_row(m: Message) -> tuple[Any, ...]:
         "final_err": m.final_err,
         "text_head": m.text_head,
         "parts_ref": m.parts_ref,
+        "failed_at": m.failed_at,
         "history": [[s.at, s.event, s.fields] for s in m.history],
     }
     return (
@@ -707,6 +790,7 @@ def message_from_row(r: Sequence[Any]) -> Message:
         text_head=data["text_head"],
         parts_ref=data["parts_ref"],
         updated_at=r[10],
+        failed_at=float(data.get("failed_at", 0.0)),
         version=int(r[15]),
         history=tuple(Step(float(at), str(ev), f) for at, ev, f in data.get("history", ())),
     )
@@ -1293,6 +1377,52 @@ class SqliteStore:
 
     async def soft_bounces_clear(self, number: str) -> int:
         return await self._exec_write("DELETE FROM soft_bounces WHERE number = ?", (number,))
+
+    async def recovery_add(self, deltas: Sequence[tuple[Key, Curve]], max_keys: int) -> None:
+        keys, bins = recovery_rows(deltas)
+        conn = self._wconn
+        assert conn is not None
+
+        def write() -> None:
+            with _immediate(conn):
+                conn.executemany(RECOVERY_ADD_KEY, keys)
+                conn.executemany(RECOVERY_ADD_BIN, bins)
+                (count,) = conn.execute("SELECT COUNT(*) FROM recovery_keys").fetchone()
+                if count > max_keys:
+                    gone = conn.execute(RECOVERY_EVICT, (count - max_keys,)).fetchall()
+                    conn.executemany(
+                        "DELETE FROM recovery_keys WHERE country = ? AND operator = ?"
+                        " AND reason = ?",
+                        gone,
+                    )
+                    conn.executemany(
+                        "DELETE FROM recovery_bins WHERE country = ? AND operator = ?"
+                        " AND reason = ?",
+                        gone,
+                    )
+
+        if keys:
+            await self._retrying(write)
+            self._maybe_checkpoint(1)
+
+    async def recovery_load(self) -> list[tuple[Key, Curve]]:
+        return recovery_from_rows(
+            await self._read(RECOVERY_LOAD_KEYS, ()), await self._read(RECOVERY_LOAD_BINS, ())
+        )
+
+    async def recovery_reset(self) -> int:
+        conn = self._wconn
+        assert conn is not None
+
+        def write() -> int:
+            with _immediate(conn):
+                n = conn.execute("DELETE FROM recovery_keys").rowcount
+                conn.execute("DELETE FROM recovery_bins")
+            return int(n)
+
+        n = await self._retrying(write)
+        self._maybe_checkpoint(1)
+        return n
 
     async def soft_bounce_count(self, number: str, since: float) -> int:
         rows = await self._read(

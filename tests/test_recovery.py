@@ -1,0 +1,567 @@
+"""Recovery-time estimates (core/recovery.py) and the learned retry mode of the engine:
+censored observations, the fall-back chain, bounded memory, decisions within their
+bounds, the soft_bounce event's explanation, and the population reader of
+bench/bench_retry.py --population."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import itertools
+import json
+import math
+import sys
+import zoneinfo
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import pytest
+from bounceback.config.settings import Schedule, load_config
+from bounceback.core import engine
+from bounceback.core.engine import Policy, Publish, ReceiptIn, SubmitResult, decide, observation
+from bounceback.core.model import Message, State, Verdict, evolve
+from bounceback.core.recovery import (
+    BINS,
+    EDGES,
+    Curve,
+    Estimates,
+    Observation,
+    bin_of,
+)
+from bounceback.feed.events import build_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_750_000_000.0
+H = 3600.0
+ABSENT = Verdict("soft", "absent_subscriber", "absent", "027", "err:027", "default")
+DELIVERED = Verdict("delivered", "delivered", "delivered", "000", "stat:DELIVRD", "default")
+
+
+def obs(
+    lo: float, hi: float, *, recovered: bool, place: tuple[str, str] = ("GB", "A")
+) -> Observation:
+    return Observation(place[0], place[1], "absent_subscriber", lo, hi, recovered, T0)
+
+
+def choose(est: Estimates, e: float, **kw: Any) -> Any:
+    args: dict[str, Any] = {
+        "created_at": T0,
+        "failed_at": T0 + e,
+        "static_delay": 600.0,
+        "threshold": 0.5,
+        "min_at_risk": 20.0,
+        "min_delay": 60.0,
+        "max_delay": 86400.0,
+        "cost": 600.0,
+    }
+    args.update(kw)
+    place = args.pop("place", ("GB", "A"))
+    return est.choose(place, "absent_subscriber", **args)
+
+
+# ---------------------------------------------------------------- bins and counts
+
+
+def test_bins_are_log_spaced_and_cover_every_time() -> None:
+    assert len(EDGES) == BINS + 1 and EDGES[0] == 0.0 and EDGES[1] == 60.0
+    assert all(b > a for a, b in itertools.pairwise(EDGES))
+    assert EDGES[-1] > 30 * 86400  # a month
+    for t in (0.0, 59.9, 60.0, 61.0, 3600.0, 86400.0, EDGES[-1] * 3):
+        i = bin_of(t)
+        assert EDGES[i] <= t and (i == BINS - 1 or t < EDGES[i + 1])
+
+
+def test_a_failure_adds_exposure_and_no_event() -> None:
+    c = Curve()
+    c.add_survival(0.0, 3600.0)
+    assert sum(c.events) == 0.0
+    assert sum(c.exposure) == pytest.approx(3600.0)
+    assert c.failed == 1 and c.recovered == 0
+    assert c.survival(3600.0) == 1.0  # no recovery seen: no hazard
+
+
+def test_a_recovery_is_one_event_inside_its_interval() -> None:
+    c = Curve()
+    c.add_recovery(600.0, 1800.0)
+    assert sum(c.events) == pytest.approx(1.0)
+    inside = {i for i in range(BINS) if c.events[i] > 0}
+    assert inside and all(EDGES[i + 1] > 600.0 and EDGES[i] < 1800.0 for i in inside)
+    # At risk for part of the interval: until the recovery, wherever it was.
+    assert 0.0 < sum(c.exposure) <= 1200.0
+
+
+def test_interval_censored_recoveries_give_their_median() -> None:
+    """Messages that all recover between 1 h and 2 h, seen through attempts at 0, 1 h,
+    2 h: half of the estimate's recovery mass is between 1 h and 2 h."""
+    c = Curve()
+    for _ in range(200):
+        c.add_survival(0.0, 0.0)
+        c.add_survival(0.0, H)
+        c.add_recovery(H, 2 * H)
+    assert c.survival(H) > 0.99
+    assert c.survival(2 * H) < 0.2  # a life table's hazard ends the interval smoothly
+    t, _ = c.reach(0.0, 0.5, 1.0)
+    assert t is not None and H < t < 2 * H
+
+
+def test_messages_that_never_recover_lower_the_tail() -> None:
+    c = Curve()
+    for _ in range(100):
+        c.add_recovery(0.0, 600.0)
+    for _ in range(100):  # never recover: failures until 48 h
+        for a, b in ((0.0, 600.0), (600.0, 6 * H), (6 * H, 48 * H)):
+            c.add_survival(a, b)
+    assert 0.4 < 1.0 - c.survival(600.0) < 0.6
+    after = EDGES[bin_of(600.0) + 1]  # the end of the bin the last recoveries fell in
+    assert c.survival(48 * H) == pytest.approx(c.survival(after), rel=1e-9)
+
+
+# ---------------------------------------------------------------- properties
+
+spans = st.tuples(
+    st.floats(min_value=0.0, max_value=3 * 86400.0), st.floats(min_value=1.0, max_value=86400.0)
+).map(lambda p: (p[0], p[0] + p[1]))
+observations = st.lists(st.tuples(spans, st.booleans()), min_size=1, max_size=40)
+
+
+def curve_of(items: list[tuple[tuple[float, float], bool]]) -> Curve:
+    c = Curve()
+    for (lo, hi), recovered in items:
+        if recovered:
+            c.add_recovery(lo, hi)
+        else:
+            c.add_survival(lo, hi)
+    return c
+
+
+@settings(max_examples=150, deadline=None)
+@given(observations, spans, st.floats(min_value=0.0, max_value=86400.0))
+def test_a_failure_never_raises_the_chance_of_recovery(
+    items: list[tuple[tuple[float, float], bool]], more: tuple[float, float], e: float
+) -> None:
+    """A right-censored observation (not recovered by its end) adds exposure and no
+    event: the conditional probability of recovering in any window never grows."""
+    c = curve_of(items)
+    before = [c.cum_hazard(e, e + w) for w in (600.0, 3600.0, 86400.0)]
+    c.add_survival(*more)
+    after = [c.cum_hazard(e, e + w) for w in (600.0, 3600.0, 86400.0)]
+    assert all(a <= b + 1e-9 for a, b in zip(after, before, strict=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(observations, observations, st.floats(min_value=0.0, max_value=86400.0))
+def test_more_data_never_shrinks_what_the_estimate_knows(
+    items: list[tuple[tuple[float, float], bool]],
+    more: list[tuple[tuple[float, float], bool]],
+    e: float,
+) -> None:
+    """The region where the estimate has data (messages seen at risk) only grows: the
+    end of the data never moves back, the unknown beyond it never widens."""
+    c = curve_of(items)
+    _, end_before = c.reach(e, 0.999999, 1.0)
+    risk_before = [c.at_risk(i) for i in range(BINS)]
+    for (lo, hi), recovered in more:
+        if recovered:
+            c.add_recovery(lo, hi)
+        else:
+            c.add_survival(lo, hi)
+    _, end_after = c.reach(e, 0.999999, 1.0)
+    assert all(c.at_risk(i) >= r - 1e-9 for i, r in enumerate(risk_before))
+    assert end_after >= end_before - 1e-6
+    assert all(x >= 0 for x in c.events) and all(x >= 0 for x in c.exposure)
+    assert sum(c.events) == pytest.approx(c.recovered, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from("ABCDEFGHIJ"), st.sampled_from("wxyz"), spans, st.booleans()),
+        min_size=1,
+        max_size=120,
+    ),
+    st.integers(min_value=3, max_value=20),
+)
+def test_memory_stays_bounded(
+    items: list[tuple[str, str, tuple[float, float], bool]], cap: int
+) -> None:
+    est = Estimates(max_keys=cap)
+    for country, operator, (lo, hi), recovered in items:
+        est.observe(Observation(country, operator, "absent_subscriber", lo, hi, recovered, lo))
+    assert len(est.curves) <= cap
+    assert all(len(c.events) == BINS and len(c.exposure) == BINS for c in est.curves.values())
+    # The reason's own key is the last to go.
+    assert ("", "", "absent_subscriber") in est.curves
+
+
+# ---------------------------------------------------------------- fall-back chain
+
+
+def fill(est: Estimates, n: int, place: tuple[str, str], recover: float) -> None:
+    """`n` messages of `place` tried at 0, then every 10 min, recovering at `recover`."""
+    for _ in range(n):
+        est.observe(obs(0.0, 0.0, recovered=False, place=place))
+        t = 0.0
+        while t + 600.0 < recover:
+            est.observe(obs(t, t + 600.0, recovered=False, place=place))
+            t += 600.0
+        est.observe(obs(t, t + 600.0, recovered=True, place=place))
+
+
+def test_the_fall_back_chain_with_thin_data() -> None:
+    est = Estimates()
+    assert choose(est, 0.0).source == "prior"  # nothing at all: the static schedule
+    assert choose(est, 0.0).at == T0 + 600.0
+    fill(est, 30, ("GB", "B"), 1800.0)  # another operator of the same country
+    c = choose(est, 0.0)
+    assert (c.source, c.level, c.key) == ("learned", "country", ("GB", "", "absent_subscriber"))
+    fill(est, 30, ("NG", "C"), 1800.0)
+    c = choose(est, 0.0, place=("FR", "D"))  # a country never seen: the reason's key
+    assert (c.level, c.key) == ("reason", ("", "", "absent_subscriber"))
+    fill(est, 25, ("GB", "A"), 1800.0)  # now enough of the operator itself
+    c = choose(est, 0.0)
+    assert (c.level, c.key) == ("operator", ("GB", "A", "absent_subscriber"))
+    assert c.recovered == 25 and c.at_risk >= 20
+    fields = c.fields()
+    assert fields["key"] == "GB/A/absent_subscriber" and fields["level"] == "operator"
+
+
+def test_the_estimate_waits_for_slow_recoveries_and_not_for_fast_ones() -> None:
+    est = Estimates()
+    fill(est, 40, ("GB", "fast"), 900.0)
+    fill(est, 40, ("GB", "slow"), 6 * H)
+    fast = choose(est, 0.0, place=("GB", "fast"))
+    slow = choose(est, 0.0, place=("GB", "slow"))
+    assert fast.level == slow.level == "operator"
+    assert fast.at - T0 < 2400.0
+    assert slow.at - T0 > 3 * 600.0
+    assert slow.at - T0 > 2 * (fast.at - T0)
+
+
+def test_beyond_the_data_the_wait_doubles() -> None:
+    est = Estimates()
+    fill(est, 40, ("GB", "A"), 900.0)
+    c = choose(est, 5 * H, static_delay=600.0)  # nobody was seen at risk 5 h on
+    assert c.source == "learned" and c.level == "reason"
+    assert c.at == pytest.approx(T0 + 10 * H)
+    assert c.why.startswith("beyond the data")
+
+
+# ---------------------------------------------------------------- engine decisions
+
+
+def message(**kw: Any) -> Message:
+    m = Message(
+        id="00000000000000A1",
+        account="acme",
+        source_addr="ACME",
+        destination_addr="447400123456",
+        pdu=b"",
+        registered_delivery=1,
+        created_at=T0,
+        deadline=T0 + 48 * H,
+        deadline_is_validity=True,
+        submit_date=T0,
+    )
+    return evolve(m, **kw)
+
+
+def submitted(at: float, attempt: int = 1, failed_at: float = 0.0) -> Message:
+    return message(
+        state=State.SUBMITTED,
+        attempts=attempt,
+        carrier="sim",
+        carrier_message_id="c1",
+        updated_at=at,
+        failed_at=failed_at,
+        retries_by_reason=(("absent_subscriber", attempt - 1),) if attempt > 1 else (),
+        verdict=ABSENT if attempt > 1 else None,
+    )
+
+
+def bounce(msg: Message, now: float, policy: Policy, **kw: Any) -> tuple[Message, list[Any]]:
+    ev = ReceiptIn(now, msg.attempts, ABSENT, "UNDELIV", "027", place=("GB", "A"), **kw)
+    return decide(msg, ev, policy)
+
+
+def test_the_soft_bounce_event_says_what_chose_the_next_attempt() -> None:
+    est = Estimates()
+    fill(est, 40, ("GB", "A"), 2 * H)
+    policy = Policy(mode="learned", recovery=est, jitter=0.0)
+    new, actions = bounce(submitted(T0 + 1.0), T0 + 20.0, policy)
+    assert new.state is State.HELD and new.failed_at == T0 + 1.0
+    (pub,) = [a for a in actions if isinstance(a, Publish)]
+    estimate = pub.fields["estimate"]
+    assert isinstance(estimate, dict)
+    assert estimate["source"] == "learned" and estimate["level"] == "operator"
+    assert estimate["key"] == "GB/A/absent_subscriber"
+    assert estimate["recovered"] == 40 and estimate["at_risk"] >= 20
+    assert new.next_attempt_at is not None and new.next_attempt_at > T0 + 1800.0
+    # The document on the feed (and the timeline step) carries it, valid by the schema.
+    _, doc = build_event(
+        new,
+        "soft_bounce",
+        pub.fields,
+        now=T0 + 20.0,
+        instance="i",
+        prefix="bb",
+        mask=False,
+        mask_keep=4,
+    )
+    validator = jsonschema.Draft202012Validator(
+        json.loads((ROOT / "proxy" / "schema" / "event.schema.json").read_text())
+    )
+    parsed = json.loads(doc)
+    validator.validate(parsed)
+    assert parsed["estimate"]["level"] == "operator"
+    # Static mode says nothing of estimates and keeps its schedule.
+    static, actions = bounce(submitted(T0 + 1.0), T0 + 20.0, Policy(jitter=0.0))
+    assert "estimate" not in next(a for a in actions if isinstance(a, Publish)).fields
+    assert static.next_attempt_at == T0 + 20.0 + 600.0
+
+
+def test_observations_from_decisions() -> None:
+    first = submitted(T0 + 1.0)
+    held, _ = bounce(first, T0 + 20.0, Policy())
+    o = observation(first, held, ("GB", "A"))
+    assert o is not None and not o.recovered and (o.lo, o.hi) == (0.0, 1.0)
+    again = evolve(held, state=State.SUBMITTED, attempts=2, updated_at=T0 + 700.0)
+    held2, _ = bounce(again, T0 + 720.0, Policy())
+    o = observation(again, held2, ("GB", "A"))
+    assert o is not None and (o.lo, o.hi) == (1.0, 700.0) and not o.recovered
+    third = evolve(held2, state=State.SUBMITTED, attempts=3, updated_at=T0 + 2000.0)
+    done, _ = decide(third, ReceiptIn(T0 + 2005.0, 3, DELIVERED, "DELIVRD", "000"), Policy())
+    o = observation(third, done, ("GB", "A"))
+    assert o is not None and o.recovered and (o.lo, o.hi) == (700.0, 2000.0)
+    assert o.reason == "absent_subscriber"
+    # A link failure teaches nothing about the destination.
+    throttled = Verdict("soft", "throttled", "throttled", "0x58", "status", "default")
+    sub = message(state=State.SUBMITTING, attempts=1, updated_at=T0)
+    held3, _ = decide(sub, SubmitResult(T0 + 1, "sim", 0x58, "", throttled), Policy())
+    assert held3.state is State.HELD and held3.failed_at == 0.0
+    assert observation(sub, held3, ("GB", "A")) is None
+
+
+QUIET = (dt.time(21, 0), dt.time(8, 0))
+LONDON = zoneinfo.ZoneInfo("Europe/London")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    recover=st.floats(min_value=60.0, max_value=40 * H),
+    n=st.integers(min_value=0, max_value=60),
+    e=st.floats(min_value=0.0, max_value=47.9 * H),
+    rand=st.floats(min_value=0.0, max_value=1.0),
+    quiet=st.booleans(),
+    validity=st.floats(min_value=1 * H, max_value=72 * H),
+)
+def test_learned_decisions_stay_within_their_bounds(
+    recover: float, n: int, e: float, rand: float, quiet: bool, validity: float
+) -> None:
+    est = Estimates()
+    fill(est, n, ("GB", "A"), recover)
+    sched = Schedule(600.0, 2.0, 14400.0, 300.0, 6 * H)
+    policy = Policy(
+        mode="learned",
+        recovery=est,
+        schedules={"absent_subscriber": sched},
+        quiet_start=QUIET[0] if quiet else None,
+        quiet_end=QUIET[1] if quiet else None,
+    )
+    e = min(e, validity - 120.0)
+    msg = evolve(submitted(T0 + e), deadline=T0 + validity)
+    now = T0 + e + 15.0
+    new, _ = bounce(msg, now, policy, rand=rand, tz=LONDON)
+    if new.state is not State.HELD:  # the deadline passed meanwhile
+        return
+    due = new.next_attempt_at
+    assert due is not None
+    assert now <= due <= msg.deadline
+    last = msg.deadline - policy.last_chance
+    if due < last - 1.0:
+        # Within the reason's learned bounds (quiet hours may only push it later).
+        assert due >= msg.failed_at + sched.learned_min * 0.95 or due >= now
+        if not quiet:
+            assert due <= T0 + e + sched.learned_max * 1.05 + 1.0
+    if quiet:
+        local = dt.datetime.fromtimestamp(due, LONDON).time()
+        assert not (local >= QUIET[0] or local < QUIET[1]) or due >= msg.deadline - 1.0
+
+
+def test_the_last_attempt_goes_before_the_deadline() -> None:
+    """A message nobody has seen recover still gets an attempt just before its deadline."""
+    est = Estimates()
+    for _ in range(40):  # never recover
+        est.observe(obs(0.0, 0.0, recovered=False))
+        est.observe(obs(0.0, 40 * H, recovered=False))
+    policy = Policy(mode="learned", recovery=est, jitter=0.0)
+    msg = evolve(submitted(T0 + 30 * H, attempt=4, failed_at=T0 + 20 * H), deadline=T0 + 32 * H)
+    new, _ = bounce(msg, T0 + 30 * H + 10, policy)
+    assert new.next_attempt_at == T0 + 32 * H - policy.last_chance
+
+
+def test_config_mode_and_learned_bounds(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[accounts]]\nsystem_id = "a"\npassword = "p"\n'
+        '[retry]\nmode = "learned"\nlearn_cost = 300\n'
+        "[retry.schedules.absent_subscriber]\nlearned_min = 120\nlearned_max = 7200\n"
+        '[[carriers]]\nname = "c"\nhost = "127.0.0.1"\nport = 2776\nsystem_id = "x"\n'
+        'password = "y"\n'
+    )
+    cfg = load_config(path)
+    assert cfg.retry.mode == "learned" and cfg.retry.learn_cost == 300.0
+    s = cfg.retry.schedules["absent_subscriber"]
+    assert (s.learned_min, s.learned_max) == (120.0, 7200.0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[retry]\nmode = "smart"\n[retry.schedules.absent_subscriber]\n'
+        "learned_min = 600\nlearned_max = 60\n"
+    )
+    with pytest.raises(Exception) as info:
+        load_config(bad)
+    text = str(getattr(info.value, "problems", info.value))
+    assert "mode" in text and "learned_max" in text
+
+
+# ---------------------------------------------------------------- the population reader
+
+
+def bench() -> ModuleType:
+    sys.path.insert(0, str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(
+        "retry_population", ROOT / "bench" / "retry_population.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["retry_population"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+GOOD: dict[str, Any] = {
+    "name": "t",
+    "messages": 300,
+    "validity_hours": 12,
+    "seed": 1,
+    "groups": [
+        {
+            "share": 1.0,
+            "country": "GB",
+            "operator": "A",
+            "soft": [
+                {
+                    "share": 0.3,
+                    "err": "027",
+                    "recover_hours": {"lognormal": {"median": 0.5, "sigma": 1}},
+                }
+            ],
+            "hard": [{"share": 0.05, "err": "001"}],
+            "never": 0.05,
+        }
+    ],
+}
+
+
+def broken(path: list[Any], value: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(json.dumps(GOOD))
+    target: Any = doc
+    for k in path[:-1]:
+        target = target[k]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (broken(["messages"], 0), "messages: must be >= 1, got 0"),
+        (broken(["messages"], KeyError), "messages: missing"),
+        (broken(["validity_hours"], "48"), 'validity_hours: expected a number, got "48"'),
+        (broken(["groups"], []), "groups: expected a non-empty list of groups"),
+        (broken(["groups", 0, "share"], 0.5), "groups: the groups' shares add up to 0.5, not 1"),
+        (broken(["groups", 0, "country"], "XX"), "groups[0].country: unknown country 'XX'"),
+        (
+            broken(["groups", 0, "soft", 0, "recover_hours"], {"gamma": {"k": 1}}),
+            "groups[0].soft[0].recover_hours.gamma: unknown key",
+        ),
+        (
+            broken(["groups", 0, "soft", 0, "recover_hours", "lognormal", "median"], -1),
+            "groups[0].soft[0].recover_hours.lognormal.median: must be > 0, got -1",
+        ),
+        (
+            broken(["groups", 0, "soft", 0, "recover_hours", "lognormal", "sigma"], KeyError),
+            "groups[0].soft[0].recover_hours.lognormal.sigma: missing",
+        ),
+        (
+            broken(["groups", 0, "hard", 0, "err"], "abc"),
+            "groups[0].hard[0].err: expected a receipt err",
+        ),
+        (
+            broken(["groups", 0, "never"], 0.9),
+            "groups[0]: soft, hard and never shares add up to 1.25",
+        ),
+        (broken(["colour"], "red"), "colour: unknown key"),
+    ],
+)
+def test_a_malformed_population_is_refused_with_file_key_reason(
+    tmp_path: Path, doc: dict[str, Any], message: str
+) -> None:
+    rp = bench()
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(rp.PopulationError) as info:
+        rp.read_population(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_not_json_and_missing_files(tmp_path: Path) -> None:
+    rp = bench()
+    path = tmp_path / "p.json"
+    path.write_text("{")
+    with pytest.raises(rp.PopulationError, match=r"p\.json: \(line 1, column 2\): not JSON"):
+        rp.read_population(path)
+    assert rp.population_main(["--population", str(tmp_path / "none.json")]) == 2
+
+
+def test_the_bench_runs_three_modes_on_a_population(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rp = bench()
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(GOOD))
+    assert rp.population_main(["--population", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["modes"]) == {"naive", "static", "learned"}
+    for row in report["modes"].values():
+        assert {"recovered_share", "wasted", "delay_median_s", "delay_p90_s", "submissions"} <= set(
+            row
+        )
+        assert row["recovered_share"] is not None and 0.0 <= row["recovered_share"] <= 1.0
+        assert row["submissions"] >= 300 and row["wasted"] >= 0
+    # naive retries every 5 minutes: it wastes the most and recovers everything.
+    assert report["modes"]["naive"]["wasted"] > report["modes"]["static"]["wasted"]
+    assert report["modes"]["naive"]["recovered_share"] == 1.0
+    items = rp.draw(rp.read_population(path))
+    kinds = {it.kind for it in items}
+    assert kinds == {"ok", "soft", "hard", "never"}
+    assert all(it.destination.startswith("44") for it in items)
+    assert not math.isinf(max(it.recover_at for it in items if it.kind == "soft"))
+
+
+def test_the_shipped_populations_read() -> None:
+    rp = bench()
+    files = sorted((ROOT / "bench" / "populations").glob("*.json"))
+    assert len(files) >= 2
+    for f in files:
+        pop = rp.read_population(f)
+        assert pop.messages > 0 and pop.groups
+
+
+_ = engine  # the module under test, for readers
