@@ -42,59 +42,9 @@ from _procs import (
     wait_port,
 )
 from bounceback.smpp.client import EsmeClient
-from smppcodecs.framer import Framer
-from smppcodecs.pdu import (
-    BindReceiver,
-    BindTransceiver,
-    BindTransmitter,
-    DeliverSm,
-    EnquireLink,
-    SubmitSm,
-    Unbind,
-    decode,
-)
+from bounceback.smpp.flapping import FlappingCarrier
+from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import parse_receipt
-
-
-class FlappingCarrier:
-    """An SMSC that accepts every bind and closes the connection on every submit_sm."""
-
-    def __init__(self) -> None:
-        self.binds = 0
-        self.submits = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for w in list(self._writers):
-                w.close()
-            await self._server.wait_closed()
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        framer = Framer()
-        try:
-            while data := await reader.read(65536):
-                for frame in framer.feed(data):
-                    pdu = decode(frame)
-                    if isinstance(pdu, (BindTransceiver, BindTransmitter, BindReceiver)):
-                        self.binds += 1
-                        writer.write(pdu.response(system_id="flap").encode())
-                    elif isinstance(pdu, (EnquireLink, Unbind)):
-                        writer.write(pdu.response().encode())
-                    elif isinstance(pdu, SubmitSm):
-                        self.submits += 1
-                        return  # the connection closes, the submit unanswered
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
 
 
 class Run:
