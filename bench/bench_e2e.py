@@ -80,6 +80,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 import profile_groups
+from _procs import free_port
 from bounceback.smpp.client import EsmeClient
 from smppcodecs.constants import ESM_CLASS_SMSC_RECEIPT, Tag
 from smppcodecs.pdu import DeliverSm, Pdu, SubmitSmResp
@@ -448,13 +449,6 @@ class LoadGen:
 
 
 # ---------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Proc:

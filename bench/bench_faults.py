@@ -28,8 +28,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -40,23 +38,19 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from _procs import (
+    FINAL_STATES,
+    free_port,
+    proxy_config,
+    start_proxy,
+    start_simulator,
+    stop_proxy,
+    stop_simulator,
+    wait_port,
+)
 from bounceback.smpp.client import EsmeClient
 from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import parse_receipt
-
-FINAL_STATES = ("delivered", "failed", "expired", "cancelled", "rejected")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def command() -> list[str]:
-    """The `bounceback` command of the Python running this script."""
-    exe = Path(sys.executable).parent / "bounceback"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bounceback"]
 
 
 def readyz(port: int) -> int:
@@ -67,17 +61,6 @@ def readyz(port: int) -> int:
         return int(e.code)
     except OSError:
         return 0
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError):
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 HOLD_LOCK = """
@@ -214,54 +197,23 @@ def main(args: argparse.Namespace) -> int:
         else f"receipt_query_after = {args.receipt_query_after}"
     )
     config.write_text(
-        f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-submit_wait = 5.0
-
-[[accounts]]
-system_id = "acme"
-password = "acme-pw"
-
-[[carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {sim_port}
-system_id = "bounceback"
-password = "sim-pw"
-reconnect_min = 0.2
-reconnect_max = 1.0
-{query}
-
-[store]
-path = "{store}"
-
-[metrics]
-host = "127.0.0.1"
-port = {mport}
-"""
+        proxy_config(
+            port=port,
+            carrier_port=sim_port,
+            store=store,
+            carrier=f"{query}\n",
+            tail=f'\n[metrics]\nhost = "127.0.0.1"\nport = {mport}\n',
+        )
     )
     log = (folder / "proxy.log").open("w")
-    sim = subprocess.Popen(
-        [*command(), "simulate", "--port", str(sim_port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proxy = subprocess.Popen(
-        [*command(), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
+    sim = start_simulator(sim_port)
+    proxy = start_proxy(config, log)
     run = Run(args, folder)
     try:
         asyncio.run(drive(run, store, sim_port, port, mport))
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(30)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-        sim.terminate()
-        sim.wait(10)
+        stop_proxy(proxy)
+        stop_simulator(sim)
         log.close()
     rows: list[tuple[str, int, int]] = []
     with contextlib.closing(sqlite3.connect(store)) as db:

@@ -23,9 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,83 +30,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bounceback.smpp.client import EsmeClient
-from smppcodecs.framer import Framer
-from smppcodecs.pdu import (
-    BindReceiver,
-    BindTransceiver,
-    BindTransmitter,
-    DeliverSm,
-    EnquireLink,
-    SubmitSm,
-    Unbind,
-    decode,
+from _procs import (
+    FINAL_STATES,
+    free_port,
+    proxy_config,
+    start_proxy,
+    start_simulator,
+    stop_proxy,
+    stop_simulator,
+    store_states,
+    wait_port,
 )
+from bounceback.smpp.client import EsmeClient
+from bounceback.smpp.flapping import FlappingCarrier
+from smppcodecs.pdu import DeliverSm
 from smppcodecs.receipt import parse_receipt
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def command() -> list[str]:
-    """The `bounceback` command of the Python running this script."""
-    exe = Path(sys.executable).parent / "bounceback"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bounceback"]
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError):
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class FlappingCarrier:
-    """An SMSC that accepts every bind and closes the connection on every submit_sm."""
-
-    def __init__(self) -> None:
-        self.binds = 0
-        self.submits = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self, port: int) -> None:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for w in list(self._writers):
-                w.close()
-            await self._server.wait_closed()
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        framer = Framer()
-        try:
-            while data := await reader.read(65536):
-                for frame in framer.feed(data):
-                    pdu = decode(frame)
-                    if isinstance(pdu, (BindTransceiver, BindTransmitter, BindReceiver)):
-                        self.binds += 1
-                        writer.write(pdu.response(system_id="flap").encode())
-                    elif isinstance(pdu, (EnquireLink, Unbind)):
-                        writer.write(pdu.response().encode())
-                    elif isinstance(pdu, SubmitSm):
-                        self.submits += 1
-                        return  # the connection closes, the submit unanswered
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
 
 
 class Run:
@@ -146,54 +81,27 @@ def main(args: argparse.Namespace) -> int:
         for reason in ("not_bound", "timeout")
     )
     config.write_text(
-        f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-submit_wait = 5.0
-
-[[accounts]]
-system_id = "acme"
-password = "acme-pw"
-
-[[carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {carrier_port}
-system_id = "bounceback"
-password = "sim-pw"
-reconnect_min = {args.reconnect_min}
-reconnect_max = {args.reconnect_max}
-
-[store]
-path = "{store}"
-
-[retry]
-max_age = {args.max_age}
-{schedules}
-"""
+        proxy_config(
+            port=port,
+            carrier_port=carrier_port,
+            store=store,
+            reconnect=(args.reconnect_min, args.reconnect_max),
+            tail=f"\n[retry]\nmax_age = {args.max_age}\n{schedules}\n",
+        )
     )
     log = (folder / "proxy.log").open("w")
-    proxy = subprocess.Popen(
-        [*command(), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
+    proxy = start_proxy(config, log)
     sim: list[subprocess.Popen[bytes]] = []
     run = Run()
     carrier = FlappingCarrier()
     try:
         times = asyncio.run(drive(args, run, carrier, carrier_port, port, sim))
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(30)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
+        stop_proxy(proxy)
         for p in sim:
-            p.terminate()
-            p.wait(10)
+            stop_simulator(p)
         log.close()
-    with contextlib.closing(sqlite3.connect(store)) as db:
-        rows = dict(db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall())
+    rows = store_states(store)
     report(args, run, carrier, rows, times, folder)
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
@@ -228,14 +136,7 @@ async def drive(
     await asyncio.sleep(max(started + args.flap_seconds - time.monotonic(), 0.0))
     await carrier.stop()
     flap_end = time.monotonic()
-    sim.append(
-        await asyncio.to_thread(
-            subprocess.Popen,
-            [*command(), "simulate", "--port", str(carrier_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    )
+    sim.append(await asyncio.to_thread(start_simulator, carrier_port))
     run.expect = {mid for st, mid in run.answers if st == 0}
     if run.expect <= set(run.finals):
         run.all_in.set()
@@ -262,11 +163,7 @@ def report(
     dupes = sum(1 for m in ok if len(run.finals.get(m, [])) > 1)
     last = run.last_final - flap_end if run.finals else float("nan")
     statuses = Counter(st for st, _ in run.answers)
-    unfinished = {
-        st: n
-        for st, n in rows.items()
-        if st not in ("delivered", "failed", "expired", "cancelled", "rejected")
-    }
+    unfinished = {st: n for st, n in rows.items() if st not in FINAL_STATES}
     print(
         f"flapping carrier for {flapped:.1f} s, {args.messages} messages, link schedule "
         f"{args.schedule} (initial,factor,max)"

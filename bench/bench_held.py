@@ -53,6 +53,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _procs import free_port, proxy_config
 from bounceback.config.settings import load_config
 from bounceback.core.ids import IdGenerator
 from bounceback.core.model import Message, State, Verdict
@@ -214,13 +215,6 @@ def child(args: Sequence[str]) -> subprocess.Popen[str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while True:
@@ -256,31 +250,15 @@ def write_scenario(path: Path) -> None:
 
 def write_config(path: Path, db: Path, carrier_port: int) -> None:
     path.write_text(
-        f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[[accounts]]
-system_id = "acme"
-password = "acme-pw"
-
-[[carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {carrier_port}
-system_id = "bounceback"
-password = "sim-pw"
-window = 64
-reconnect_min = 0.1
-reconnect_max = 0.5
-
-[store]
-path = "{db}"
-
-[logging]
-level = "WARNING"
-"""
+        proxy_config(
+            port=0,
+            carrier_port=carrier_port,
+            store=db,
+            submit_wait=None,
+            carrier="window = 64\n",
+            reconnect=(0.1, 0.5),
+            tail='\n[logging]\nlevel = "WARNING"\n',
+        )
     )
 
 

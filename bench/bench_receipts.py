@@ -33,44 +33,26 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from _procs import (
+    FINAL_STATES,
+    free_port,
+    proxy_config,
+    start_proxy,
+    start_simulator,
+    stop_proxy,
+    stop_simulator,
+    store_states,
+    wait_port,
+)
 from bounceback.smpp.client import EsmeClient
 from smppcodecs.pdu import DeliverSm, Pdu
 from smppcodecs.receipt import parse_receipt
-
-FINAL_STATES = ("delivered", "failed", "expired", "cancelled", "rejected")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def command() -> list[str]:
-    """The `bounceback` command of the Python running this script."""
-    exe = Path(sys.executable).parent / "bounceback"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bounceback"]
-
-
-async def wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        with contextlib.suppress(OSError):
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 class Sender(EsmeClient):
@@ -130,56 +112,26 @@ def main(args: argparse.Namespace) -> int:
     )
     config = folder / "proxy.toml"
     config.write_text(
-        f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-submit_wait = 5.0
-response_timeout = 10.0
-
-[[accounts]]
-system_id = "acme"
-password = "acme-pw"
-window = 10
-
-[[carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {sim_port}
-system_id = "bounceback"
-password = "sim-pw"
-reconnect_min = 0.2
-reconnect_max = 1.0
-{query}
-
-[store]
-path = "{store}"
-"""
+        proxy_config(
+            port=port,
+            carrier_port=sim_port,
+            store=store,
+            server="response_timeout = 10.0\n",
+            account="window = 10\n",
+            carrier=f"{query}\n",
+        )
     )
-    simulator = [args.simulator] if args.simulator else command()
     log = (folder / "proxy.log").open("w")
-    sim = subprocess.Popen(
-        [*simulator, "simulate", "--port", str(sim_port), "--scenario", str(scenario)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    proxy = subprocess.Popen(
-        [*command(), "run", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
+    sim = start_simulator(sim_port, scenario, args.simulator)
+    proxy = start_proxy(config, log)
     run = Run()
     try:
         sender = asyncio.run(drive(args, run, sim_port, port))
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        try:
-            proxy.wait(30)
-        except subprocess.TimeoutExpired:
-            proxy.kill()
-        sim.terminate()
-        sim.wait(10)
+        stop_proxy(proxy)
+        stop_simulator(sim)
         log.close()
-    with contextlib.closing(sqlite3.connect(store)) as db:
-        rows = dict(db.execute("SELECT state, COUNT(*) FROM messages GROUP BY state").fetchall())
+    rows = store_states(store)
     report(args, run, sender, rows, folder)
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

@@ -67,6 +67,45 @@ FAST_RETRY = retry_toml(
 )
 
 
+# A soft bounce held until an operator acts: the first absent-subscriber retry is an
+# hour away.
+HELD_RETRY = retry_toml(max_age=7200.0, absent_subscriber=(3600.0, 1.0, 3600.0))
+
+
+def admin_toml(
+    read_token: str,
+    admin_token: str | None = None,
+    *,
+    admin_token_env: str | None = None,
+    metrics_port: int = 0,
+    open_health: bool | None = None,
+) -> str:
+    """`[metrics]` and `[admin]` with two tokens: "viewer" (scope read) and "oncall"
+    (scope admin, given as `admin_token` or read from the variable `admin_token_env`)."""
+    oncall = (
+        f'token = "{admin_token}"'
+        if admin_token_env is None
+        else f'token_env = "{admin_token_env}"'
+    )
+    health = "" if open_health is None else f"open_health = {str(open_health).lower()}\n"
+    return f"""
+[metrics]
+port = {metrics_port}
+
+[admin]
+{health}
+[[admin.tokens]]
+name = "viewer"
+scope = "read"
+token = "{read_token}"
+
+[[admin.tokens]]
+name = "oncall"
+scope = "admin"
+{oncall}
+"""
+
+
 def self_signed(folder: Path, name: str = "self") -> tuple[Path, Path]:
     """A self-signed certificate and its unencrypted key (PEM), made with openssl."""
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"

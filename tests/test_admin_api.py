@@ -28,10 +28,11 @@ from bounceback.core.model import State
 from bounceback.gateway.shell import Gateway
 from bounceback.store.sqlite import Change
 from harness import (
+    HELD_RETRY,
     ProxyProcess,
+    admin_toml,
     bind_sender,
     free_port,
-    retry_toml,
     self_signed,
     simulator,
     wait_until,
@@ -42,25 +43,7 @@ from smpplib_peer import SmpplibSender, receipt_fields
 
 READ = "read-token-0123456789"
 ADMIN = "admin-token-0123456789"
-ADMIN_TOML = f"""
-[metrics]
-port = 0
-
-[admin]
-open_health = {{open_health}}
-
-[[admin.tokens]]
-name = "viewer"
-scope = "read"
-token = "{READ}"
-
-[[admin.tokens]]
-name = "oncall"
-scope = "admin"
-token_env = "BB_TEST_ADMIN_TOKEN"
-"""
-# Held until an operator acts: the first absent-subscriber retry is an hour away.
-SLOW_RETRY = retry_toml(max_age=7200.0, absent_subscriber=(3600.0, 1.0, 3600.0))
+ADMIN_ENV = "BB_TEST_ADMIN_TOKEN"
 
 
 @contextlib.asynccontextmanager
@@ -69,9 +52,9 @@ async def running(
 ) -> AsyncIterator[tuple[Gateway, str, Any]]:
     """A gateway with the admin API, its base URL, and the carrier simulator."""
     async with simulator(scenario or {"receipt_delay": 0.02}) as sim:
-        extra = ADMIN_TOML.replace("{open_health}", "true" if open_health else "false")
-        path = write_config(tmp, sim.port or 0, retry=SLOW_RETRY, extra=extra)
-        cfg = load_config(path, environ={"BB_TEST_ADMIN_TOKEN": ADMIN})
+        extra = admin_toml(READ, admin_token_env=ADMIN_ENV, open_health=open_health)
+        path = write_config(tmp, sim.port or 0, retry=HELD_RETRY, extra=extra)
+        cfg = load_config(path, environ={ADMIN_ENV: ADMIN})
         gw = Gateway(cfg)
         await gw.start()
         try:
@@ -345,7 +328,7 @@ async def test_carriers_and_accounts(tmp_path: Path) -> None:
 async def test_stats_are_what_bounceback_stats_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BB_TEST_ADMIN_TOKEN", ADMIN)  # `bounceback stats` loads the file
+    monkeypatch.setenv(ADMIN_ENV, ADMIN)  # `bounceback stats` loads the file
     scenario = {
         "receipt_delay": 0.02,
         "rules": [{"number": "447700900402", "outcomes": ["unknown"]}],
@@ -407,12 +390,12 @@ async def test_every_change_is_put_on_the_feed(tmp_path: Path) -> None:
     """With a [feed] (its broker away here: the documents wait in the outbox), each
     action through the API becomes a bounceback.admin/1 document naming the token."""
     closed = free_port()
-    extra = ADMIN_TOML.replace("{open_health}", "true") + (
+    extra = admin_toml(READ, admin_token_env=ADMIN_ENV, open_health=True) + (
         f'[feed]\nhost = "127.0.0.1"\nport = {closed}\nprefix = "bb"\npublisher = "inline"\n'
     )
     async with simulator() as sim:
         path = write_config(tmp_path, sim.port or 0, extra=extra)
-        gw = Gateway(load_config(path, environ={"BB_TEST_ADMIN_TOKEN": ADMIN}))
+        gw = Gateway(load_config(path, environ={ADMIN_ENV: ADMIN}))
         await gw.start()
         try:
             url = f"http://127.0.0.1:{gw.admin_port}"
@@ -547,7 +530,7 @@ name = "cli-oncall"
 scope = "admin"
 token = "{ADMIN}"
 """
-        config = write_config(tmp_path, sim.port or 0, port=port, retry=SLOW_RETRY, extra=extra)
+        config = write_config(tmp_path, sim.port or 0, port=port, retry=HELD_RETRY, extra=extra)
         proxy = ProxyProcess(config)
         await asyncio.to_thread(proxy.start)
         try:
@@ -603,7 +586,7 @@ def test_the_live_server_keeps_to_its_openapi_document(
     """Schemathesis generates requests from /openapi.json for every operation (a bounded
     number of examples each) and checks each answer against the document: no server
     error, a documented status, content type and body shape."""
-    monkeypatch.setenv("BB_TEST_ADMIN_TOKEN", ADMIN)  # POST /v1/reload reads the file
+    monkeypatch.setenv(ADMIN_ENV, ADMIN)  # POST /v1/reload reads the file
     import hypothesis
     import schemathesis
     from schemathesis.core.result import Ok

@@ -1,7 +1,8 @@
 """A flapping carrier end to end: it binds, then closes the connection on every
 submit_sm for a while, then behaves.
 
-A small SMSC written here with the project's codec plays the flapping carrier;
+A small SMSC on the project's codec (`bounceback.smpp.flapping`, which
+bench/bench_flap.py runs too) plays the flapping carrier;
 when the flap ends the built-in simulator takes over its port and delivers.
 An smpplib sender sends messages through the proxy during the flap. Nothing may
 fail because of the link: every message gets exactly one final receipt, DELIVRD,
@@ -23,65 +24,10 @@ import pytest
 from bounceback.config.settings import load_config
 from bounceback.core.model import State
 from bounceback.gateway.shell import Gateway
+from bounceback.smpp.flapping import FlappingCarrier
 from bounceback.smpp.simulator import CarrierSimulator, Scenario
 from harness import bind_sender, free_port, gateway, retry_toml, wait_until, write_config
-from smppcodecs.framer import Framer
-from smppcodecs.pdu import (
-    BindReceiver,
-    BindTransceiver,
-    BindTransmitter,
-    EnquireLink,
-    SubmitSm,
-    Unbind,
-    decode,
-)
 from smpplib_peer import SmpplibSender, receipt_fields
-
-
-class FlappingCarrier:
-    """An SMSC that accepts every bind and closes the connection on every submit_sm."""
-
-    def __init__(self) -> None:
-        self.binds = 0
-        self.submits = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self, port: int = 0) -> int:
-        self._server = await asyncio.start_server(self._on_connect, "127.0.0.1", port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self.port
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for w in list(self._writers):
-            w.close()
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        framer = Framer()
-        try:
-            while data := await reader.read(65536):
-                for frame in framer.feed(data):
-                    pdu = decode(frame)
-                    if isinstance(pdu, (BindTransceiver, BindTransmitter, BindReceiver)):
-                        self.binds += 1
-                        writer.write(pdu.response(system_id="flap").encode())
-                    elif isinstance(pdu, (EnquireLink, Unbind)):
-                        writer.write(pdu.response().encode())
-                    elif isinstance(pdu, SubmitSm):
-                        self.submits += 1
-                        return  # the connection closes, the submit unanswered
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
 
 def most_binds(span: float, reconnect_min: float, reconnect_max: float) -> int:

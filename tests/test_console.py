@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import ProxyProcess, free_port, retry_toml, write_config
+from harness import HELD_RETRY, ProxyProcess, admin_toml, free_port, write_config
 from smppcodecs.constants import CommandStatus as S
 from smpplib_peer import SmpplibSender
 
@@ -84,24 +84,9 @@ class Stack:
             stdout=self.sim_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         _wait_port(sim_port, self.sim)
-        extra = f"""
-[metrics]
-port = {http_port}
-
-[admin]
-[[admin.tokens]]
-name = "viewer"
-scope = "read"
-token = "{READ}"
-
-[[admin.tokens]]
-name = "oncall"
-scope = "admin"
-token = "{ADMIN}"
-"""
+        extra = admin_toml(READ, ADMIN, metrics_port=http_port)
         # A soft bounce is held for an hour: it waits for an operator's retry.
-        retry = retry_toml(max_age=7200.0, absent_subscriber=(3600.0, 1.0, 3600.0))
-        config = write_config(folder, sim_port, port=self.smpp_port, retry=retry, extra=extra)
+        config = write_config(folder, sim_port, port=self.smpp_port, retry=HELD_RETRY, extra=extra)
         self.proxy = ProxyProcess(config)
         self.proxy.start()
         self.url = f"http://127.0.0.1:{http_port}/"

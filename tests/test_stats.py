@@ -183,21 +183,33 @@ async def _fill(path: Path) -> None:
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("stats")
     asyncio.run(_fill(folder / "stats.db"))
+    return stats_config(folder, "sim", "stats.db")
+
+
+def stats_config(folder: Path, carrier: str, db: str) -> Path:
+    """A proxy.toml in `folder` for `bounceback stats` on the store `db` (relative)."""
     cfg = folder / "proxy.toml"
     cfg.write_text(
         '[[accounts]]\nsystem_id = "acme"\npassword = "pw"\n'
-        '[[carriers]]\nname = "sim"\nhost = "127.0.0.1"\nsystem_id = "bb"\npassword = "pw"\n'
-        '[store]\npath = "stats.db"\n',
+        f'[[carriers]]\nname = "{carrier}"\nhost = "127.0.0.1"\nsystem_id = "bb"\npassword = "pw"\n'
+        f'[store]\npath = "{db}"\n',
         encoding="utf-8",
     )
     return cfg
 
 
-def stats(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
-    rc = main(["stats", "--config", str(config), "--since", SINCE, "--until", UNTIL, *extra])
+def run_stats(
+    cfg: Path, capsys: pytest.CaptureFixture[str], since: str, until: str, *extra: str
+) -> str:
+    """What `bounceback stats` prints for the window [since, until) (it must exit 0)."""
+    rc = main(["stats", "--config", str(cfg), "--since", since, "--until", until, *extra])
     out = capsys.readouterr().out
     assert rc == 0, out
     return out
+
+
+def stats(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    return run_stats(config, capsys, SINCE, UNTIL, *extra)
 
 
 def test_json_has_the_exact_numbers(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -518,21 +530,11 @@ def patterns(tmp_path_factory: pytest.TempPathFactory) -> Path:
         await store.close()
 
     asyncio.run(fill())
-    cfg = folder / "proxy.toml"
-    cfg.write_text(
-        '[[accounts]]\nsystem_id = "acme"\npassword = "pw"\n'
-        '[[carriers]]\nname = "alpha"\nhost = "127.0.0.1"\nsystem_id = "bb"\npassword = "pw"\n'
-        '[store]\npath = "patterns.db"\n',
-        encoding="utf-8",
-    )
-    return cfg
+    return stats_config(folder, "alpha", "patterns.db")
 
 
 def pattern_stats(cfg: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
-    rc = main(["stats", "--config", str(cfg), "--since", P_SINCE, "--until", P_UNTIL, *extra])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    return out
+    return run_stats(cfg, capsys, P_SINCE, P_UNTIL, *extra)
 
 
 def pattern_doc(cfg: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:

@@ -21,28 +21,20 @@ from bounceback.analysis.stats import build_report, report_json
 from bounceback.core import engine
 from bounceback.core.model import Message
 from bounceback.feed.events import admin_document, mask_number
-from bounceback.gateway.overview import Overview
+from bounceback.gateway.overview import Observed, Overview
 from bounceback.store.sqlite import MESSAGE_COLS, Change, Suppression, message_from_row
 from smppcodecs.msgid import id_keys
 
 if TYPE_CHECKING:
-    from bounceback.config.settings import Config
     from bounceback.core.recent import Recent
-    from bounceback.feed.publisher import FeedProcess, FeedPublisher
-    from bounceback.gateway.dispatch import Dispatch
     from bounceback.gateway.learning import Learner
-    from bounceback.gateway.metrics import Metrics
-    from bounceback.smpp.carrier import CarrierLink
     from bounceback.smpp.server import EsmeSession
-    from bounceback.store.sqlite import Store
 
 
-class Gateway(Protocol):
-    """The parts of `shell.Gateway` the admin API's answers come from."""
+class Gateway(Observed, Protocol):
+    """The parts of `shell.Gateway` the admin API's answers come from (the console's
+    overview, `overview.Overview`, reads those of `overview.Observed`)."""
 
-    cfg: Config
-    store: Store
-    links: dict[str, CarrierLink]
     sessions: dict[str, set[EsmeSession]]
 
     def shown(self, number: str) -> str: ...
@@ -71,19 +63,6 @@ class Gateway(Protocol):
     async def resume(self, carrier: str) -> bool: ...
 
     async def reload_file(self, *, announce: bool = True) -> tuple[list[str], list[str]]: ...
-
-    @property
-    def dispatch(self) -> Dispatch: ...
-
-    # The console's overview (`overview.Overview`) reads these too.
-    @property
-    def counters(self) -> dict[str, int]: ...
-
-    @property
-    def metrics(self) -> Metrics | None: ...
-
-    @property
-    def feed(self) -> FeedPublisher | FeedProcess | None: ...
 
     @property
     def learner(self) -> Learner: ...

@@ -71,6 +71,46 @@ def _tip(label: str, c: Counts) -> str:
     )
 
 
+def _rate_grid(out: list[str], scale: float, left: int, top: int, plot_h: int, width: int) -> None:
+    """The horizontal lines of a vertical rate axis, 0 to `scale` in quarters."""
+    for i in range(5):
+        v = scale * i / 4
+        y = top + plot_h - plot_h * i / 4
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{v * 100:g}%</text>'
+        )
+
+
+def _stacked_bar(
+    out: list[str],
+    label: str,
+    c: Counts,
+    x: float,
+    w: float,
+    digits: int,
+    base: float,
+    plot_h: float,
+    scale: float,
+) -> None:
+    """A vertical bar standing on `base`: hard bounces, soft-only bounces above them,
+    with `label`'s tooltip; `x` and `w` written with `digits` decimals."""
+    hard, soft = _parts(c)
+    h_hard = plot_h * hard / scale
+    h_soft = plot_h * soft / scale
+    xs, ws = f"{x:.{digits}f}", f"{w:.{digits}f}"
+    out.append(f"<g><title>{_e(_tip(label, c))}</title>")
+    out.append(
+        f'<rect x="{xs}" y="{base - h_hard:.1f}" width="{ws}"'
+        f' height="{h_hard:.1f}" fill="{HARD_COLOUR}"/>'
+    )
+    out.append(
+        f'<rect x="{xs}" y="{base - h_hard - h_soft:.1f}" width="{ws}"'
+        f' height="{h_soft:.1f}" fill="{SOFT_COLOUR}"/>'
+    )
+    out.append("</g>")
+
+
 def hour_chart(by_hour: Sequence[Counts]) -> str:
     """Vertical stacked bars: bounce rate (hard + soft-only) for each hour 0-23."""
     width, height, left, bottom, top = 720, 220, 40, 24, 10
@@ -81,30 +121,10 @@ def hour_chart(by_hour: Sequence[Counts]) -> str:
         f'<svg role="img" aria-label="bounce rate by hour" width="{width}" height="{height}"'
         f' viewBox="0 0 {width} {height}">'
     ]
-    for i in range(5):
-        v = scale * i / 4
-        y = top + plot_h - plot_h * i / 4
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{v * 100:g}%</text>'
-        )
+    _rate_grid(out, scale, left, top, plot_h, width)
     for hour, c in enumerate(by_hour):
         x = left + hour * bar_w + 2
-        hard, soft = _parts(c)
-        h_hard = plot_h * hard / scale
-        h_soft = plot_h * soft / scale
-        base = top + plot_h
-        tip = _e(_tip(f"{hour:02d}:00", c))
-        out.append(f"<g><title>{tip}</title>")
-        out.append(
-            f'<rect x="{x:.1f}" y="{base - h_hard:.1f}" width="{bar_w - 4:.1f}"'
-            f' height="{h_hard:.1f}" fill="{HARD_COLOUR}"/>'
-        )
-        out.append(
-            f'<rect x="{x:.1f}" y="{base - h_hard - h_soft:.1f}" width="{bar_w - 4:.1f}"'
-            f' height="{h_soft:.1f}" fill="{SOFT_COLOUR}"/>'
-        )
-        out.append("</g>")
+        _stacked_bar(out, f"{hour:02d}:00", c, x, bar_w - 4, 1, top + plot_h, plot_h, scale)
         out.append(
             f'<text x="{x + (bar_w - 4) / 2:.1f}" y="{height - 8}"'
             f' text-anchor="middle">{hour:02d}</text>'
@@ -126,34 +146,15 @@ def timeline_chart(timeline: Timeline) -> str:
         f'<svg role="img" aria-label="bounce rate per {timeline.bucket}" width="{width}"'
         f' height="{height}" viewBox="0 0 {width} {height}">'
     ]
-    for i in range(5):
-        v = scale * i / 4
-        y = top + plot_h - plot_h * i / 4
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{v * 100:g}%</text>'
-        )
+    _rate_grid(out, scale, left, top, plot_h, width)
     starts = timeline.starts()
     every = max(1, -(-len(starts) // 6))  # at most six labels
     for i, (start, c) in enumerate(zip(starts, timeline.items, strict=True)):
         x = left + i * slot
         if c.sent:
-            hard, soft = _parts(c)
-            h_hard = plot_h * hard / scale
-            h_soft = plot_h * soft / scale
-            base = top + plot_h
+            label = bucket_label(start, timeline.bucket)
             w = max(slot - 2 * gap, 0.5)
-            tip = _e(_tip(bucket_label(start, timeline.bucket), c))
-            out.append(f"<g><title>{tip}</title>")
-            out.append(
-                f'<rect x="{x + gap:.2f}" y="{base - h_hard:.1f}" width="{w:.2f}"'
-                f' height="{h_hard:.1f}" fill="{HARD_COLOUR}"/>'
-            )
-            out.append(
-                f'<rect x="{x + gap:.2f}" y="{base - h_hard - h_soft:.1f}" width="{w:.2f}"'
-                f' height="{h_soft:.1f}" fill="{SOFT_COLOUR}"/>'
-            )
-            out.append("</g>")
+            _stacked_bar(out, label, c, x + gap, w, 2, top + plot_h, plot_h, scale)
         if i % every == 0:
             out.append(
                 f'<text x="{x:.1f}" y="{height - 8}" class="tick">'
