@@ -210,3 +210,32 @@ async def test_sigterm_with_traffic_in_flight_loses_nothing(tmp_path: Path) -> N
                 sender.close()
             await asyncio.to_thread(proxy.terminate)
         assert proxy.proc is not None and proxy.proc.returncode == 0
+
+
+async def test_sigterm_repeated_during_the_stop_still_exits_0(tmp_path: Path) -> None:
+    """A supervisor that sends SIGTERM again while the proxy stops (or a second
+    `kill`) neither cuts the stop short nor kills the process after its event loop
+    closed: the exit is the graceful one, 0."""
+    async with simulator({"receipt_delay": 0.05}) as sim:
+        port = free_port()
+        cfg = write_config(tmp_path, sim.port or 0, port=port, retry=RETRY)
+        proxy = ProxyProcess(cfg)
+        await asyncio.to_thread(proxy.start)
+        s = await bind_sender(port, SmpplibSender)
+        try:
+            seq = await asyncio.to_thread(s.submit, NUMBERS[0])
+            status, _ = await asyncio.to_thread(s.wait_resp, seq)
+            assert status == 0
+        finally:
+            await asyncio.to_thread(s.close)
+        proc = proxy.proc
+        assert proc is not None
+        sent = 0
+        while proc.poll() is None:  # SIGTERM again and again until the process is gone
+            proc.send_signal(signal.SIGTERM)
+            sent += 1
+            await asyncio.sleep(0.002)
+        assert sent > 1
+        assert proc.returncode == 0, (proc.returncode, proxy.output()[-2000:])
+        log = proxy.output().split("started run")[-1]
+        assert "shutting down" in log and "Traceback" not in log, log

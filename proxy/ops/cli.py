@@ -263,6 +263,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"bounceback listening on {', '.join(ports)}", flush=True)
         await stop.wait()
         logging.getLogger("bounceback").info("shutting down")
+        # The stop has begun: SIGTERM again (a supervisor that asks twice) changes
+        # nothing, and must not kill the process once the loop has closed and taken
+        # its handlers with it (the default action would end it with -15, not 0).
+        with contextlib.suppress(NotImplementedError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         limit = cfg.server.shutdown_grace + 10
         try:
             await asyncio.wait_for(gw.stop(), limit)
