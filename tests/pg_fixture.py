@@ -29,12 +29,12 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bounceback.store.postgres import migrate
+from bounceback.store.postgres import PgStore, migrate
 from harness import free_port
 
 TEMPLATE_DB = "bb_template"
@@ -248,3 +248,17 @@ def pg_empty_url(pg_cluster: PgCluster) -> Iterator[str]:
         yield pg_cluster.url(name)
     finally:
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+async def pg_store_pair(pg_url: str) -> AsyncIterator[tuple[PgStore, PgStore]]:
+    """Two stores on one fresh database, as two instances would have."""
+    a = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=6)
+    b = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=6)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -28,17 +27,9 @@ LEASE = 30.0
 
 
 @pytest.fixture
-async def stores(pg_url: str) -> AsyncIterator[tuple[PgStore, PgStore]]:
+def stores(pg_store_pair: tuple[PgStore, PgStore]) -> tuple[PgStore, PgStore]:
     """Two stores on one database, as two instances would have."""
-    a = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=6)
-    b = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=6)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    return pg_store_pair
 
 
 def held(mid: str, at: float) -> Message:

@@ -5,7 +5,6 @@ Also the same on SQLite across a restart."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import attrs
@@ -34,16 +33,9 @@ def seen(learner: Learner, n: int, country: str = "GB", operator: str = "A") -> 
 
 
 @pytest.fixture
-async def stores(pg_url: str) -> AsyncIterator[tuple[PgStore, PgStore]]:
-    a = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=4)
-    b = PgStore(pg_url, batch_delay=0.001, pool_min=1, pool_max=4)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+def stores(pg_store_pair: tuple[PgStore, PgStore]) -> tuple[PgStore, PgStore]:
+    """Two stores on one database, as two instances would have."""
+    return pg_store_pair
 
 
 async def test_two_instances_share_their_estimates(stores: tuple[PgStore, PgStore]) -> None:

@@ -488,7 +488,8 @@ async def clear_flagged(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
-async def list_carriers(request: web.Request) -> web.StreamResponse:
+def _minutes(request: web.Request) -> float:
+    """The ``minutes`` window of a query (default 15, up to a day)."""
     raw = request.query.get("minutes", "15")
     try:
         minutes = float(raw)
@@ -496,6 +497,11 @@ async def list_carriers(request: web.Request) -> web.StreamResponse:
         minutes = -1.0
     if not 0 < minutes <= 1440:
         raise ApiError(400, "bad_parameter", f"minutes: expected 0 to 1440, got {raw!r}")
+    return minutes
+
+
+async def list_carriers(request: web.Request) -> web.StreamResponse:
+    minutes = _minutes(request)
     items = await request.app[CONTROL].carriers(minutes)
     return web.json_response({"items": items, "next": None})
 
@@ -546,13 +552,7 @@ async def reload_config(request: web.Request) -> web.StreamResponse:
 
 
 async def get_overview(request: web.Request) -> web.StreamResponse:
-    raw = request.query.get("minutes", "15")
-    try:
-        minutes = float(raw)
-    except ValueError:
-        minutes = -1.0
-    if not 0 < minutes <= 1440:
-        raise ApiError(400, "bad_parameter", f"minutes: expected 0 to 1440, got {raw!r}")
+    minutes = _minutes(request)
     doc = await request.app[CONTROL].overview(minutes)
     token = request.get(TOKEN)
     # Who is asking: the console shows or hides the admin actions by the scope.
