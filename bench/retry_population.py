@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
+from bench_retry import dur, percentile  # the same figures as the class benchmark
 from bounceback.config.settings import SOFT_REASONS
 from bounceback.core.engine import (
     Dispatch,
@@ -445,14 +446,6 @@ def simulate(pop: Population, items: Sequence[Item], mode: str, seed: int) -> li
     return outs
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))
-    return ordered[k]
-
-
 def summarize(items: Sequence[Item], outs: Sequence[Outcome], seconds: float) -> dict[str, Any]:
     recoverable = [i for i, it in enumerate(items) if it.recoverable]
     recovered = [
@@ -512,16 +505,6 @@ def run(path: str, modes: Sequence[str] = MODES) -> dict[str, Any]:
     return report
 
 
-def _dur(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s < 120:
-        return f"{s:.0f}s"
-    if s < 2 * HOUR:
-        return f"{s / 60:.0f}m"
-    return f"{s / HOUR:.1f}h"
-
-
 def print_report(r: Mapping[str, Any]) -> None:
     print(
         f"population {r['population']}: {r['messages']} messages, validity "
@@ -536,7 +519,7 @@ def print_report(r: Mapping[str, Any]) -> None:
         share = row["recovered_share"]
         print(
             f"{mode:<8} {'-' if share is None else f'{100 * share:.2f}':>7} {row['wasted']:>8} "
-            f"{_dur(row['delay_median_s']):>9} {_dur(row['delay_p90_s']):>9} "
+            f"{dur(row['delay_median_s']):>9} {dur(row['delay_p90_s']):>9} "
             f"{row['submissions']:>8}"
         )
     g = r.get("goal")
