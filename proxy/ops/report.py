@@ -10,6 +10,7 @@ import html
 from collections.abc import Sequence
 
 from bounceback.analysis.stats import (
+    GROUP_HEADERS,
     MAX_BUCKETS,
     REASON_HEADERS,
     SHOW_NUMBERS,
@@ -17,6 +18,7 @@ from bounceback.analysis.stats import (
     Report,
     Timeline,
     bucket_label,
+    group_cells,
     pct,
     reason_rows,
     remove_number_rows,
@@ -229,32 +231,16 @@ def _more(n: int) -> str:
     return f'<p class="note">... and {n} more (bounceback stats --format csv lists them all)</p>'
 
 
-_GROUP = (
-    "sent",
-    "delivered",
-    "recovered",
-    "soft-bounced",
-    "hard",
-    "expired",
-    "bounce %",
-    "hard %",
-    "recovery %",
-)
+# The group tables of `bounceback stats` (`GROUP_HEADERS`, `group_cells`) without the
+# pending column: the HTML report is read after the fact.
+_PENDING = GROUP_HEADERS.index("pending")
+_GROUP = GROUP_HEADERS[:_PENDING] + GROUP_HEADERS[_PENDING + 1 :]
 
 
 def _group(c: Counts) -> list[object]:
-    rates = c.rates()
-    return [
-        c.sent,
-        c.delivered,
-        c.recovered,
-        c.soft_bounced,
-        c.hard,
-        c.expired,
-        pct(rates["bounce_rate"]),
-        pct(rates["hard_rate"]),
-        pct(rates["recovery_rate"]),
-    ]
+    cells = group_cells(c)
+    del cells[_PENDING]
+    return cells
 
 
 def render_html(r: Report) -> str:
