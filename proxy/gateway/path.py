@@ -285,10 +285,12 @@ class MessagePath:
         if isinstance(event, engine.SubmitResult | engine.ReceiptIn):
             # The destination's (country, operator): the key of its recovery estimates.
             place = number_info(msg.destination_addr)
-            event = evolve(event, place=place)
-        if isinstance(event, engine.SubmitResult):
-            fut = self.waiting.get(mid)
-            event = evolve(event, sender_waiting=fut is not None and not fut.done())
+            if isinstance(event, engine.SubmitResult):
+                fut = self.waiting.get(mid)
+                waiting = fut is not None and not fut.done()
+                event = evolve(event, place=place, sender_waiting=waiting)
+            else:
+                event = evolve(event, place=place)
         new, actions = engine.decide(msg, event, self.policy)
         if new is msg and ctx.shared and not fresh:
             # Nothing to write (a receipt for an older attempt, an intermediate one, a
