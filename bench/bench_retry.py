@@ -225,6 +225,28 @@ class Verdicts:
 # ---------------------------------------------------------------- simulation
 
 
+class EventQueue:
+    """The timed events of one simulation: (time, message index, event), earliest
+    first, and in the order they were pushed when their times are equal."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int, Event]] = []
+        self._seq = 0
+
+    def push(self, at: float, i: int, ev: Event) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, i, ev))
+
+    def pop(self) -> tuple[float, int, Event]:
+        at, _, i, ev = heapq.heappop(self._heap)
+        return at, i, ev
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What happened to one message under one strategy."""
@@ -258,14 +280,9 @@ def simulate(
         for i, p in enumerate(pop)
     ]
     outs = [Outcome(State.ACCEPTED) for _ in pop]
-    heap: list[tuple[float, int, int, Event]] = []
-    seq = 0
+    events = EventQueue()
+    push = events.push
     given_up: set[int] = set()
-
-    def push(at: float, i: int, ev: Event) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(heap, (at, seq, i, ev))
 
     def send(i: int, attempt: int, now: float) -> None:
         p = pop[i]
@@ -295,8 +312,8 @@ def simulate(
 
     for i, p in enumerate(pop):
         push(p.created, i, Dispatch(p.created))
-    while heap:
-        now, _, i, ev = heapq.heappop(heap)
+    while events:
+        now, i, ev = events.pop()
         old = msgs[i]
         new, actions = decide(old, ev, policy)
         msgs[i] = new

@@ -34,7 +34,6 @@ delivering attempt minus T, over the recovered messages) and ``submissions``.
 from __future__ import annotations
 
 import argparse
-import heapq
 import json
 import math
 import random
@@ -46,12 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import phonenumbers
-from bench_retry import dur, percentile  # the same figures as the class benchmark
+from bench_retry import EventQueue, dur, percentile  # the same figures as the class benchmark
 from bounceback.config.settings import SOFT_REASONS
 from bounceback.core.engine import (
     Dispatch,
     Due,
-    Event,
     Policy,
     ReceiptIn,
     Schedule,
@@ -395,13 +393,8 @@ def simulate(pop: Population, items: Sequence[Item], mode: str, seed: int) -> li
         for i, it in enumerate(items)
     ]
     outs = [Outcome() for _ in items]
-    heap: list[tuple[float, int, int, Event]] = []
-    seq = 0
-
-    def push(at: float, i: int, ev: Event) -> None:
-        nonlocal seq
-        seq += 1
-        heapq.heappush(heap, (at, seq, i, ev))
+    events = EventQueue()
+    push = events.push
 
     def send(i: int, attempt: int, now: float) -> None:
         it = items[i]
@@ -424,8 +417,8 @@ def simulate(pop: Population, items: Sequence[Item], mode: str, seed: int) -> li
 
     for i, it in enumerate(items):
         push(it.created, i, Dispatch(it.created))
-    while heap:
-        now, _, i, ev = heapq.heappop(heap)
+    while events:
+        now, i, ev = events.pop()
         old = msgs[i]
         new, actions = decide(old, ev, policy)
         msgs[i] = new
