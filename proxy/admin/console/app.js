@@ -879,6 +879,14 @@ async function loadCarrierActions() {
 
 // ---------------------------------------------------------------- wiring
 
+// A form whose submit runs `fn` in the page instead of reloading it.
+function onSubmit(selector, fn) {
+  $(selector).addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    fn();
+  });
+}
+
 function wire() {
   $("#login-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -891,10 +899,7 @@ function wire() {
   });
   $("#logout").addEventListener("click", () => logout());
   window.addEventListener("hashchange", route);
-  $("#patterns-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    loadPatterns();
-  });
+  onSubmit("#patterns-form", loadPatterns);
   $("#p-range").addEventListener("change", () => {
     const custom = $("#p-range").value === "custom";
     $$(".field.custom").forEach((f) => (f.hidden = !custom));
@@ -904,23 +909,11 @@ function wire() {
       $("#p-since").value = new Date(now - 86400e3).toISOString().slice(0, 16);
     }
   });
-  $("#search-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    search();
-  });
-  $("#block-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    block();
-  });
+  onSubmit("#search-form", search);
+  onSubmit("#block-form", block);
   $("#unblock-button").addEventListener("click", () => unblock());
-  $("#suppression-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    loadSuppression();
-  });
-  $("#held-form").addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    loadHeld();
-  });
+  onSubmit("#suppression-form", loadSuppression);
+  onSubmit("#held-form", loadHeld);
   $("#retry-all").addEventListener("click", () => bulk(true));
   $("#cancel-all").addEventListener("click", () => bulk(false));
   document.addEventListener("visibilitychange", () => {
