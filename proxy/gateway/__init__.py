@@ -13,5 +13,7 @@ One component per job, composed by a thin shell:
 * ``locks``: the per-message locks and bounded caches;
 * ``metrics``: counts what passes; its registry and readiness are what ``/metrics``
   and ``/readyz`` of the HTTP listener (``bounceback.admin``) answer;
-* ``control``: the admin API's questions and actions, answered from the components.
+* ``control``: the admin API's questions and actions, answered from the components;
+* ``overview``: the web console's live figures (rates, shares, carriers, health);
+* ``learning``: the recovery estimates' counts, kept in memory and in the store.
 """
