@@ -44,19 +44,26 @@ DELIVERED = Verdict("delivered", "delivered", "delivered", "000", "stat:DELIVRD"
 def obs(
     lo: float, hi: float, *, recovered: bool, place: tuple[str, str] = ("GB", "A")
 ) -> Observation:
-    return Observation(place[0], place[1], "absent_subscriber", lo, hi, recovered, T0)
+    first = lo == hi == 0.0  # a message's first soft bounce
+    return Observation(place[0], place[1], "absent_subscriber", lo, hi, recovered, T0, first)
+
+
+# A message's stable fraction that does not draw a probe while its key has seen more
+# than a few dozen messages (the probe lottery looks at (u * 9973) mod 1).
+NOT_PROBE = 0.99 / 9973.0
 
 
 def choose(est: Estimates, e: float, **kw: Any) -> Any:
     args: dict[str, Any] = {
         "created_at": T0,
         "failed_at": T0 + e,
+        "deadline": T0 + 48 * H,
         "static_delay": 600.0,
-        "threshold": 0.5,
+        "static": Policy().static_delays,
         "min_at_risk": 20.0,
         "min_delay": 60.0,
         "max_delay": 86400.0,
-        "cost": 600.0,
+        "u": NOT_PROBE,
     }
     args.update(kw)
     place = args.pop("place", ("GB", "A"))
@@ -102,7 +109,9 @@ def test_interval_censored_recoveries_give_their_median() -> None:
         c.add_survival(0.0, 0.0)
         c.add_survival(0.0, H)
         c.add_recovery(H, 2 * H)
-    assert c.survival(H) > 0.99
+    # The bin that holds 1 h also holds a little time before it: most, not all, of
+    # the mass is after 1 h.
+    assert c.survival(H) > 0.9
     assert c.survival(2 * H) < 0.2  # a life table's hazard ends the interval smoothly
     t, _ = c.reach(0.0, 0.5, 1.0)
     assert t is not None and H < t < 2 * H
@@ -215,24 +224,49 @@ def test_the_fall_back_chain_with_thin_data() -> None:
     est = Estimates()
     assert choose(est, 0.0).source == "prior"  # nothing at all: the static schedule
     assert choose(est, 0.0).at == T0 + 600.0
-    fill(est, 30, ("GB", "B"), 1800.0)  # another operator of the same country
-    c = choose(est, 0.0)
+    fill(est, 100, ("GB", "B"), 1800.0)  # another operator of the same country
+    fill(est, 50, ("GB", "A"), 1800.0)  # the operator itself: fewer than min_at_risk
+    c = choose(est, 0.0, min_at_risk=60.0)
     assert (c.source, c.level, c.key) == ("learned", "country", ("GB", "", "absent_subscriber"))
-    fill(est, 30, ("NG", "C"), 1800.0)
-    c = choose(est, 0.0, place=("FR", "D"))  # a country never seen: the reason's key
-    assert (c.level, c.key) == ("reason", ("", "", "absent_subscriber"))
-    fill(est, 25, ("GB", "A"), 1800.0)  # now enough of the operator itself
-    c = choose(est, 0.0)
+    fill(est, 100, ("NG", "C"), 1800.0)
+    c = choose(est, 0.0, place=("FR", "D"), min_at_risk=60.0)  # a country never seen
+    assert c.why == "probe"  # its first messages probe every time scale
+    c = choose(est, 0.0, place=("FR", "D"), min_at_risk=60.0, u=0.5 / 9973.0 + 0.5)
+    assert c.why == "probe"
+    fill(est, 2000, ("FR", "D"), 1800.0)
+    fill(est, 50, ("GB", "A"), 1800.0)  # now enough of the operator itself
+    c = choose(est, 0.0, min_at_risk=60.0)
     assert (c.level, c.key) == ("operator", ("GB", "A", "absent_subscriber"))
-    assert c.recovered == 25 and c.at_risk >= 20
+    assert c.recovered == 100 and c.failed >= 200
     fields = c.fields()
     assert fields["key"] == "GB/A/absent_subscriber" and fields["level"] == "operator"
+    # The plan says what it aims at: its target delay and on-time share against static's.
+    assert fields["target_delay"] > 0 and 0 <= fields["static_on_time"] <= 1
+    assert fields["on_time"] >= fields["static_on_time"] * 0.99
+
+
+def test_a_new_keys_first_messages_probe() -> None:
+    """Probes: a share PROBES / (messages seen) of a key's messages, whose attempts are
+    60 s x 4^(k + phase) after the first (every time scale, none planned around)."""
+    est = Estimates()
+    fill(est, 200, ("GB", "B"), 1800.0)
+    shares = [0.001 * i for i in range(1000)]
+    probes = [u for u in shares if choose(est, 0.0, place=("GB", "B"), u=u).why == "probe"]
+    assert 0.05 < len(probes) / len(shares) < 0.4  # 40 / 201, about
+    new = [u for u in shares if choose(est, 0.0, place=("GB", "Z"), u=u).why == "probe"]
+    assert len(new) == len(shares)  # a key never seen: every message probes
+    for u in shares[:50]:
+        c = choose(est, 600.0, place=("GB", "Z"), u=u)
+        phase = (u * 7919.0) % 1.0
+        times = (60.0 * 4.0 ** (k + phase) for k in range(20))
+        probe = next(t for t in times if t > 630.0)
+        assert c.at - T0 == pytest.approx(max(probe, 600.0 + 60.0))  # not before min_delay
 
 
 def test_the_estimate_waits_for_slow_recoveries_and_not_for_fast_ones() -> None:
     est = Estimates()
-    fill(est, 40, ("GB", "fast"), 900.0)
-    fill(est, 40, ("GB", "slow"), 6 * H)
+    fill(est, 400, ("GB", "fast"), 900.0)
+    fill(est, 400, ("GB", "slow"), 6 * H)
     fast = choose(est, 0.0, place=("GB", "fast"))
     slow = choose(est, 0.0, place=("GB", "slow"))
     assert fast.level == slow.level == "operator"
@@ -245,7 +279,7 @@ def test_beyond_the_data_the_wait_doubles() -> None:
     est = Estimates()
     fill(est, 40, ("GB", "A"), 900.0)
     c = choose(est, 5 * H, static_delay=600.0)  # nobody was seen at risk 5 h on
-    assert c.source == "learned" and c.level == "reason"
+    assert c.source == "learned"
     assert c.at == pytest.approx(T0 + 10 * H)
     assert c.why.startswith("beyond the data")
 
@@ -289,16 +323,20 @@ def bounce(msg: Message, now: float, policy: Policy, **kw: Any) -> tuple[Message
 
 def test_the_soft_bounce_event_says_what_chose_the_next_attempt() -> None:
     est = Estimates()
-    fill(est, 40, ("GB", "A"), 2 * H)
+    fill(est, 400, ("GB", "A"), 2 * H)
     policy = Policy(mode="learned", recovery=est, jitter=0.0)
-    new, actions = bounce(submitted(T0 + 1.0), T0 + 20.0, policy)
+    # Id ...02: a message whose stable fraction draws no probe (engine.stable_fraction).
+    assert (engine.stable_fraction("0000000000000002") * 9973.0) % 1.0 > 0.5
+    first = evolve(submitted(T0 + 1.0), id="0000000000000002")
+    new, actions = bounce(first, T0 + 20.0, policy)
     assert new.state is State.HELD and new.failed_at == T0 + 1.0
     (pub,) = [a for a in actions if isinstance(a, Publish)]
     estimate = pub.fields["estimate"]
     assert isinstance(estimate, dict)
     assert estimate["source"] == "learned" and estimate["level"] == "operator"
     assert estimate["key"] == "GB/A/absent_subscriber"
-    assert estimate["recovered"] == 40 and estimate["at_risk"] >= 20
+    assert estimate["recovered"] == 400 and estimate["failed"] >= 400
+    assert estimate["target_delay"] > 0
     assert new.next_attempt_at is not None and new.next_attempt_at > T0 + 1800.0
     # The document on the feed (and the timeline step) carries it, valid by the schema.
     _, doc = build_event(
@@ -407,13 +445,14 @@ def test_config_mode_and_learned_bounds(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(
         '[[accounts]]\nsystem_id = "a"\npassword = "p"\n'
-        '[retry]\nmode = "learned"\nlearn_cost = 300\n'
+        '[retry]\nmode = "learned"\nlearn_margin = 0.1\nlearn_delay = 900\n'
         "[retry.schedules.absent_subscriber]\nlearned_min = 120\nlearned_max = 7200\n"
         '[[carriers]]\nname = "c"\nhost = "127.0.0.1"\nport = 2776\nsystem_id = "x"\n'
         'password = "y"\n'
     )
     cfg = load_config(path)
-    assert cfg.retry.mode == "learned" and cfg.retry.learn_cost == 300.0
+    assert cfg.retry.mode == "learned" and cfg.retry.learn_margin == 0.1
+    assert cfg.retry.learn_delay == 900.0
     s = cfg.retry.schedules["absent_subscriber"]
     assert (s.learned_min, s.learned_max) == (120.0, 7200.0)
     bad = tmp_path / "bad.toml"
@@ -548,6 +587,19 @@ def test_the_bench_runs_three_modes_on_a_population(
     # naive retries every 5 minutes: it wastes the most and recovers everything.
     assert report["modes"]["naive"]["wasted"] > report["modes"]["static"]["wasted"]
     assert report["modes"]["naive"]["recovered_share"] == 1.0
+    assert report["learned_warm"] is False
+    # --warm: learned mode first learns from one run, then reports a second one.
+    args = ["--population", str(path), "--json", "--mode", "learned", "--warm"]
+    assert rp.population_main(args) == 0
+    warm = json.loads(capsys.readouterr().out)
+    assert warm["learned_warm"] is True and set(warm["modes"]) == {"learned"}
+    assert warm["modes"]["learned"]["submissions"] >= 300
+    # --oracle: the plans on the true distributions meet the on-time share for fewer
+    # wasted attempts than the static schedules.
+    assert rp.population_main(["--population", str(path), "--oracle"]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert 0 < best["wasted_ratio"] < 1 and best["on_time_share"] >= 0.5 - 1e-3
+    assert best["target_delay_s"] > 0
     items = rp.draw(rp.read_population(path))
     kinds = {it.kind for it in items}
     assert kinds == {"ok", "soft", "hard", "never"}

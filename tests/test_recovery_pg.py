@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 from bounceback.config.settings import Config, RetryConfig
+from bounceback.core.engine import Policy
 from bounceback.core.recovery import Observation
 from bounceback.gateway.learning import Learner
 from bounceback.store.postgres import PgStore
@@ -29,7 +30,10 @@ def seen(learner: Learner, n: int, country: str = "GB", operator: str = "A") -> 
     """`n` messages that failed at 0 and 10 min and recovered by 20 min."""
     for _ in range(n):
         for lo, hi, rec in ((0.0, 0.0, False), (0.0, 600.0, False), (600.0, 1200.0, True)):
-            learner.observe(Observation(country, operator, "absent_subscriber", lo, hi, rec, T0))
+            first = hi == 0.0  # the message's first soft bounce counts it
+            learner.observe(
+                Observation(country, operator, "absent_subscriber", lo, hi, rec, T0, first)
+            )
 
 
 @pytest.fixture
@@ -55,7 +59,7 @@ async def test_two_instances_share_their_estimates(stores: tuple[PgStore, PgStor
     await lb.flush()
     for learner in (la, lb):
         c = learner.view.curves[KEY]
-        assert (c.recovered, c.failed) == (42, 84)
+        assert (c.recovered, c.failed, c.messages) == (42, 84, 42)
         assert sum(c.events) == pytest.approx(42.0)
     # Counted once: the pending counts went to the store and are gone from memory.
     assert la.pending.curves == {} and lb.pending.curves == {}
@@ -65,12 +69,13 @@ async def test_two_instances_share_their_estimates(stores: tuple[PgStore, PgStor
         "absent_subscriber",
         created_at=T0,
         failed_at=T0,
+        deadline=T0 + 48 * 3600.0,
         static_delay=600.0,
-        threshold=0.5,
+        static=Policy().static_delays,
         min_at_risk=40.0,
         min_delay=60.0,
         max_delay=86400.0,
-        cost=600.0,
+        u=0.99 / 9973.0,  # not a probe
     )
     assert choice.level == "operator" and choice.recovered == 42
     # A new instance starts from the store.
@@ -188,7 +193,8 @@ async def test_the_proxy_learns_and_explains_each_soft_bounce(tmp_path: Path) ->
         # The second one's came from what the first taught, and say how much data.
         later = steps[ids[1]][0]["estimate"]
         assert isinstance(later, dict) and later["source"] == "learned"
-        assert later["key"].endswith("/absent_subscriber") and later["recovered"] >= 1
+        # Its operator has seen one message: one of the first, it probes.
+        assert later["why"] == "probe"
         country = gw.ctx.learner.view.curves[("GB", "", "absent_subscriber")]
         assert country.recovered == 2 and country.failed == 4
         await wait_until(lambda: gw.ctx.learner.pending.curves == {})

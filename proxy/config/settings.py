@@ -271,8 +271,8 @@ class RetryConfig:
     # number prefix -> IANA time zone, before what the numbering plan says
     time_zones: dict[str, str] = attrs.field(factory=dict)
     mode: str = "static"  # RETRY_MODES
-    learn_cost: float = 400.0  # seconds of delay one attempt is worth
-    learn_threshold: float = 0.2  # P(recovered since the last attempt) before one
+    learn_margin: float = 0.1  # on-time share above the static schedules'
+    learn_delay: float = 0.0  # target delay; 0: the static schedules' median delay
     learn_min_at_risk: float = 20.0
     learn_max_keys: int = 5000
     learn_flush: float = 15.0
@@ -1338,8 +1338,8 @@ def _parse_retry(t: _Table) -> RetryConfig:
         schedules=schedules,
         time_zones=time_zones,
         mode=t.choice("mode", d.mode, RETRY_MODES),
-        learn_cost=t.number("learn_cost", d.learn_cost, lo=0),
-        learn_threshold=t.number("learn_threshold", d.learn_threshold, lo=0, hi=0.99),
+        learn_margin=t.number("learn_margin", d.learn_margin, lo=0, hi=1),
+        learn_delay=t.number("learn_delay", d.learn_delay, lo=0),
         learn_min_at_risk=t.number("learn_min_at_risk", d.learn_min_at_risk, lo=1),
         learn_max_keys=t.integer("learn_max_keys", d.learn_max_keys, lo=16),
         learn_flush=t.number("learn_flush", d.learn_flush, lo=0, above=True),
@@ -1841,12 +1841,12 @@ FIELD_DOCS: Final[Mapping[str, Mapping[str, str]]] = MappingProxyType(
             "mode": '`"static"`: the schedules below; `"learned"`: the next attempt from '
             "recovery-time estimates learned per (country/operator, reason), the schedules "
             "being their prior while data is thin (see `bench/bench_retry.py --population`)",
-            "learn_cost": "learned mode: the seconds of delivery delay one attempt is worth "
-            "(lower: more attempts, sooner deliveries; 0: `learn_threshold` alone decides)",
-            "learn_threshold": "learned mode: no attempt before the chance that the "
-            "destination recovered since the last one reaches this (0: off)",
-            "learn_min_at_risk": "learned mode: messages seen at risk at a message's age before "
-            "a key's estimate decides (else the coarser key, else the schedule)",
+            "learn_margin": "learned mode: the plans deliver this much more of the recovered "
+            "messages within the target delay than the static schedules would (0.1 = 10 %)",
+            "learn_delay": "learned mode: the target delay in seconds (0: the median delay "
+            "the static schedules would give, from the estimates)",
+            "learn_min_at_risk": "learned mode: messages a key has seen before its own plan "
+            "decides (else the coarser key; before its reason has as many, the schedule)",
             "learn_max_keys": "recovery estimates kept (the least recently updated go first)",
             "learn_flush": "seconds between writes of the counted observations to the store",
         },

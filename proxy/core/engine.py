@@ -10,6 +10,7 @@ replayed and tested exhaustively.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Mapping
 from typing import TypeAlias
 
@@ -67,18 +68,24 @@ class Policy:
     # recovery estimates the shell keeps in `recovery`; the schedules are its prior).
     mode: str = "static"
     recovery: Estimates | None = attrs.field(default=None, eq=False)
-    # The next attempt: when the delay the recoveries since the last attempt would
-    # have accumulated reaches learn_cost seconds, and not before P(recovered since the
-    # last attempt) reaches learn_threshold (learn_cost 0: the threshold alone; see
-    # core/recovery.py).
-    learn_threshold: float = 0.2
-    learn_cost: float = 400.0
+    # The next attempt from the key's plan (core/planner.py): as large a share of
+    # the recovered messages delivered within the target delay as the static schedule
+    # would deliver on the same estimate, times (1 + learn_margin), with the fewest
+    # failed attempts; learn_delay 0: the target is the median delay the static
+    # schedules would give all the traffic seen.
+    learn_margin: float = 0.1
+    learn_delay: float = 0.0
     learn_min_at_risk: float = 20.0  # messages seen at risk before a key decides
     # Learned mode: the last attempt goes this long before the deadline at the latest.
     last_chance: float = 60.0
 
     def schedule(self, reason: str) -> Schedule:
         return self.schedules.get(reason, FALLBACK_SCHEDULE)
+
+    def static_delays(self, reason: str) -> list[float]:
+        """The static schedule's delays (no jitter) for as many retries as it allows."""
+        s = self.schedule(reason)
+        return [s.delay(n) for n in range(1, self.max_attempts)]
 
     def query_after(self, carrier: str) -> float:
         return self.receipt_query_after.get(carrier, 0.0)
@@ -361,14 +368,28 @@ def _hold(
             reason,
             created_at=msg.created_at,
             failed_at=attempt_at,
+            deadline=msg.deadline,
             static_delay=schedule.delay(n),
-            threshold=policy.learn_threshold,
+            static=policy.static_delays,
             min_at_risk=policy.learn_min_at_risk,
             min_delay=schedule.learned_min,
             max_delay=schedule.learned_max,
-            cost=policy.learn_cost,
+            margin=policy.learn_margin,
+            target_delay=policy.learn_delay,
+            u=stable_fraction(msg.id),
         )
         due = _learned_due(msg, choice, now, rand, tz, policy, delay, schedule)
+        if counted == policy.max_attempts - 1:
+            # The last attempt allowed: the last chance before the deadline, so that a
+            # destination that comes back late is still found.
+            due = max(
+                min(due, msg.deadline),
+                latest_open(
+                    msg.deadline - policy.last_chance, tz, policy.quiet_start, policy.quiet_end
+                ),
+                now,
+            )
+            due = min(due, msg.deadline)
     else:
         due = quiet_adjust(now + max(delay, 0.0), tz, policy.quiet_start, policy.quiet_end)
         due = min(due, msg.deadline)
@@ -418,6 +439,11 @@ def _learned_due(
         if latest > now:
             due = latest
     return min(due, msg.deadline)
+
+
+def stable_fraction(message_id: str) -> float:
+    """A fraction in [0, 1) that is the same for a message wherever it is decided."""
+    return zlib.crc32(message_id.encode()) / 4294967296.0
 
 
 def latest_open(
@@ -691,4 +717,5 @@ def observation(old: Message, new: Message, place: tuple[str, str]) -> Observati
         return None
     if hi < lo:
         return None
-    return Observation(place[0], place[1], reason, lo, hi, recovered, new.updated_at)
+    first = not recovered and old.failed_at <= 0
+    return Observation(place[0], place[1], reason, lo, hi, recovered, new.updated_at, first)

@@ -18,35 +18,41 @@ censored, and each is counted as it happens:
   exposure, which is what lowers the hazard in the tail);
 * a delivery of an attempt made at `a_j` after the last failure at `a_{j-1}`: one
   recovery somewhere in (a_{j-1}, a_j] (interval-censored). The event is shared
-  between the bins of the interval in proportion to the hazard the bins already show
-  (one step of Turnbull's self-consistency; uniform in log-time while they show
-  none), with the exposure each bin saw before it.
+  between the bins of the interval uniformly in log-time, with the exposure each bin
+  saw before it: the same whatever the order observations come in, on one instance
+  or several (sharing by the hazard the bins already showed, one step of Turnbull's
+  self-consistency, locked the first noisy estimates in).
+
+An interval wider than `WIDE` (an attempt planned long after the last) is counted in
+the key's totals and adds nothing to the bins: its end was fixed before its outcome
+was known, so leaving it out biases nothing, and spread over hours it would blur the
+table. Each message's first soft bounce counts it (`messages`).
 
 Memory is bounded: `BINS` pairs of floats per key and at most `max_keys` keys; the
 key updated longest ago goes first when a new one needs room.
 
-**Decision.** After a failure at elapsed time `e` (the failed attempt's time since the
-first one), the next attempt is the earliest `t` where the delivery delay that the
-recoveries since `e` would have accumulated by `t`, the integral from e to t of P(T <=
-s | T > e), reaches `cost` seconds (an attempt is worth `cost` seconds of delay), and
-not before P(T <= t | T > e) reaches `threshold` (attempts stay sparse where
-recoveries are rare). Destinations that come back in minutes are tried again within
-minutes, those that take hours wait hours, and a tail that never comes back (whose
-conditional probability of recovering stays low) is tried ever more rarely. With
-`cost` 0 the threshold alone decides. The finest key level with at least `min_at_risk`
-messages seen at risk around `e` decides; where its data ends before the rule is met,
-the hazard seen so far is carried on (at most to twice the end of the data); when no
-level has data this late the message waits as long again as it has waited (the
-scale-free way to look further); with no data at all the caller's static delay is used
-(the prior). `choose` says which of these chose, on which key and on how much data.
+**Decision** (`Estimates.choose`). Before a reason has seen `min_at_risk` messages the
+static delay decides (the prior). The first messages of a key probe: a share
+`PROBES` / (messages seen), tried at 60 s x 4^(k + a phase of their own), so that the
+probes together see every time scale. Otherwise the finest key with `min_at_risk`
+messages decides with its plan (`core/planner.py`): the hazards are the key's own,
+each bin drawn towards the next coarser key's by `PRIOR_STRENGTH` messages' worth of
+exposure; past the reason's data the hazard of its last doubling of time is carried
+on. One trade-off for all keys (`decision`) sets how many on-time deliveries an
+attempt must buy, so that the traffic gets the static schedules' share of deliveries
+within the target delay times (1 + margin). The next attempt is the plan's next after
+the message's age, not past the end of the data; where no level has data at the
+message's age yet it waits as long again as it has waited. `choose` says which of
+these chose, on which key and on how much data.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
+from bounceback.core.planner import Ladder, ladder, median_delay, pick, static_times
 
 # Bin edges in seconds since the first attempt: [0, 60), then ratio 2**(1/3).
 BINS = 48
@@ -54,6 +60,17 @@ _RATIO = 2.0 ** (1.0 / 3.0)
 EDGES: tuple[float, ...] = (0.0, *(60.0 * _RATIO**i for i in range(BINS)))
 # The last bin ends at EDGES[-1]; time beyond it is counted in the last bin.
 _LOG_FLOOR = 60.0 / _RATIO  # in log-time, bin 0 is as wide as the others
+
+# A key's own counts weigh against this many messages' worth of its parent's hazard.
+PRIOR_STRENGTH = 10.0
+# The first messages of a key probe (see `_probe`): a share PROBES / (messages seen).
+PROBES = 40.0
+# An interval (lo, hi] with hi > WIDE x lo tells too little of when the destination
+# came back to count: the attempt at hi was planned before its outcome was known, so
+# leaving such intervals out (failures and recoveries alike) biases nothing.
+WIDE = 4.5
+# Plans are made per validity rounded up to this (seconds).
+HORIZON_STEP = 900.0
 
 Key = tuple[str, str, str]  # (country, operator, reason); "" = any
 LEVELS: tuple[str, ...] = ("operator", "country", "reason")
@@ -132,6 +149,7 @@ class Curve:
     recovered: int = 0  # messages delivered after a soft bounce
     failed: int = 0  # soft bounces counted (attempts that did not deliver)
     updated_at: float = 0.0
+    messages: int = 0  # soft-bounced messages seen (their first interval counted)
 
     def hazard(self, i: int) -> float:
         x = self.exposure[i]
@@ -155,19 +173,15 @@ class Curve:
             i = bin_of(hi)
             self.events[i] += 1.0
             return
-        # Weights: the bins' current hazard times their share of the span, once any
-        # bin of the interval shows a recovery; uniform in log-time before that.
-        hz = [self.hazard(i) * part for i, part in parts]
-        total = sum(hz)
-        if total > 0:
-            weights = [h / total for h in hz]
-        else:
-            logs = [
-                _log_len(i, max(lo, EDGES[i]), min(hi, EDGES[i + 1] if i < BINS - 1 else hi))
-                for i, _ in parts
-            ]
-            s = sum(logs)
-            weights = [x / s for x in logs]
+        # Shared uniformly in log-time over the interval: the same wherever and in
+        # whatever order the observations come (hazard-weighted shares, one step of
+        # Turnbull's self-consistency, locked the first noisy estimates in).
+        logs = [
+            _log_len(i, max(lo, EDGES[i]), min(hi, EDGES[i + 1] if i < BINS - 1 else hi))
+            for i, _ in parts
+        ]
+        s = sum(logs)
+        weights = [x / s for x in logs]
         after = 1.0
         for (i, part), w in zip(parts, weights, strict=True):
             after -= w
@@ -182,6 +196,7 @@ class Curve:
             self.exposure[i] += other.exposure[i]
         self.recovered += other.recovered
         self.failed += other.failed
+        self.messages += other.messages
         self.updated_at = max(self.updated_at, other.updated_at)
 
     def survival(self, t: float) -> float:
@@ -234,48 +249,13 @@ class Curve:
             prev_t, prev_f = t, f
         return ends[-1][0]
 
-    def reach_cost(self, e: float, cost: float, min_at_risk: float) -> tuple[float | None, float]:
-        """(earliest t > e where the expected delay the recoveries since `e` would have
-        accumulated by t, the integral of P(T <= s | T > e) from e to t, reaches `cost`
-        seconds, or None; the end of the data as in `reach`)."""
-        acc = 0.0
-        surv = 1.0  # P(T > start | T > e)
-        i = bin_of(e)
-        start = e
-        while i < BINS:
-            if self.at_risk(i) < min_at_risk:
-                return None, start
-            end = EDGES[i + 1] if i < BINS - 1 else start + 1e9
-            lam = self.hazard(i)
-
-            def area(x: float, lam: float = lam, surv: float = surv, start: float = start) -> float:
-                d = x - start
-                if lam <= 0:
-                    return d * (1.0 - surv)
-                return d - surv * (1.0 - math.exp(-lam * d)) / lam
-
-            whole = area(end)
-            if acc + whole >= cost:
-                lo, hi = start, end
-                for _ in range(40):
-                    mid = (lo + hi) / 2.0
-                    if acc + area(mid) >= cost:
-                        hi = mid
-                    else:
-                        lo = mid
-                return hi, end
-            acc += whole
-            surv *= math.exp(-lam * (end - start))
-            start = end
-            i += 1
-        return None, start
-
     def to_json(self) -> dict[str, object]:
         return {
             "events": [round(x, 6) for x in self.events],
             "exposure": [round(x, 3) for x in self.exposure],
             "recovered": self.recovered,
             "failed": self.failed,
+            "messages": self.messages,
             "updated_at": self.updated_at,
         }
 
@@ -293,6 +273,9 @@ class Choice:
     at_risk: float = 0.0  # messages seen at risk at this elapsed time
     probability: float = 0.0  # P(recovered by the next attempt | not by the last one)
     why: str = ""
+    target_delay: float = 0.0  # the plan's target delay (seconds)
+    on_time: float = 0.0  # the plan's share of recoveries delivered within it
+    static_on_time: float = 0.0  # the static schedule's share on the same estimate
 
     def fields(self) -> dict[str, object]:
         out: dict[str, object] = {"source": self.source}
@@ -307,6 +290,14 @@ class Choice:
                     "probability": round(self.probability, 3),
                 }
             )
+        if self.target_delay > 0:
+            out.update(
+                {
+                    "target_delay": round(self.target_delay, 1),
+                    "on_time": round(self.on_time, 3),
+                    "static_on_time": round(self.static_on_time, 3),
+                }
+            )
         if self.why:
             out["why"] = self.why
         return out
@@ -318,6 +309,14 @@ class Estimates:
 
     max_keys: int = 5000
     curves: dict[Key, Curve] = attrs.field(factory=dict)
+    # (key, horizon) -> (data count when made, ladder); horizon -> (messages when
+    # made, (target delay, rung, share)).
+    ladders: dict[tuple[Key, float], tuple[float, Ladder]] = attrs.field(
+        factory=dict, eq=False, repr=False
+    )
+    decisions: dict[float, tuple[float, tuple[float, int, float]]] = attrs.field(
+        factory=dict, eq=False, repr=False
+    )
 
     def curve(self, key: Key) -> Curve | None:
         return self.curves.get(key)
@@ -343,15 +342,148 @@ class Estimates:
 
     def observe(self, obs: Observation) -> None:
         """Count one observation at every level of its key."""
+        wide = obs.hi > WIDE * max(obs.lo, EDGES[1])
         for key in levels(obs.country, obs.operator, obs.reason):
             c = self._touch(key, obs.now)
-            if obs.recovered:
+            if obs.first:
+                c.messages += 1
+            if wide:  # counted, but it says little of when: see WIDE
+                if obs.recovered:
+                    c.recovered += 1
+                else:
+                    c.failed += 1
+            elif obs.recovered:
                 c.add_recovery(obs.lo, obs.hi)
             else:
                 c.add_survival(obs.lo, obs.hi)
 
     def merge(self, key: Key, curve: Curve) -> None:
         self._touch(key, curve.updated_at).merge(curve)
+
+    def hazards(self, key: Key, min_at_risk: float) -> list[float]:
+        """The hazard per bin the plans use for `key`: the key's own counts, each bin
+        drawn towards the next coarser level's hazard by `PRIOR_STRENGTH` messages'
+        worth of exposure (so a thin key starts as its country or reason and becomes
+        itself as its data grows); at the reason level, beyond the data (fewer than
+        `min_at_risk` messages seen at risk), the hazard of the last doubling of time
+        that had data, carried on."""
+        chain = levels(*key)
+        parent: list[float] | None = None
+        for k in reversed(chain):
+            c = self.curves.get(k)
+            if c is None:
+                continue
+            if parent is None:
+                parent = _extrapolated(c, min_at_risk)
+                continue
+            out = []
+            for i in range(BINS):
+                w = PRIOR_STRENGTH * (_width(i) if i < BINS - 1 else _width(i - 1))
+                out.append((c.events[i] + w * parent[i]) / (c.exposure[i] + w))
+            parent = out
+        return parent if parent is not None else [0.0] * BINS
+
+    def ladder_for(
+        self,
+        key: Key,
+        *,
+        horizon: float,
+        target_delay: float,
+        min_at_risk: float,
+        static: Callable[[str], Sequence[float]],
+    ) -> Ladder:
+        """The key's solutions for messages valid `horizon` seconds (core/planner.py),
+        made again when its data has grown by a tenth or the target delay has moved."""
+        cached = self.ladders.get((key, horizon))
+        count = self._count(key)
+        if cached is not None:
+            made_count, lad = cached
+            if count < made_count * 1.1 + 10 and (
+                abs(target_delay - lad.target_delay) <= 0.1 * lad.target_delay
+            ):
+                return lad
+        lad = ladder(
+            _cdf(self.hazards(key, min_at_risk)),
+            horizon=horizon,
+            target_delay=target_delay,
+            static=static_times(static(key[2]), horizon),
+        )
+        if len(self.ladders) >= 4 * self.max_keys:
+            self.ladders.clear()
+        self.ladders[(key, horizon)] = (count, lad)
+        return lad
+
+    def _count(self, key: Key) -> float:
+        return float(sum(c.recovered + c.failed for k in levels(*key) if (c := self.curves.get(k))))
+
+    def decider(self, key: Key, min_at_risk: float) -> Key | None:
+        """The finest key of the chain with `min_at_risk` messages seen."""
+        for k in levels(*key):
+            c = self.curves.get(k)
+            if c is not None and c.messages >= min_at_risk:
+                return k
+        return None
+
+    def weights(self, min_at_risk: float) -> dict[Key, float]:
+        """Messages per deciding key: each key's own messages (those no finer key
+        holds) go to the key that decides for them."""
+        own = {k: float(c.messages) for k, c in self.curves.items()}
+        for k, c in self.curves.items():
+            if k[1]:
+                parent: Key | None = (k[0], "", k[2])
+            elif k[0]:
+                parent = ("", "", k[2])
+            else:
+                parent = None
+            if parent is not None and parent in own:
+                own[parent] -= c.messages
+        out: dict[Key, float] = {}
+        for k, w in own.items():
+            d = self.decider(k, min_at_risk)
+            if d is not None and w > 0:
+                out[d] = out.get(d, 0.0) + w
+        return out
+
+    def decision(
+        self,
+        horizon: float,
+        *,
+        min_at_risk: float,
+        margin: float,
+        target_delay: float,
+        static: Callable[[str], Sequence[float]],
+    ) -> tuple[float, int, float]:
+        """(target delay, rung, share) for messages valid `horizon` seconds: made again
+        when the observations have grown by a twentieth. The target delay, unless
+        configured, is the median delay the static schedules would give the recovered
+        messages of every deciding key (weighted by its messages) on the estimates."""
+        count = float(
+            sum(c.recovered + c.failed for k, c in self.curves.items() if not k[0] and not k[1])
+        )
+        cached = self.decisions.get(horizon)
+        if cached is not None and count < cached[0] * 1.05 + 5:
+            return cached[1]
+        weights = self.weights(min_at_risk)
+        d = target_delay
+        if d <= 0:
+            parts = [
+                (w, _cdf(self.hazards(k, min_at_risk)), static_times(static(k[2]), horizon))
+                for k, w in weights.items()
+            ]
+            d = median_delay(parts) or 600.0
+        weighted = [
+            (
+                w,
+                self.ladder_for(
+                    k, horizon=horizon, target_delay=d, min_at_risk=min_at_risk, static=static
+                ),
+            )
+            for k, w in weights.items()
+        ]
+        i, share = pick(weighted, margin)
+        out = (d, i, share)
+        self.decisions[horizon] = (count, out)
+        return out
 
     def choose(
         self,
@@ -360,86 +492,94 @@ class Estimates:
         *,
         created_at: float,
         failed_at: float,
+        deadline: float,
         static_delay: float,
-        threshold: float,
+        static: Callable[[str], Sequence[float]],
         min_at_risk: float,
         min_delay: float,
         max_delay: float,
-        cost: float = 0.0,
+        margin: float = 0.1,
+        target_delay: float = 0.0,
+        u: float = 0.5,
     ) -> Choice:
         """The next attempt after a failure of the attempt made at `failed_at` for a
-        message created (first tried) at `created_at`; see the module docstring."""
+        message created (first tried) at `created_at`, valid until `deadline`: the next
+        time of the plan of the finest key with `min_at_risk` messages seen (u, the
+        message's stable fraction in [0, 1), picks its side of a split plan); the
+        static delay while its reason has fewer."""
         e = max(failed_at - created_at, 0.0)
-        prior = failed_at + static_delay
-        for key in levels(place[0], place[1], reason):
-            c = self.curves.get(key)
-            if c is None:
-                continue
-            risk = c.at_risk(bin_of(e))
-            if risk < min_at_risk:
-                continue
-            if cost > 0:
-                t, data_end = c.reach_cost(e, cost, min_at_risk)
-                if t is not None and threshold > 0:
-                    # Not before the attempt is likely enough to find the destination
-                    # back either: sparse attempts where recoveries are rare.
-                    t_p, end_p = c.reach(e, threshold, min_at_risk)
-                    t, data_end = (max(t, t_p), data_end) if t_p is not None else (None, end_p)
-            else:
-                t, data_end = c.reach(e, threshold, min_at_risk)
-            common = {
-                "key": key,
-                "level": level_of(key),
-                "recovered": c.recovered,
-                "failed": c.failed,
-                "at_risk": risk,
-            }
-            if t is None:
-                # The estimate stays below the threshold as far as it has data: beyond
-                # it, the hazard seen from `e` to the end of the data, carried on (or,
-                # when none was seen, as long again as the message waited so far);
-                # never sooner than the static delay or the end of the data.
-                # At most twice as long after the first attempt as the data reaches.
-                span = data_end - e
-                seen = c.cum_hazard(e, data_end) if span > 0 else 0.0
-                if seen <= 0:
-                    ahead = max(e, span)
-                elif cost > 0:
-                    ahead = math.sqrt(2.0 * cost * span / seen)
-                else:
-                    ahead = -math.log(max(1.0 - threshold, 1e-12)) * span / seen
-                t_cap = max(2.0 * data_end, e + static_delay)
-                gap = max(min(e + ahead, t_cap), data_end) - e
-                gap = min(max(gap, min_delay), max_delay)
-                p = 1.0 - math.exp(-c.cum_hazard(e, e + gap))
-                return Choice(
-                    failed_at + gap,
-                    "learned",
-                    probability=p,
-                    why="below threshold within the data",
-                    **common,  # type: ignore[arg-type]
-                )
-            gap = min(max(t - e, min_delay), max_delay)
-            p = 1.0 - math.exp(-c.cum_hazard(e, e + gap))
-            return Choice(failed_at + gap, "learned", probability=p, **common)  # type: ignore[arg-type]
         top = self.curves.get(("", "", reason))
-        if top is not None and top.failed >= min_at_risk and e > 0:
-            # The reason has data, but no level saw enough messages at risk this long
-            # after their first attempt (a static prior that gave up sooner, or a late
-            # message of a new key): wait as long again as the message has waited so
-            # far, the scale-free way to look further.
+        if top is None or top.messages < min_at_risk:
+            return Choice(failed_at + static_delay, "prior", why="too little data")
+        first = self.curves.get(levels(place[0], place[1], reason)[0])
+        seen = first.messages if first is not None else 0
+        if (u * 9973.0) % 1.0 < PROBES / (seen + 1.0):
+            return self._probe(e, u, created_at, failed_at, deadline, min_delay, max_delay)
+        end = _data_end(top, min_at_risk)
+        if 0 < end <= e:
+            # No level has seen enough messages this long after their first attempt
+            # (early in the data): wait as long again as the message has waited.
             gap = min(max(static_delay, e, min_delay), max_delay)
-            return Choice(
-                failed_at + gap,
-                "learned",
-                key=("", "", reason),
-                level="reason",
-                recovered=top.recovered,
-                failed=top.failed,
-                at_risk=top.at_risk(bin_of(e)),
-                why="beyond the data: as long again",
-            )
-        return Choice(prior, "prior", why="too little data")
+            return Choice(failed_at + gap, "learned", why="beyond the data: as long again")
+        horizon = max(math.ceil((deadline - created_at) / HORIZON_STEP), 1) * HORIZON_STEP
+        d, i, share = self.decision(
+            horizon,
+            min_at_risk=min_at_risk,
+            margin=margin,
+            target_delay=target_delay,
+            static=static,
+        )
+        key = self.decider((place[0], place[1], reason), min_at_risk) or ("", "", reason)
+        c = self.curves[key]
+        lad = self.ladder_for(
+            key, horizon=horizon, target_delay=d, min_at_risk=min_at_risk, static=static
+        )
+        rung = lad.rungs[i] if u < share or i == 0 else lad.rungs[i - 1]
+        nxt = next((t for t in rung.offsets if t > e + lad.step / 2.0), None)
+        at = created_at + nxt if nxt is not None else deadline
+        # Not past the end of the data: beyond it the plan rests on a guessed tail.
+        at = min(at, created_at + max(end, e + static_delay))
+        gap = min(max(at - failed_at, min_delay), max_delay)
+        t = e + gap
+        s_e = 1.0 - lad.recovered_by(e)
+        prob = (lad.recovered_by(t) - lad.recovered_by(e)) / s_e if s_e > 1e-12 else 0.0
+        end = max(lad.recovered_by(horizon), 1e-12)
+        return Choice(
+            failed_at + gap,
+            "learned",
+            key=key,
+            level=level_of(key),
+            recovered=c.recovered,
+            failed=c.failed,
+            at_risk=c.at_risk(bin_of(e)),
+            probability=min(max(prob, 0.0), 1.0),
+            target_delay=lad.target_delay,
+            on_time=min(rung.on_time / end, 1.0),
+            static_on_time=min(lad.static_on_time / end, 1.0),
+        )
+
+    def _probe(
+        self,
+        e: float,
+        u: float,
+        created_at: float,
+        failed_at: float,
+        deadline: float,
+        min_delay: float,
+        max_delay: float,
+    ) -> Choice:
+        """A probe's next attempt: 60 s x 4^(k + phase) after the first, the phase the
+        message's own, so that the probes together see every time scale."""
+        phase = (u * 7919.0) % 1.0
+        k = 0
+        while True:
+            t = 60.0 * 4.0 ** (k + phase)
+            if t > e + 30.0:
+                break
+            k += 1
+        at = min(created_at + t, deadline)
+        gap = min(max(at - failed_at, min_delay), max_delay)
+        return Choice(failed_at + gap, "learned", why="probe")
 
     def rows(self) -> list[tuple[Key, Curve]]:
         return sorted(self.curves.items())
@@ -465,6 +605,49 @@ class Estimates:
         return out
 
 
+def _extrapolated(c: Curve, min_at_risk: float) -> list[float]:
+    """The curve's hazards where `min_at_risk` messages were seen at risk; beyond, the
+    hazard of the last three bins (a doubling of time) with data, carried on."""
+    out = [0.0] * BINS
+    end = BINS
+    for i in range(BINS):
+        if c.at_risk(i) < min_at_risk:
+            end = i
+            break
+        out[i] = c.hazard(i)
+    if end < BINS:
+        back = range(max(end - 3, 0), end)
+        ex = sum(c.exposure[i] for i in back)
+        tail = sum(c.events[i] for i in back) / ex if ex > 0 else 0.0
+        for i in range(end, BINS):
+            out[i] = tail
+    return out
+
+
+def _data_end(c: Curve, min_at_risk: float) -> float:
+    """How far after the first attempt the data reaches: the end of the last bin in
+    which `min_at_risk` messages were seen at risk (0 when none)."""
+    for i in range(BINS - 1, -1, -1):
+        if c.at_risk(i) >= min_at_risk:
+            return EDGES[i + 1] if i < BINS - 1 else math.inf
+    return 0.0
+
+
+def _cdf(hazards: Sequence[float]) -> Callable[[float], float]:
+    """P(T <= t) of a piecewise-constant hazard on the bins."""
+    cum = [0.0]
+    for i in range(BINS - 1):
+        cum.append(cum[-1] + hazards[i] * _width(i))
+
+    def cdf(t: float) -> float:
+        if t <= 0:
+            return 0.0
+        i = bin_of(t)
+        return 1.0 - math.exp(-(cum[i] + hazards[i] * (t - EDGES[i])))
+
+    return cdf
+
+
 @attrs.frozen
 class Observation:
     """One censored observation of a key's recovery time (seconds since the first attempt)."""
@@ -476,6 +659,7 @@ class Observation:
     hi: float
     recovered: bool
     now: float
+    first: bool = False  # the message's first soft bounce (it counts the message)
 
 
 def merged(items: Iterable[tuple[Key, Curve]], max_keys: int) -> Estimates:
@@ -499,4 +683,5 @@ def curve_from(
         int(counts.get("recovered", 0)),
         int(counts.get("failed", 0)),
         float(counts.get("updated_at", 0.0)),
+        int(counts.get("messages", 0)),
     )

@@ -89,8 +89,8 @@ def policy_from_config(cfg: Config, recovery: Estimates | None = None) -> Policy
         receipt_query_after={c.name: c.receipt_query_after for c in cfg.carriers},
         mode=r.mode,
         recovery=recovery,
-        learn_cost=r.learn_cost,
-        learn_threshold=r.learn_threshold,
+        learn_margin=r.learn_margin,
+        learn_delay=r.learn_delay,
         learn_min_at_risk=r.learn_min_at_risk,
     )
 

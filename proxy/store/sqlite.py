@@ -265,7 +265,7 @@ RECOVERY_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS recovery_keys (
         country TEXT NOT NULL, operator TEXT NOT NULL, reason TEXT NOT NULL,
         recovered BIGINT NOT NULL, failed BIGINT NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (country, operator, reason))""",
+        messages BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (country, operator, reason))""",
     """CREATE TABLE IF NOT EXISTS recovery_bins (
         country TEXT NOT NULL, operator TEXT NOT NULL, reason TEXT NOT NULL,
         bin INTEGER NOT NULL, events DOUBLE PRECISION NOT NULL,
@@ -273,10 +273,11 @@ RECOVERY_SCHEMA = [
 ]
 # Add a delta (the same statements on PostgreSQL, with $n placeholders).
 RECOVERY_ADD_KEY = (
-    "INSERT INTO recovery_keys (country, operator, reason, recovered, failed, updated_at)"
-    " VALUES (?,?,?,?,?,?) ON CONFLICT (country, operator, reason) DO UPDATE SET"
+    "INSERT INTO recovery_keys (country, operator, reason, recovered, failed, updated_at,"
+    " messages) VALUES (?,?,?,?,?,?,?) ON CONFLICT (country, operator, reason) DO UPDATE SET"
     " recovered = recovery_keys.recovered + excluded.recovered,"
     " failed = recovery_keys.failed + excluded.failed,"
+    " messages = recovery_keys.messages + excluded.messages,"
     " updated_at = MAX(recovery_keys.updated_at, excluded.updated_at)"
 )
 RECOVERY_ADD_BIN = (
@@ -291,7 +292,7 @@ RECOVERY_EVICT = (
     " ORDER BY (country = '' AND operator = '') , updated_at LIMIT ?"
 )
 RECOVERY_LOAD_KEYS = (
-    "SELECT country, operator, reason, recovered, failed, updated_at FROM recovery_keys"
+    "SELECT country, operator, reason, recovered, failed, updated_at, messages FROM recovery_keys"
 )
 RECOVERY_LOAD_BINS = "SELECT country, operator, reason, bin, events, exposure FROM recovery_bins"
 
@@ -303,7 +304,7 @@ def recovery_rows(
     keys: list[tuple[Any, ...]] = []
     bins: list[tuple[Any, ...]] = []
     for (country, operator_, reason), c in deltas:
-        keys.append((country, operator_, reason, c.recovered, c.failed, c.updated_at))
+        keys.append((country, operator_, reason, c.recovered, c.failed, c.updated_at, c.messages))
         for i, (ev, ex) in enumerate(zip(c.events, c.exposure, strict=True)):
             if ev or ex:
                 bins.append((country, operator_, reason, i, ev, ex))
@@ -316,7 +317,9 @@ def recovery_from_rows(
     curves: dict[Key, Curve] = {}
     for r in keys:
         curves[(r[0], r[1], r[2])] = curve_from(
-            [], [], {"recovered": r[3], "failed": r[4], "updated_at": r[5]}
+            [],
+            [],
+            {"recovered": r[3], "failed": r[4], "updated_at": r[5], "messages": r[6]},
         )
     for r in bins:
         c = curves.get((r[0], r[1], r[2]))
@@ -912,6 +915,9 @@ class SqliteStore:
         columns = {r[1] for r in conn.execute("PRAGMA table_info(messages)").fetchall()}
         if "version" not in columns:  # a file from before message versions
             conn.execute("ALTER TABLE messages ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(recovery_keys)").fetchall()}
+        if "messages" not in columns:  # a file from before the message counts
+            conn.execute("ALTER TABLE recovery_keys ADD COLUMN messages BIGINT NOT NULL DEFAULT 0")
         # From here on the writer, which runs on the event loop's thread, never waits
         # inside SQLite for a lock: `_retrying` waits asynchronously instead.
         conn.execute("PRAGMA busy_timeout=0")
