@@ -42,6 +42,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import phonenumbers
@@ -59,6 +60,7 @@ from bounceback.core.engine import (
     observation,
 )
 from bounceback.core.model import Message, State, Verdict
+from bounceback.core.planner import Ladder, ladder, median_delay, pick, static_times
 from bounceback.core.recovery import Estimates
 from bounceback.feed.events import number_info
 from bounceback.gateway.path import verdict_of
@@ -101,6 +103,20 @@ class Dist:
         if self.kind == "uniform":
             return rng.uniform(*self.params)
         return self.params[0]
+
+    def cdf(self, hours: float) -> float:
+        """P(T <= hours)."""
+        if hours <= 0:
+            return 0.0
+        if self.kind == "lognormal":
+            median, sigma = self.params
+            return NormalDist().cdf(math.log(hours / median) / sigma)
+        if self.kind == "exponential":
+            return 1.0 - math.exp(-hours / self.params[0])
+        if self.kind == "uniform":
+            lo, hi = self.params
+            return min(max((hours - lo) / (hi - lo), 0.0), 1.0) if hi > lo else float(hours >= lo)
+        return float(hours >= self.params[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +374,9 @@ def policy_for(mode: str, validity: float) -> Policy:
     return Policy(mode="learned", recovery=Estimates())
 
 
-def simulate(pop: Population, items: Sequence[Item], mode: str, seed: int) -> list[Outcome]:
+def simulate(
+    pop: Population, items: Sequence[Item], mode: str, seed: int, policy: Policy | None = None
+) -> list[Outcome]:
     rules = Rules()
     cache: dict[tuple[str, str], Verdict] = {}
 
@@ -370,7 +388,8 @@ def simulate(pop: Population, items: Sequence[Item], mode: str, seed: int) -> li
             )
         return v
 
-    policy = policy_for(mode, pop.validity_hours * HOUR)
+    if policy is None:
+        policy = policy_for(mode, pop.validity_hours * HOUR)
     est = policy.recovery
     places = {}
     for gi, g in enumerate(pop.groups):
@@ -478,19 +497,75 @@ def goals(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def run(path: str, modes: Sequence[str] = MODES) -> dict[str, Any]:
+def oracle(path: str) -> dict[str, Any]:
+    """The plans on the population's true recovery-time distributions, the static
+    schedules' median delay as the target and no margin: how few wasted attempts the
+    planner's rule needs when it knows what learned mode has to learn (no jitter, no
+    probes; the first attempt, wasted in every mode, counted)."""
+    pop = read_population(path)
+    horizon = pop.validity_hours * HOUR
+    policy = Policy()
+    rules = Rules()
+    keys: dict[tuple[int, str], list[tuple[float, Dist | None]]] = {}
+    for gi, g in enumerate(pop.groups):
+        for e in g.soft:
+            verdict = verdict_of(classify_receipt(Receipt(stat="UNDELIV", err=e.err), rules))
+            keys.setdefault((gi, verdict.reason), []).append((g.share * e.share, e.recover))
+        if g.never:
+            keys.setdefault((gi, "absent_subscriber"), []).append((g.share * g.never, None))
+    parts = []
+    for (_, reason), entries in keys.items():
+        total = sum(w for w, _ in entries)
+
+        def cdf(t: float, entries: list[tuple[float, Dist | None]] = entries) -> float:
+            got = sum(w * d.cdf(t / HOUR) for w, d in entries if d is not None)
+            return got / sum(w for w, _ in entries)
+
+        parts.append((total, cdf, static_times(policy.static_delays(reason), horizon)))
+    target = median_delay(parts)
+    weighted = [
+        (w, ladder(cdf, horizon=horizon, target_delay=target, static=times))
+        for w, cdf, times in parts
+    ]
+    i, share = pick(weighted, 0.0)
+
+    def mixed(lad: Ladder, field: str) -> float:
+        hi = float(getattr(lad.rungs[i], field))
+        lo = float(getattr(lad.rungs[max(i - 1, 0)], field))
+        return share * hi + (1.0 - share) * lo
+
+    static_wasted = sum(w * (1.0 + lad.static_failed) for w, lad in weighted)
+    plan_wasted = sum(w * (1.0 + mixed(lad, "failed")) for w, lad in weighted)
+    recovered = sum(w * lad.cdf[-1] for w, lad in weighted)
+    on_time = sum(w * mixed(lad, "on_time") for w, lad in weighted)
+    return {
+        "population": pop.name,
+        "target_delay_s": round(target, 1),
+        "wasted_ratio": round(plan_wasted / static_wasted, 3),
+        "on_time_share": round(on_time / recovered, 3),
+    }
+
+
+def run(path: str, modes: Sequence[str] = MODES, *, warm: bool = False) -> dict[str, Any]:
+    """Each mode over the population; `warm`: learned mode first runs once through the
+    same population to fill its estimates, and the second run is the one reported (a
+    proxy that has seen a day of this traffic, rather than one that starts empty)."""
     pop = read_population(path)
     items = draw(pop)
     rows: dict[str, dict[str, Any]] = {}
     for k, mode in enumerate(modes):
+        policy = policy_for(mode, pop.validity_hours * HOUR)
+        if warm and mode == "learned":
+            simulate(pop, items, mode, seed=pop.seed * 1000 + k + 100, policy=policy)
         started = time.perf_counter()
-        outs = simulate(pop, items, mode, seed=pop.seed * 1000 + k)
+        outs = simulate(pop, items, mode, seed=pop.seed * 1000 + k, policy=policy)
         rows[mode] = summarize(items, outs, time.perf_counter() - started)
     report: dict[str, Any] = {
         "population": pop.name,
         "messages": pop.messages,
         "validity_hours": pop.validity_hours,
         "recoverable": sum(1 for it in items if it.recoverable),
+        "learned_warm": warm,
         "modes": rows,
     }
     if "static" in rows and "learned" in rows:
@@ -531,9 +606,26 @@ def population_main(argv: Sequence[str]) -> int:
     ap.add_argument("--population", required=True, metavar="FILE")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--mode", action="append", choices=MODES, help="only these modes")
+    ap.add_argument(
+        "--oracle",
+        action="store_true",
+        help="only the plans on the true distributions (what learning aims at)",
+    )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="learned mode runs through the population once before the reported run",
+    )
     args = ap.parse_args(argv)
+    if args.oracle:
+        try:
+            print(json.dumps(oracle(args.population), indent=2))
+        except PopulationError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        return 0
     try:
-        report = run(args.population, tuple(args.mode) if args.mode else MODES)
+        report = run(args.population, tuple(args.mode) if args.mode else MODES, warm=args.warm)
     except PopulationError as exc:
         print(exc, file=sys.stderr)
         return 2
