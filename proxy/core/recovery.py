@@ -543,7 +543,7 @@ class Estimates:
         t = e + gap
         s_e = 1.0 - lad.recovered_by(e)
         prob = (lad.recovered_by(t) - lad.recovered_by(e)) / s_e if s_e > 1e-12 else 0.0
-        end = max(lad.recovered_by(horizon), 1e-12)
+        recoverable = max(lad.recovered_by(horizon), 1e-12)
         return Choice(
             failed_at + gap,
             "learned",
@@ -554,8 +554,8 @@ class Estimates:
             at_risk=c.at_risk(bin_of(e)),
             probability=min(max(prob, 0.0), 1.0),
             target_delay=lad.target_delay,
-            on_time=min(rung.on_time / end, 1.0),
-            static_on_time=min(lad.static_on_time / end, 1.0),
+            on_time=min(rung.on_time / recoverable, 1.0),
+            static_on_time=min(lad.static_on_time / recoverable, 1.0),
         )
 
     def _probe(
