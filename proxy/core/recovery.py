@@ -429,14 +429,9 @@ class Estimates:
         holds) go to the key that decides for them."""
         own = {k: float(c.messages) for k, c in self.curves.items()}
         for k, c in self.curves.items():
-            if k[1]:
-                parent: Key | None = (k[0], "", k[2])
-            elif k[0]:
-                parent = ("", "", k[2])
-            else:
-                parent = None
-            if parent is not None and parent in own:
-                own[parent] -= c.messages
+            chain = levels(*k)  # the key itself, then the coarser ones
+            if len(chain) > 1 and chain[1] in own:
+                own[chain[1]] -= c.messages
         out: dict[Key, float] = {}
         for k, w in own.items():
             d = self.decider(k, min_at_risk)
