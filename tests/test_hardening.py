@@ -265,8 +265,13 @@ class RawPeer:
         self.sock.sendall(
             BindTransceiver(sequence_number=1, system_id=system_id, password=password).encode()
         )
-        (frame,) = self.read_frames(1)
-        return decode(frame).command_status
+        # The bind_resp comes first; on a bound transceiver the account's pending
+        # receipts may follow it in the same read, and are left unanswered here.
+        frames = self.read_frames(1)
+        assert frames, "no answer to bind_transceiver"
+        resp = decode(frames[0])
+        assert resp.command_id == CommandId.BIND_TRANSCEIVER_RESP
+        return resp.command_status
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
