@@ -61,7 +61,7 @@ from bounceback.core.engine import (
 )
 from bounceback.core.model import Message, State, Verdict
 from bounceback.core.planner import Ladder, ladder, median_delay, pick, static_times
-from bounceback.core.recovery import Estimates
+from bounceback.core.recovery import BINS, EDGES, Curve, Estimates, Key, levels
 from bounceback.feed.events import number_info
 from bounceback.gateway.path import verdict_of
 from smppcodecs.classify import Rules, classify_receipt
@@ -375,7 +375,13 @@ def policy_for(mode: str, validity: float) -> Policy:
 
 
 def simulate(
-    pop: Population, items: Sequence[Item], mode: str, seed: int, policy: Policy | None = None
+    pop: Population,
+    items: Sequence[Item],
+    mode: str,
+    seed: int,
+    policy: Policy | None = None,
+    *,
+    learn: bool = True,
 ) -> list[Outcome]:
     rules = Rules()
     cache: dict[tuple[str, str], Verdict] = {}
@@ -441,7 +447,7 @@ def simulate(
         old = msgs[i]
         new, actions = decide(old, ev, policy)
         msgs[i] = new
-        if est is not None and new is not old:
+        if learn and est is not None and new is not old:
             obs = observation(old, new, places[items[i].group])
             if obs is not None:
                 est.observe(obs)
@@ -538,12 +544,77 @@ def oracle(path: str) -> dict[str, Any]:
     plan_wasted = sum(w * (1.0 + mixed(lad, "failed")) for w, lad in weighted)
     recovered = sum(w * lad.cdf[-1] for w, lad in weighted)
     on_time = sum(w * mixed(lad, "on_time") for w, lad in weighted)
+    # The same rule through the engine (jitter, bounds, the last chance, rung mixing by
+    # message id) on the true table, learning nothing: what learned mode would do with
+    # unlimited data, at no margin and at the default one.
+    items = draw(pop)
+    seed = pop.seed * 1000
+    static_row = summarize(items, simulate(pop, items, "static", seed), 0.0)
+    engine = []
+    for margin in sorted({0.0, Policy().learn_margin}):
+        table = Policy(mode="learned", recovery=true_estimates(pop), learn_margin=margin)
+        row = summarize(items, simulate(pop, items, "learned", seed + 1, table, learn=False), 0.0)
+        engine.append(
+            {
+                "margin": margin,
+                "wasted_ratio": round(row["wasted"] / max(static_row["wasted"], 1), 3),
+                "delay_median_ratio": _ratio(row["delay_median_s"], static_row["delay_median_s"]),
+                "recovered_share": row["recovered_share"],
+            }
+        )
     return {
         "population": pop.name,
         "target_delay_s": round(target, 1),
         "wasted_ratio": round(plan_wasted / static_wasted, 3),
         "on_time_share": round(on_time / recovered, 3),
+        "engine": engine,
     }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 3)
+
+
+# The true table's weight: this many messages' worth of data per unit of share, so
+# that every bin is "seen" and no key probes or falls back.
+_TRUE_MESSAGES = 1e6
+
+
+def true_estimates(pop: Population) -> Estimates:
+    """The recovery table learned mode would hold with unlimited data: every key of the
+    fall-back chain (operator, country, reason) with the population's true hazard per
+    bin and its share of the messages."""
+    rules = Rules()
+    keys: dict[Key, list[tuple[float, Dist | None]]] = {}
+    for g in pop.groups:
+        country = number_info(g.number)[0]
+        soft = [
+            (verdict_of(classify_receipt(Receipt(stat="UNDELIV", err=e.err), rules)).reason, e)
+            for e in g.soft
+        ]
+        for reason, e in soft:
+            for k in levels(country, g.operator, reason):
+                keys.setdefault(k, []).append((g.share * e.share, e.recover))
+        if g.never:
+            for k in levels(country, g.operator, "absent_subscriber"):
+                keys.setdefault(k, []).append((g.share * g.never, None))
+    est = Estimates()
+    for key, entries in keys.items():
+        total = sum(w for w, _ in entries)
+
+        def survival(t: float, entries: list[tuple[float, Dist | None]] = entries) -> float:
+            got = sum(w * d.cdf(t / HOUR) for w, d in entries if d is not None)
+            return max(1.0 - got / sum(w for w, _ in entries), 1e-12)
+
+        curve = Curve(messages=round(_TRUE_MESSAGES * total), recovered=1, failed=1)
+        for i in range(BINS):
+            lo = EDGES[i]
+            hi = EDGES[i + 1] if i < BINS - 1 else 2.0 * EDGES[i]
+            curve.exposure[i] = _TRUE_MESSAGES * (hi - lo)
+            hazard = math.log(survival(lo) / survival(hi)) / (hi - lo)
+            curve.events[i] = hazard * curve.exposure[i]
+        est.curves[key] = curve
+    return est
 
 
 def run(path: str, modes: Sequence[str] = MODES, *, warm: bool = False) -> dict[str, Any]:

@@ -600,11 +600,36 @@ def test_the_bench_runs_three_modes_on_a_population(
     best = json.loads(capsys.readouterr().out)
     assert 0 < best["wasted_ratio"] < 1 and best["on_time_share"] >= 0.5 - 1e-3
     assert best["target_delay_s"] > 0
+    # ... and the same rule through the engine on the true table (no learning): at no
+    # margin and at the default one, it recovers everything for fewer wasted attempts.
+    assert [row["margin"] for row in best["engine"]] == [0.0, engine.Policy().learn_margin]
+    for row in best["engine"]:
+        assert row["recovered_share"] >= 0.99 and 0 < row["wasted_ratio"] < 1
+        assert row["delay_median_ratio"] is not None and row["delay_median_ratio"] > 0
     items = rp.draw(rp.read_population(path))
     kinds = {it.kind for it in items}
     assert kinds == {"ok", "soft", "hard", "never"}
     assert all(it.destination.startswith("44") for it in items)
     assert not math.isinf(max(it.recover_at for it in items if it.kind == "soft"))
+
+
+def test_the_true_table_holds_the_populations_distributions(tmp_path: Path) -> None:
+    rp = bench()
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(GOOD))
+    pop = rp.read_population(path)
+    table = rp.true_estimates(pop)
+    # Every level of the fall-back chain, weighted by its share of the messages.
+    keys = {("GB", "A", "absent_subscriber"), ("GB", "", "absent_subscriber")}
+    keys.add(("", "", "absent_subscriber"))
+    assert set(table.curves) == keys
+    curve = table.curves[("GB", "A", "absent_subscriber")]
+    assert curve.messages == round(rp._TRUE_MESSAGES * 0.35)
+    lognormal = rp.Dist("lognormal", (0.5, 1.0))
+    for edge in (EDGES[5], EDGES[15], EDGES[25]):
+        # 0.30 of the messages recover as the lognormal, 0.05 never.
+        expected = 1.0 - 0.30 * lognormal.cdf(edge / 3600.0) / 0.35
+        assert curve.survival(edge) == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_shipped_populations_read() -> None:
