@@ -275,6 +275,42 @@ def test_the_estimate_waits_for_slow_recoveries_and_not_for_fast_ones() -> None:
     assert slow.at - T0 > 2 * (fast.at - T0)
 
 
+def test_a_cleared_table_plans_afresh() -> None:
+    """A reset forgets the plans made on the old counts too: refilled, the table
+    decides as a new one does (the old ladder and decision looked fresh to counts
+    smaller than the ones they were made on)."""
+    est = Estimates()
+    fill(est, 400, ("GB", "A"), 900.0)
+    before = choose(est, 0.0)
+    est.clear()
+    assert not est.curves and not est.ladders and not est.decisions
+    fill(est, 45, ("GB", "A"), 2 * H)
+    new = Estimates()
+    fill(new, 45, ("GB", "A"), 2 * H)
+    after, fresh = choose(est, 0.0), choose(new, 0.0)
+    assert (after.at, after.on_time) == (fresh.at, fresh.on_time)
+    assert after.at != before.at
+
+
+def test_history_the_static_schedule_gathered_plans_a_reason() -> None:
+    """Under the static schedule the first retry comes 10 min after the first attempt:
+    that interval is too wide to count in the bins, so a reason's first minutes have no
+    data. The minutes after them must still give the reason a hazard (they once cut it
+    off at the first bin without data: zero everywhere, and no plan but the last
+    chance)."""
+    est = Estimates()
+    fill(est, 300, ("", ""), 3 * H)  # messages with no country: the reason decides
+    top = est.curves[("", "", "absent_subscriber")]
+    assert top.at_risk(0) == 0.0 and top.at_risk(bin_of(1200.0)) >= 300
+    hazards = est.hazards(("", "", "absent_subscriber"), 20.0)
+    assert hazards[0] == 0.0  # nothing seen there
+    assert max(hazards[bin_of(2 * H) : bin_of(4 * H) + 1]) > 0.0
+    c = choose(est, 0.0, place=("", ""))
+    assert (c.source, c.level) == ("learned", "reason")
+    assert c.at < T0 + 24 * H  # a plan, not a wait for the deadline's last chance
+    assert c.on_time > 0.3
+
+
 def test_beyond_the_data_the_wait_doubles() -> None:
     est = Estimates()
     fill(est, 40, ("GB", "A"), 900.0)

@@ -37,10 +37,11 @@ static delay decides (the prior). The first messages of a key probe: a share
 probes together see every time scale. Otherwise the finest key with `min_at_risk`
 messages decides with its plan (`core/planner.py`): the hazards are the key's own,
 each bin drawn towards the next coarser key's by `PRIOR_STRENGTH` messages' worth of
-exposure; past the reason's data the hazard of its last doubling of time is carried
-on. One trade-off for all keys (`decision`) sets how many on-time deliveries an
-attempt must buy, so that the traffic gets the static schedules' share of deliveries
-within the target delay times (1 + margin). The next attempt is the plan's next after
+exposure; where the reason has too little data (past its end, or in a gap) the hazard
+of its last doubling of time with data is carried on. One trade-off for all keys
+(`decision`) sets how many on-time deliveries an attempt must buy, so that the traffic
+gets the static schedules' share of deliveries within the target delay times
+(1 + margin). The next attempt is the plan's next after
 the message's age, not past the end of the data; where no level has data at the
 message's age yet it waits as long again as it has waited. `choose` says which of
 these chose, on which key and on how much data.
@@ -321,6 +322,12 @@ class Estimates:
     def curve(self, key: Key) -> Curve | None:
         return self.curves.get(key)
 
+    def clear(self) -> None:
+        """Forget every count, and the plans and decisions made on them."""
+        self.curves = {}
+        self.ladders.clear()
+        self.decisions.clear()
+
     def _touch(self, key: Key, now: float) -> Curve:
         c = self.curves.get(key)
         if c is None:
@@ -364,9 +371,10 @@ class Estimates:
         """The hazard per bin the plans use for `key`: the key's own counts, each bin
         drawn towards the next coarser level's hazard by `PRIOR_STRENGTH` messages'
         worth of exposure (so a thin key starts as its country or reason and becomes
-        itself as its data grows); at the reason level, beyond the data (fewer than
-        `min_at_risk` messages seen at risk), the hazard of the last doubling of time
-        that had data, carried on."""
+        itself as its data grows); at the reason level, in a bin with too little data
+        (fewer than `min_at_risk` messages seen at risk: past the data's end, or a gap
+        such as the first minutes when no attempt looked there), the hazard of the last
+        doubling of time that had data, carried on."""
         chain = levels(*key)
         parent: list[float] | None = None
         for k in reversed(chain):
@@ -601,21 +609,19 @@ class Estimates:
 
 
 def _extrapolated(c: Curve, min_at_risk: float) -> list[float]:
-    """The curve's hazards where `min_at_risk` messages were seen at risk; beyond, the
-    hazard of the last three bins (a doubling of time) with data, carried on."""
+    """The curve's hazards where `min_at_risk` messages were seen at risk; in a bin
+    with fewer, the hazard of the last three bins (a doubling of time) that had
+    enough, carried on (0 before any had: no recovery seen there)."""
     out = [0.0] * BINS
-    end = BINS
+    seen: list[int] = []  # the bins with enough data so far
     for i in range(BINS):
-        if c.at_risk(i) < min_at_risk:
-            end = i
-            break
-        out[i] = c.hazard(i)
-    if end < BINS:
-        back = range(max(end - 3, 0), end)
-        ex = sum(c.exposure[i] for i in back)
-        tail = sum(c.events[i] for i in back) / ex if ex > 0 else 0.0
-        for i in range(end, BINS):
-            out[i] = tail
+        if c.at_risk(i) >= min_at_risk:
+            out[i] = c.hazard(i)
+            seen.append(i)
+            continue
+        back = seen[-3:]
+        ex = sum(c.exposure[j] for j in back)
+        out[i] = sum(c.events[j] for j in back) / ex if ex > 0 else 0.0
     return out
 
 

@@ -71,8 +71,8 @@ class Learner:
     async def reset(self) -> int:
         async with self._lock:
             n = await self.store.recovery_reset()
-            self.view.curves = {}
-            self.pending.curves = {}
+            self.view.clear()
+            self.pending.clear()
             return n
 
     async def run(self, stopping: asyncio.Event) -> None:
