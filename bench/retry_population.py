@@ -536,8 +536,8 @@ def oracle(path: str) -> dict[str, Any]:
     i, share = pick(weighted, 0.0)
 
     def mixed(lad: Ladder, field: str) -> float:
-        hi = float(getattr(lad.rungs[i], field))
-        lo = float(getattr(lad.rungs[max(i - 1, 0)], field))
+        hi = float(getattr(lad.rung(i), field))
+        lo = float(getattr(lad.rung(max(i - 1, 0)), field))
         return share * hi + (1.0 - share) * lo
 
     static_wasted = sum(w * (1.0 + lad.static_failed) for w, lad in weighted)

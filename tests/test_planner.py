@@ -12,12 +12,15 @@ from statistics import NormalDist
 
 import pytest
 from bounceback.core.planner import (
+    DELAYS,
     MUS,
     failed,
     ladder,
     median_delay,
     on_time,
     pick,
+    profile,
+    profile_median,
     static_times,
 )
 from bounceback.core.recovery import Curve, Estimates, Observation
@@ -154,3 +157,23 @@ def test_a_wide_interval_is_counted_but_says_nothing_of_when() -> None:
     assert sum(c.events) == 0.0 and sum(c.exposure) == 0.0
     est.observe(Observation("GB", "A", "absent_subscriber", H, 2 * H, True, 3.0))
     assert sum(c.events) == pytest.approx(1.0) and sum(c.exposure) > 0
+
+
+def test_the_tabulated_median_agrees_with_the_exact_one() -> None:
+    """`profile`/`profile_median` (what the estimates use: a key's share tabulated once,
+    then added) give the median `median_delay` finds by bisection."""
+
+    def slow(t: float) -> float:
+        return 0.9 * (1.0 - math.exp(-t / (6 * H)))
+
+    def fast(t: float) -> float:
+        return 0.95 * (1.0 - math.exp(-t / 600.0))
+
+    schedule = static_times([600.0 * 2**i for i in range(15)], 48 * H)
+    parts = [(100.0, slow, schedule), (250.0, fast, schedule)]
+    total = [0.0] * (len(DELAYS) + 1)
+    for w, cdf, times in parts:
+        for j, v in enumerate(profile(cdf, times)):
+            total[j] += w * v
+    assert profile_median(total) == pytest.approx(median_delay(parts), rel=0.01)
+    assert profile_median([0.0] * (len(DELAYS) + 1)) == 0.0

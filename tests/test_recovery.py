@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 from bounceback.config.settings import Schedule, load_config
-from bounceback.core import engine
+from bounceback.core import engine, planner, recovery
 from bounceback.core.engine import Policy, Publish, ReceiptIn, SubmitResult, decide, observation
 from bounceback.core.model import Message, State, Verdict, evolve
 from bounceback.core.recovery import (
@@ -53,8 +53,10 @@ def obs(
 NOT_PROBE = 0.99 / 9973.0
 
 
-def choose(est: Estimates, e: float, **kw: Any) -> Any:
-    args: dict[str, Any] = {
+def choose_args(e: float) -> dict[str, Any]:
+    """The arguments of `Estimates.choose` for a failure `e` seconds after the first
+    attempt, with the default [retry] settings, for a message that does not probe."""
+    return {
         "created_at": T0,
         "failed_at": T0 + e,
         "deadline": T0 + 48 * H,
@@ -65,9 +67,17 @@ def choose(est: Estimates, e: float, **kw: Any) -> Any:
         "max_delay": 86400.0,
         "u": NOT_PROBE,
     }
+
+
+def choose(est: Estimates, e: float, **kw: Any) -> Any:
+    args = choose_args(e)
     args.update(kw)
     place = args.pop("place", ("GB", "A"))
-    return est.choose(place, "absent_subscriber", **args)
+    for _ in range(200):  # the plans are made a little per call (PLAN_BUDGET)
+        c = est.choose(place, "absent_subscriber", **args)
+        if c.why != "plans being made":
+            return c
+    raise AssertionError("the plans were never made")
 
 
 # ---------------------------------------------------------------- bins and counts
@@ -275,6 +285,49 @@ def test_the_estimate_waits_for_slow_recoveries_and_not_for_fast_ones() -> None:
     assert slow.at - T0 > 2 * (fast.at - T0)
 
 
+def test_a_large_table_is_planned_a_little_per_call_to_the_same_decision(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A common decision over many keys needs a ladder and a few rungs of each: one
+    call does at most PLAN_BUDGET rungs' worth of it (the message's own key may add
+    its two rungs), the static schedule decides until the first decision is done,
+    and that decision is the one made in one go."""
+    solves = [0]
+    solve = planner._solve
+
+    def counted(*args: Any) -> Any:
+        solves[0] += 1
+        return solve(*args)
+
+    monkeypatch.setattr(planner, "_solve", counted)
+
+    def table() -> Estimates:
+        est = Estimates()
+        for i in range(150):
+            fill(est, 45, ("GB", f"op{i}"), 900.0 * (1 + i % 7))
+        return est
+
+    args = choose_args(0.0)
+    spread = table()
+    calls = 0
+    while True:
+        before = solves[0]
+        c = spread.choose(("GB", "op3"), "absent_subscriber", **args)
+        calls += 1
+        assert solves[0] - before <= recovery.PLAN_BUDGET + 2
+        if c.why != "plans being made":
+            break
+        assert c.source == "prior" and c.at == T0 + 600.0  # the static schedule meanwhile
+        assert calls < 1000
+    assert calls > 10  # 150 keys are too many for one call
+    monkeypatch.setattr(recovery, "PLAN_BUDGET", 10**9)
+    whole = table()
+    at_once = whole.choose(("GB", "op3"), "absent_subscriber", **args)
+    assert at_once.why != "plans being made"
+    assert spread.decisions == whole.decisions and not spread.jobs and not whole.jobs
+    assert (c.at, c.key, c.on_time) == (at_once.at, at_once.key, at_once.on_time)
+
+
 def test_a_cleared_table_plans_afresh() -> None:
     """A reset forgets the plans made on the old counts too: refilled, the table
     decides as a new one does (the old ladder and decision looked fresh to counts
@@ -360,6 +413,7 @@ def bounce(msg: Message, now: float, policy: Policy, **kw: Any) -> tuple[Message
 def test_the_soft_bounce_event_says_what_chose_the_next_attempt() -> None:
     est = Estimates()
     fill(est, 400, ("GB", "A"), 2 * H)
+    choose(est, 0.0)  # the first soft bounces make the plans (PLAN_BUDGET)
     policy = Policy(mode="learned", recovery=est, jitter=0.0)
     # Id ...02: a message whose stable fraction draws no probe (engine.stable_fraction).
     assert (engine.stable_fraction("0000000000000002") * 9973.0) % 1.0 > 0.5

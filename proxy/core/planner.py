@@ -15,8 +15,9 @@ That is a shortest path over a time grid (step D/4 or coarser): after an attempt
 grid time t_i, the next at t_j costs 1 - F(t_j) (it fails when T > t_j) and earns
 F(t_j) - F(max(t_i, t_j - D)) (the recoveries it delivers within D). The cost splits
 into a part that depends on j alone when t_j - D >= t_i and a window of D/step points
-otherwise, so one pass is O(grid x D/step). `ladder` solves a key for every price mu
-in `MUS`; `pick` chooses one price for all keys, weighted by their messages — the
+otherwise, so one pass is O(grid x D/step). A key's `ladder` holds its solutions for
+the prices in `MUS`, each solved when first needed; `pick` chooses one price for all
+keys, weighted by their messages (a bisection: a handful of rungs per key) — the
 cheapest way for the traffic as a whole to get the static schedules' on-time share
 (times 1 + margin), since a key where on-time deliveries are cheap can carry more of
 them than one where they are dear — and splits the messages between two neighbouring
@@ -90,6 +91,42 @@ def median_delay(
     return hi
 
 
+# Delays (seconds) at which a key's static on-time share is tabulated (`profile`):
+# 10 s to about ten days, a tenth apart.
+DELAYS: tuple[float, ...] = tuple(10.0 * 1.1**i for i in range(122))
+
+
+def profile(cdf: Callable[[float], float], times: Sequence[float]) -> list[float]:
+    """`on_time(cdf, times, d)` for every d in DELAYS, then the share the attempts
+    recover (`cdf` at the last): weighted and added over keys, what `profile_median`
+    reads."""
+    at = [cdf(t) for t in times]
+    out = []
+    for d in DELAYS:
+        got = 0.0
+        prev = 0.0
+        for t, f in zip(times, at, strict=True):
+            got += f - cdf(max(prev, t - d))
+            prev = t
+        out.append(got)
+    out.append(at[-1] if at else 0.0)
+    return out
+
+
+def profile_median(total: Sequence[float]) -> float:
+    """The median delay of a sum of weighted `profile`s (linear between the DELAYS;
+    0 when nothing is recovered)."""
+    half = total[-1] / 2.0
+    if half <= 0:
+        return 0.0
+    prev_d, prev_v = 0.0, 0.0
+    for d, v in zip(DELAYS, total, strict=False):
+        if v >= half:
+            return prev_d + (d - prev_d) * (half - prev_v) / max(v - prev_v, 1e-12)
+        prev_d, prev_v = d, v
+    return DELAYS[-1]
+
+
 def _solve(F: Sequence[float], k: int, mu: float) -> tuple[list[int], float, float]:
     """The grid indices of the attempts after 0 minimising failed attempts minus mu
     times on-time deliveries (window k points); with their failures and on-time share."""
@@ -148,15 +185,34 @@ class Rung:
 
 @attrs.frozen
 class Ladder:
-    """A key's solutions for every trade-off in MUS, and the static schedule's
-    figures on the same estimate."""
+    """A key's estimate on the plan grid and the static schedule's figures on it; its
+    solution for trade-off MUS[i] is `rung(i)`, solved when first asked for (a common
+    decision needs a handful of a key's rungs, not all of them)."""
 
-    rungs: tuple[Rung, ...]
     static_on_time: float
     static_failed: float
     step: float
     target_delay: float
     cdf: tuple[float, ...] = attrs.field(repr=False)  # F on the grid
+    window: int = 1  # grid points in the target delay
+    _solved: dict[int, Rung] = attrs.field(factory=dict, repr=False, eq=False)
+
+    def rung(self, i: int) -> Rung:
+        """The solution for trade-off MUS[i]."""
+        got = self._solved.get(i)
+        if got is None:
+            path, fails, on = _solve(self.cdf, self.window, MUS[i])
+            got = self._solved[i] = Rung(MUS[i], tuple(j * self.step for j in path), fails, on)
+        return got
+
+    @property
+    def rungs(self) -> tuple[Rung, ...]:
+        """Every solution, in the order of MUS."""
+        return tuple(self.rung(i) for i in range(len(MUS)))
+
+    def has(self, i: int) -> bool:
+        """Whether rung i is solved already."""
+        return i in self._solved
 
     def recovered_by(self, t: float) -> float:
         """F(t) on the grid (linear between points)."""
@@ -175,40 +231,100 @@ def ladder(
     target_delay: float,
     static: Sequence[float],
 ) -> Ladder:
-    """Solve one key for every trade-off (see the module docstring). `cdf(t)` is the
-    estimated P(T <= t); `static` the static schedule's attempt offsets."""
+    """A key's ladder (see the module docstring). `cdf(t)` is the estimated P(T <= t);
+    `static` the static schedule's attempt offsets."""
     step, k = grid_step(target_delay, horizon)
     last = max(horizon - MIN_STEP, step)
     n = max(2, math.ceil(last / step) + 1)
     step = last / (n - 1)  # the last point on the grid: just before the horizon
-    times = [i * step for i in range(n)]
-    F = [cdf(t) for t in times]
+    F = tuple(cdf(i * step) for i in range(n))
     d = k * step
-    rungs = []
-    for mu in MUS:
-        path, fails, on = _solve(F, k, mu)
-        rungs.append(Rung(mu, tuple(times[j] for j in path), fails, on))
-    return Ladder(tuple(rungs), on_time(cdf, static, d), failed(cdf, static), step, d, tuple(F))
+    return Ladder(on_time(cdf, static, d), failed(cdf, static), step, d, F, k)
 
 
-def pick(weighted: Sequence[tuple[float, Ladder]], margin: float) -> tuple[int, float]:
+class OutOfBudget(Exception):
+    """A `Budget` ran out: the work stops here and resumes on a later call."""
+
+
+@attrs.define
+class Budget:
+    """How many rungs may still be solved (or ladders made) in this call."""
+
+    left: float = math.inf
+
+    def spend(self) -> None:
+        if self.left <= 0:
+            raise OutOfBudget
+        self.left -= 1
+
+
+@attrs.define
+class Progress:
+    """What a `pick` spread over several calls has summed so far: its target, the
+    on-time total of every rung it finished, and where it stopped in the next one."""
+
+    target: float | None = None
+    totals: dict[int, float] = attrs.field(factory=dict)
+    rung: int = -1
+    key: int = 0
+    acc: float = 0.0
+
+
+def pick(
+    weighted: Sequence[tuple[float, Ladder]],
+    margin: float,
+    progress: Progress | None = None,
+    budget: Budget | None = None,
+) -> tuple[int, float]:
     """The one trade-off for all keys: the rung index i and the share of messages that
     take it (the rest take rung i - 1) so that, over the keys weighted by their
     messages, the on-time share is the static schedules' (or half the recoveries, when
-    that is more) times (1 + margin) — with the
-    fewest failed attempts a common trade-off gives (a Lagrangian: one price of an
-    attempt in on-time deliveries everywhere)."""
-    static = sum(w * lad.static_on_time for w, lad in weighted)
-    # Half of what the plans recover (every recoverable message: more than the static
-    # schedules, whose last attempts can fall short), and no less than static's.
-    half = 0.5 * sum(w * lad.cdf[-1] for w, lad in weighted)
-    target = (1.0 + margin) * max(static, half)
-    prev = None
-    for i in range(len(MUS)):
-        got = sum(w * lad.rungs[i].on_time for w, lad in weighted)
-        if got >= target:
-            if prev is None or got - prev <= 1e-12:
-                return i, 1.0
-            return i, min(max((target - prev) / (got - prev), 0.0), 1.0)
-        prev = got
-    return len(MUS) - 1, 1.0
+    that is more) times (1 + margin) — with the fewest failed attempts a common
+    trade-off gives (a Lagrangian: one price of an attempt in on-time deliveries
+    everywhere). A higher price never buys fewer on-time deliveries, so the lowest rung
+    that reaches the target is found by bisection.
+
+    With a `budget`, every rung solved spends one and `OutOfBudget` stops the work;
+    called again with the same `weighted` and `progress`, it resumes where it stopped."""
+    progress = progress if progress is not None else Progress()
+    budget = budget if budget is not None else Budget()
+    if progress.target is None:
+        static = sum(w * lad.static_on_time for w, lad in weighted)
+        # Half of what the plans recover (every recoverable message: more than the
+        # static schedules, whose last attempts can fall short), and no less than
+        # static's.
+        half = 0.5 * sum(w * lad.cdf[-1] for w, lad in weighted)
+        progress.target = (1.0 + margin) * max(static, half)
+    target = progress.target
+
+    def got(i: int) -> float:
+        done = progress.totals.get(i)
+        if done is not None:
+            return done
+        if progress.rung != i:
+            progress.rung, progress.key, progress.acc = i, 0, 0.0
+        while progress.key < len(weighted):
+            w, lad = weighted[progress.key]
+            if not lad.has(i):
+                budget.spend()
+            progress.acc += w * lad.rung(i).on_time
+            progress.key += 1
+        progress.totals[i] = progress.acc
+        return progress.acc
+
+    top = len(MUS) - 1
+    if got(top) < target:
+        return top, 1.0
+    lo, hi = -1, top  # got(lo) < target <= got(hi); rung -1 stands for "nothing"
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if got(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    if hi == 0:
+        return 0, 1.0
+    prev, now = got(hi - 1), got(hi)
+    if now - prev <= 1e-12:
+        return hi, 1.0
+    return hi, min(max((target - prev) / (now - prev), 0.0), 1.0)

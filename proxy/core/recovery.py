@@ -41,10 +41,14 @@ exposure; where the reason has too little data (past its end, or in a gap) the h
 of its last doubling of time with data is carried on. One trade-off for all keys
 (`decision`) sets how many on-time deliveries an attempt must buy, so that the traffic
 gets the static schedules' share of deliveries within the target delay times
-(1 + margin). The next attempt is the plan's next after
-the message's age, not past the end of the data; where no level has data at the
-message's age yet it waits as long again as it has waited. `choose` says which of
-these chose, on which key and on how much data.
+(1 + margin). Remaking that decision touches every deciding key (a static profile, a
+ladder, a few rungs each: milliseconds per key), so it is done a little per call
+(`PLAN_BUDGET`) while the last decision holds; until a table's first decision is made
+the static delay decides ("plans being made"). The message's own key's ladder is made
+when it needs one. The next attempt is the plan's
+next after the message's age, not past the end of the data; where no level has data
+at the message's age yet it waits as long again as it has waited. `choose` says which
+of these chose, on which key and on how much data.
 """
 
 from __future__ import annotations
@@ -53,7 +57,18 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import attrs
-from bounceback.core.planner import Ladder, ladder, median_delay, pick, static_times
+from bounceback.core.planner import (
+    DELAYS,
+    Budget,
+    Ladder,
+    OutOfBudget,
+    Progress,
+    ladder,
+    pick,
+    profile,
+    profile_median,
+    static_times,
+)
 
 # Bin edges in seconds since the first attempt: [0, 60), then ratio 2**(1/3).
 BINS = 48
@@ -72,6 +87,12 @@ PROBES = 40.0
 WIDE = 4.5
 # Plans are made per validity rounded up to this (seconds).
 HORIZON_STEP = 900.0
+
+# Planning work one `choose` call may do towards a common decision, in rungs solved
+# (a ladder made for a key finer than a reason counts one, a static profile two; each
+# is a millisecond at most): a table of thousands of keys is planned a little per
+# soft bounce rather than in one pause of the event loop.
+PLAN_BUDGET = 4
 
 Key = tuple[str, str, str]  # (country, operator, reason); "" = any
 LEVELS: tuple[str, ...] = ("operator", "country", "reason")
@@ -318,6 +339,14 @@ class Estimates:
     decisions: dict[float, tuple[float, tuple[float, int, float]]] = attrs.field(
         factory=dict, eq=False, repr=False
     )
+    # horizon -> a decision being remade, a little per call.
+    jobs: dict[float, _Job] = attrs.field(factory=dict, eq=False, repr=False)
+    # The planning work this `choose` call may still do (see PLAN_BUDGET).
+    _budget: Budget = attrs.field(factory=Budget, init=False, eq=False, repr=False)
+    # The reason keys of `curves`, found again when the table is replaced or grows.
+    _reason_keys: list[Key] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    _indexed: dict[Key, Curve] | None = attrs.field(default=None, init=False, eq=False, repr=False)
+    _indexed_len: int = attrs.field(default=-1, init=False, eq=False, repr=False)
 
     def curve(self, key: Key) -> Curve | None:
         return self.curves.get(key)
@@ -327,6 +356,7 @@ class Estimates:
         self.curves = {}
         self.ladders.clear()
         self.decisions.clear()
+        self.jobs.clear()
 
     def _touch(self, key: Key, now: float) -> Curve:
         c = self.curves.get(key)
@@ -334,6 +364,8 @@ class Estimates:
             if len(self.curves) >= self.max_keys:
                 self._evict()
             c = self.curves[key] = Curve()
+            if not key[0] and not key[1]:
+                self._indexed_len = -1  # a new reason: found again by _observed
         c.updated_at = max(c.updated_at, now)
         return c
 
@@ -399,17 +431,18 @@ class Estimates:
         target_delay: float,
         min_at_risk: float,
         static: Callable[[str], Sequence[float]],
+        budget: Budget | None = None,
     ) -> Ladder:
-        """The key's solutions for messages valid `horizon` seconds (core/planner.py),
-        made again when its data has grown by a tenth or the target delay has moved."""
+        """The key's ladder for messages valid `horizon` seconds (core/planner.py),
+        made again if its data has grown by a tenth or the target delay has moved; a
+        key finer than a reason spends one of `budget` on that (OutOfBudget when it
+        has none left)."""
         cached = self.ladders.get((key, horizon))
         count = self._count(key)
-        if cached is not None:
-            made_count, lad = cached
-            if count < made_count * 1.1 + 10 and (
-                abs(target_delay - lad.target_delay) <= 0.1 * lad.target_delay
-            ):
-                return lad
+        if cached is not None and _fresh(cached, count, target_delay):
+            return cached[1]
+        if budget is not None and (key[0] or key[1]):
+            budget.spend()
         lad = ladder(
             _cdf(self.hazards(key, min_at_risk)),
             horizon=horizon,
@@ -423,6 +456,15 @@ class Estimates:
 
     def _count(self, key: Key) -> float:
         return float(sum(c.recovered + c.failed for k in levels(*key) if (c := self.curves.get(k))))
+
+    def _observed(self) -> float:
+        """Observations counted at the reason level (every observation is, once)."""
+        if self._indexed is not self.curves or self._indexed_len != len(self.curves):
+            self._reason_keys = [k for k in self.curves if not k[0] and not k[1]]
+            self._indexed, self._indexed_len = self.curves, len(self.curves)
+        return float(
+            sum(c.recovered + c.failed for k in self._reason_keys if (c := self.curves.get(k)))
+        )
 
     def decider(self, key: Key, min_at_risk: float) -> Key | None:
         """The finest key of the chain with `min_at_risk` messages seen."""
@@ -455,37 +497,55 @@ class Estimates:
         margin: float,
         target_delay: float,
         static: Callable[[str], Sequence[float]],
-    ) -> tuple[float, int, float]:
-        """(target delay, rung, share) for messages valid `horizon` seconds: made again
+    ) -> tuple[float, int, float] | None:
+        """(target delay, rung, share) for messages valid `horizon` seconds, made again
         when the observations have grown by a twentieth. The target delay, unless
         configured, is the median delay the static schedules would give the recovered
-        messages of every deciding key (weighted by its messages) on the estimates."""
-        count = float(
-            sum(c.recovered + c.failed for k, c in self.curves.items() if not k[0] and not k[1])
-        )
+        messages of every deciding key (weighted by its messages) on the estimates.
+        Remaking it needs that median, every deciding key's ladder and a few rungs of
+        each: the work is done a little per call (`PLAN_BUDGET`), the reasons' keys and
+        then the keys with the most messages first, and the last decision holds until
+        it is finished (None while there is none yet)."""
+        count = self._observed()
         cached = self.decisions.get(horizon)
         if cached is not None and count < cached[0] * 1.05 + 5:
             return cached[1]
-        weights = self.weights(min_at_risk)
-        d = target_delay
-        if d <= 0:
-            parts = [
-                (w, _cdf(self.hazards(k, min_at_risk)), static_times(static(k[2]), horizon))
-                for k, w in weights.items()
-            ]
-            d = median_delay(parts) or 600.0
-        weighted = [
-            (
-                w,
-                self.ladder_for(
-                    k, horizon=horizon, target_delay=d, min_at_risk=min_at_risk, static=static
-                ),
+        job = self.jobs.get(horizon)
+        if job is None:
+            order = sorted(
+                self.weights(min_at_risk).items(),
+                key=lambda kw: (bool(kw[0][0] or kw[0][1]), -kw[1], kw[0]),
             )
-            for k, w in weights.items()
-        ]
-        i, share = pick(weighted, margin)
-        out = (d, i, share)
-        self.decisions[horizon] = (count, out)
+            job = self.jobs[horizon] = _Job(count, target_delay, order)
+        try:
+            while job.target_delay <= 0 and job.profiled < len(job.keys):
+                # The static schedules' delays on this key's estimate, added in.
+                key, w = job.keys[job.profiled]
+                self._budget.spend()
+                self._budget.spend()  # a profile costs about two rungs
+                cdf = _cdf(self.hazards(key, min_at_risk))
+                for j, v in enumerate(profile(cdf, static_times(static(key[2]), horizon))):
+                    job.delays[j] += w * v
+                job.profiled += 1
+            if job.target_delay <= 0:
+                job.target_delay = profile_median(job.delays) or 600.0
+            while len(job.ladders) < len(job.keys):
+                made = self.ladder_for(
+                    job.keys[len(job.ladders)][0],
+                    horizon=horizon,
+                    target_delay=job.target_delay,
+                    min_at_risk=min_at_risk,
+                    static=static,
+                    budget=self._budget,
+                )
+                job.ladders.append(made)
+            weighted = [(w, lad) for (_, w), lad in zip(job.keys, job.ladders, strict=True)]
+            i, share = pick(weighted, margin, job.progress, self._budget)
+        except OutOfBudget:
+            return cached[1] if cached is not None else None
+        out = (job.target_delay, i, share)
+        self.decisions[horizon] = (job.count, out)
+        del self.jobs[horizon]
         return out
 
     def choose(
@@ -510,6 +570,7 @@ class Estimates:
         time of the plan of the finest key with `min_at_risk` messages seen (u, the
         message's stable fraction in [0, 1), picks its side of a split plan); the
         static delay while its reason has fewer."""
+        self._budget = Budget(PLAN_BUDGET)
         e = max(failed_at - created_at, 0.0)
         top = self.curves.get(("", "", reason))
         if top is None or top.messages < min_at_risk:
@@ -525,19 +586,24 @@ class Estimates:
             gap = min(max(static_delay, e, min_delay), max_delay)
             return Choice(failed_at + gap, "learned", why="beyond the data: as long again")
         horizon = max(math.ceil((deadline - created_at) / HORIZON_STEP), 1) * HORIZON_STEP
-        d, i, share = self.decision(
+        decided = self.decision(
             horizon,
             min_at_risk=min_at_risk,
             margin=margin,
             target_delay=target_delay,
             static=static,
         )
+        if decided is None:
+            # The first plans of a large table are being made, a little per call.
+            return Choice(failed_at + static_delay, "prior", why="plans being made")
+        d, i, share = decided
         key = self.decider((place[0], place[1], reason), min_at_risk) or ("", "", reason)
         c = self.curves[key]
+        # The message's own key's ladder is made now if need be (one at most per call).
         lad = self.ladder_for(
             key, horizon=horizon, target_delay=d, min_at_risk=min_at_risk, static=static
         )
-        rung = lad.rungs[i] if u < share or i == 0 else lad.rungs[i - 1]
+        rung = lad.rung(i) if u < share or i == 0 else lad.rung(i - 1)
         nxt = next((t for t in rung.offsets if t > e + lad.step / 2.0), None)
         at = created_at + nxt if nxt is not None else deadline
         # Not past the end of the data: beyond it the plan rests on a guessed tail.
@@ -606,6 +672,31 @@ class Estimates:
         typical = c.typical(1.0)
         out["typical_s"] = round(typical, 1) if typical > 0 else None
         return out
+
+
+@attrs.define
+class _Job:
+    """A common decision being remade over several calls: the deciding keys (the
+    reasons' first, then by messages), their ladders made so far, and how far `pick`
+    has got."""
+
+    count: float  # observations when it started
+    target_delay: float  # 0 until the static schedules' median delay is known
+    keys: list[tuple[Key, float]]  # (key, messages)
+    # The weighted sum of the keys' static `profile`s, and how many are in it.
+    delays: list[float] = attrs.field(factory=lambda: [0.0] * (len(DELAYS) + 1))
+    profiled: int = 0
+    ladders: list[Ladder] = attrs.field(factory=list)  # made so far, in the keys' order
+    progress: Progress = attrs.field(factory=Progress)
+
+
+def _fresh(cached: tuple[float, Ladder], count: float, target_delay: float) -> bool:
+    """A ladder made on `cached[0]` observations still serves: its data has grown by
+    less than a tenth and the target delay has moved by less than a tenth."""
+    made_count, lad = cached
+    return count < made_count * 1.1 + 10 and (
+        abs(target_delay - lad.target_delay) <= 0.1 * lad.target_delay
+    )
 
 
 def _extrapolated(c: Curve, min_at_risk: float) -> list[float]:
