@@ -363,7 +363,7 @@ class Outcome:
     delivered_at: float | None = None  # submission time of the delivering attempt
 
 
-def policy_for(mode: str, validity: float) -> Policy:
+def policy_for(mode: str, validity: float, margin: float | None = None) -> Policy:
     if mode == "naive":
         fixed = {r: Schedule(NAIVE_INTERVAL, 1.0, NAIVE_INTERVAL) for r in SOFT_REASONS}
         return Policy(
@@ -371,7 +371,9 @@ def policy_for(mode: str, validity: float) -> Policy:
         )
     if mode == "static":
         return Policy()
-    return Policy(mode="learned", recovery=Estimates())
+    if margin is None:
+        return Policy(mode="learned", recovery=Estimates())
+    return Policy(mode="learned", recovery=Estimates(), learn_margin=margin)
 
 
 def simulate(
@@ -617,15 +619,22 @@ def true_estimates(pop: Population) -> Estimates:
     return est
 
 
-def run(path: str, modes: Sequence[str] = MODES, *, warm: bool = False) -> dict[str, Any]:
+def run(
+    path: str,
+    modes: Sequence[str] = MODES,
+    *,
+    warm: bool = False,
+    margin: float | None = None,
+) -> dict[str, Any]:
     """Each mode over the population; `warm`: learned mode first runs once through the
     same population to fill its estimates, and the second run is the one reported (a
-    proxy that has seen a day of this traffic, rather than one that starts empty)."""
+    proxy that has seen a day of this traffic, rather than one that starts empty);
+    `margin`: learned mode's `learn_margin` (None: the default)."""
     pop = read_population(path)
     items = draw(pop)
     rows: dict[str, dict[str, Any]] = {}
     for k, mode in enumerate(modes):
-        policy = policy_for(mode, pop.validity_hours * HOUR)
+        policy = policy_for(mode, pop.validity_hours * HOUR, margin)
         if warm and mode == "learned":
             simulate(pop, items, mode, seed=pop.seed * 1000 + k + 100, policy=policy)
         started = time.perf_counter()
@@ -637,6 +646,7 @@ def run(path: str, modes: Sequence[str] = MODES, *, warm: bool = False) -> dict[
         "validity_hours": pop.validity_hours,
         "recoverable": sum(1 for it in items if it.recoverable),
         "learned_warm": warm,
+        "learn_margin": Policy().learn_margin if margin is None else margin,
         "modes": rows,
     }
     if "static" in rows and "learned" in rows:
@@ -687,7 +697,15 @@ def population_main(argv: Sequence[str]) -> int:
         action="store_true",
         help="learned mode runs through the population once before the reported run",
     )
+    ap.add_argument(
+        "--margin",
+        type=float,
+        metavar="M",
+        help="learned mode's learn_margin (default: the [retry] default)",
+    )
     args = ap.parse_args(argv)
+    if args.margin is not None and not 0.0 <= args.margin <= 1.0:
+        ap.error("--margin: between 0 and 1")
     if args.oracle:
         try:
             print(json.dumps(oracle(args.population), indent=2))
@@ -696,7 +714,12 @@ def population_main(argv: Sequence[str]) -> int:
             return 2
         return 0
     try:
-        report = run(args.population, tuple(args.mode) if args.mode else MODES, warm=args.warm)
+        report = run(
+            args.population,
+            tuple(args.mode) if args.mode else MODES,
+            warm=args.warm,
+            margin=args.margin,
+        )
     except PopulationError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -684,6 +684,17 @@ def test_the_bench_runs_three_modes_on_a_population(
     warm = json.loads(capsys.readouterr().out)
     assert warm["learned_warm"] is True and set(warm["modes"]) == {"learned"}
     assert warm["modes"]["learned"]["submissions"] >= 300
+    assert report["learn_margin"] == warm["learn_margin"] == engine.Policy().learn_margin
+    # --margin: learned mode at another learn_margin, said in the report; out of range
+    # is refused as the config refuses it.
+    args = ["--population", str(path), "--json", "--mode", "learned", "--margin", "0.3"]
+    assert rp.population_main(args) == 0
+    assert json.loads(capsys.readouterr().out)["learn_margin"] == 0.3
+    assert rp.policy_for("learned", 3600.0, 0.3).learn_margin == 0.3
+    with pytest.raises(SystemExit) as refused:
+        rp.population_main(["--population", str(path), "--margin", "1.5"])
+    assert refused.value.code == 2
+    assert "--margin: between 0 and 1" in capsys.readouterr().err
     # --oracle: the plans on the true distributions meet the on-time share for fewer
     # wasted attempts than the static schedules.
     assert rp.population_main(["--population", str(path), "--oracle"]) == 0
