@@ -363,7 +363,11 @@ class Outcome:
     delivered_at: float | None = None  # submission time of the delivering attempt
 
 
-def policy_for(mode: str, validity: float, margin: float | None = None) -> Policy:
+# Learned mode's learn_margin unless --margin says otherwise: the [retry] default.
+DEFAULT_MARGIN = Policy().learn_margin
+
+
+def policy_for(mode: str, validity: float, margin: float = DEFAULT_MARGIN) -> Policy:
     if mode == "naive":
         fixed = {r: Schedule(NAIVE_INTERVAL, 1.0, NAIVE_INTERVAL) for r in SOFT_REASONS}
         return Policy(
@@ -371,8 +375,6 @@ def policy_for(mode: str, validity: float, margin: float | None = None) -> Polic
         )
     if mode == "static":
         return Policy()
-    if margin is None:
-        return Policy(mode="learned", recovery=Estimates())
     return Policy(mode="learned", recovery=Estimates(), learn_margin=margin)
 
 
@@ -553,7 +555,7 @@ def oracle(path: str) -> dict[str, Any]:
     seed = pop.seed * 1000
     static_row = summarize(items, simulate(pop, items, "static", seed), 0.0)
     engine = []
-    for margin in sorted({0.0, Policy().learn_margin}):
+    for margin in sorted({0.0, DEFAULT_MARGIN}):
         table = Policy(mode="learned", recovery=true_estimates(pop), learn_margin=margin)
         row = summarize(items, simulate(pop, items, "learned", seed + 1, table, learn=False), 0.0)
         engine.append(
@@ -624,12 +626,12 @@ def run(
     modes: Sequence[str] = MODES,
     *,
     warm: bool = False,
-    margin: float | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> dict[str, Any]:
     """Each mode over the population; `warm`: learned mode first runs once through the
     same population to fill its estimates, and the second run is the one reported (a
     proxy that has seen a day of this traffic, rather than one that starts empty);
-    `margin`: learned mode's `learn_margin` (None: the default)."""
+    `margin`: learned mode's `learn_margin`."""
     pop = read_population(path)
     items = draw(pop)
     rows: dict[str, dict[str, Any]] = {}
@@ -646,7 +648,7 @@ def run(
         "validity_hours": pop.validity_hours,
         "recoverable": sum(1 for it in items if it.recoverable),
         "learned_warm": warm,
-        "learn_margin": Policy().learn_margin if margin is None else margin,
+        "learn_margin": margin,
         "modes": rows,
     }
     if "static" in rows and "learned" in rows:
@@ -700,11 +702,12 @@ def population_main(argv: Sequence[str]) -> int:
     ap.add_argument(
         "--margin",
         type=float,
+        default=DEFAULT_MARGIN,
         metavar="M",
-        help="learned mode's learn_margin (default: the [retry] default)",
+        help="learned mode's learn_margin (default: the [retry] default, %(default)s)",
     )
     args = ap.parse_args(argv)
-    if args.margin is not None and not 0.0 <= args.margin <= 1.0:
+    if not 0.0 <= args.margin <= 1.0:
         ap.error("--margin: between 0 and 1")
     if args.oracle:
         try:

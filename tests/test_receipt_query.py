@@ -76,12 +76,12 @@ async def settled(
     """The queries the carrier saw, once each of them is counted by the proxy and
     neither has changed for `quiet` seconds (a query and its answer on their way
     would change one or the other)."""
-    deadline = asyncio.get_running_loop().time() + 15.0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15.0
     last: tuple[int, dict[str, int]] | None = None
     since = 0.0
-    while asyncio.get_running_loop().time() < deadline:
+    while (t := loop.time()) < deadline:
         now = (seen(), counted())
-        t = asyncio.get_running_loop().time()
         if now != last:
             last, since = now, t
         elif now[0] == sum(now[1].values()) and t - since >= quiet:
